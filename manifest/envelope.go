@@ -1,0 +1,246 @@
+package manifest
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	ssldsse "github.com/secure-systems-lab/go-securesystemslib/dsse"
+	"github.com/sigstore/sigstore/pkg/signature"
+	sigdsse "github.com/sigstore/sigstore/pkg/signature/dsse"
+)
+
+// MaxSignatures bounds the work one envelope can ask of a verifier: each
+// signature is checked against each trusted key.
+const MaxSignatures = 16
+
+// Sign validates p, encodes it and signs the bytes with every signer,
+// returning the DSSE envelope as JSON.
+func Sign(ctx context.Context, p *Payload, signers ...Signer) ([]byte, error) {
+	if len(signers) == 0 {
+		return nil, errors.New("sign: no signing key")
+	}
+	if err := p.Validate(); err != nil {
+		return nil, err
+	}
+	body, err := json.Marshal(p)
+	if err != nil {
+		return nil, err
+	}
+	adapters := make([]ssldsse.Signer, 0, len(signers))
+	for _, s := range signers {
+		if err := ValidateName("key", s.Name); err != nil {
+			return nil, err
+		}
+		pub, err := s.Signer.PublicKey()
+		if err != nil {
+			return nil, fmt.Errorf("sign: key %s: %w", s.Name, err)
+		}
+		adapters = append(adapters, &sigdsse.SignerAdapter{SignatureSigner: s.Signer, Pub: pub, PubKeyID: s.Name})
+	}
+	es, err := ssldsse.NewEnvelopeSigner(adapters...)
+	if err != nil {
+		return nil, err
+	}
+	env, err := es.SignPayload(ctx, PayloadType, body)
+	if err != nil {
+		return nil, fmt.Errorf("sign: %w", err)
+	}
+	out, err := json.MarshalIndent(env, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	return append(out, '\n'), nil
+}
+
+// Trust is what a device trusts: its configured public keys and how many
+// distinct ones must have signed (DESIGN.md §3 rule 2).
+type Trust struct {
+	Keys      []PublicKey
+	Threshold int // 0 means 1
+}
+
+// Check reports a trust configuration that can never accept anything, or
+// that would count one key twice.
+func (t Trust) Check() error {
+	if len(t.Keys) == 0 {
+		return fmt.Errorf("%w: no trusted public keys configured", ErrInvalidKey)
+	}
+	seen := map[string]bool{}
+	for _, k := range t.Keys {
+		if seen[k.Name] {
+			return fmt.Errorf("%w: two trusted keys are named %q; names must be distinct", ErrInvalidKey, k.Name)
+		}
+		seen[k.Name] = true
+	}
+	if th := t.threshold(); th > len(t.Keys) {
+		return fmt.Errorf("%w: threshold %d but only %d trusted keys", ErrInvalidKey, th, len(t.Keys))
+	}
+	return nil
+}
+
+func (t Trust) threshold() int {
+	if t.Threshold <= 0 {
+		return 1
+	}
+	return t.Threshold
+}
+
+// State is what a device remembers of a channel between polls: the highest
+// revision it accepted and the digest of that revision's payload bytes.
+type State struct {
+	Revision      uint64
+	PayloadDigest string
+}
+
+// Verified is a manifest that passed every rule.
+type Verified struct {
+	Payload       *Payload
+	PayloadBytes  []byte
+	PayloadDigest string   // sha256 hex of PayloadBytes
+	KeyIDs        []string // the trusted keys whose signatures counted
+}
+
+// Digest returns the hex sha256 of payload bytes, as recorded in State.
+func Digest(payload []byte) string {
+	sum := sha256.Sum256(payload)
+	return hex.EncodeToString(sum[:])
+}
+
+// Verify applies DESIGN.md §3 to body for a device that follows channel,
+// trusts t, remembers st, at time now. It does no I/O. On error nothing
+// about the manifest may be acted on; the error wraps one of the Err*
+// reasons.
+func Verify(t Trust, channel string, st State, body []byte, now time.Time) (*Verified, error) {
+	if err := t.Check(); err != nil {
+		return nil, err
+	}
+	// Rule 1: bounded, a DSSE envelope, our payload type.
+	env, payloadBytes, err := decodeEnvelope(body)
+	if err != nil {
+		return nil, err
+	}
+	// Rule 2: threshold distinct trusted keys over PAE(type, payload).
+	keyIDs, err := verifySignatures(t, env)
+	if err != nil {
+		return nil, err
+	}
+	p, err := decodePayload(payloadBytes)
+	if err != nil {
+		return nil, err
+	}
+	if p.Schema != Schema {
+		return nil, fmt.Errorf("%w: schema %d, this agent understands %d", ErrMalformed, p.Schema, Schema)
+	}
+	// Rule 3: no mix-and-match between channels.
+	if p.Channel != channel {
+		return nil, fmt.Errorf("%w: signed for channel %q, following %q", ErrWrongChannel, p.Channel, channel)
+	}
+	// Rule 4: never below the highest accepted revision; one payload per revision.
+	digest := Digest(payloadBytes)
+	if p.Revision < st.Revision {
+		return nil, fmt.Errorf("%w: revision %d is older than accepted revision %d", ErrRollback, p.Revision, st.Revision)
+	}
+	if p.Revision == st.Revision && st.PayloadDigest != "" && digest != st.PayloadDigest {
+		return nil, fmt.Errorf("%w: revision %d was already accepted with different content (payload sha256 %.12s, now %.12s)", ErrEquivocation, p.Revision, st.PayloadDigest, digest)
+	}
+	// Rule 5: freeze protection.
+	if !now.Before(p.ExpiresAt) {
+		return nil, fmt.Errorf("%w: revision %d expired at %s", ErrExpired, p.Revision, p.ExpiresAt.UTC().Format(time.RFC3339))
+	}
+	// Rule 6 and the payload's own consistency.
+	if err := p.Validate(); err != nil {
+		return nil, err
+	}
+	return &Verified{Payload: p, PayloadBytes: payloadBytes, PayloadDigest: digest, KeyIDs: keyIDs}, nil
+}
+
+func decodeEnvelope(body []byte) (*ssldsse.Envelope, []byte, error) {
+	if len(body) > MaxBodySize {
+		return nil, nil, fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, len(body), MaxBodySize)
+	}
+	var env ssldsse.Envelope
+	if err := json.Unmarshal(body, &env); err != nil {
+		return nil, nil, fmt.Errorf("%w: envelope: %v", ErrMalformed, err)
+	}
+	if env.PayloadType != PayloadType {
+		return nil, nil, fmt.Errorf("%w: %q, want %q", ErrPayloadType, env.PayloadType, PayloadType)
+	}
+	payload, err := base64.StdEncoding.DecodeString(env.Payload)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: payload is not base64: %v", ErrMalformed, err)
+	}
+	if len(env.Signatures) == 0 {
+		return nil, nil, fmt.Errorf("%w: no signatures", ErrSignature)
+	}
+	if len(env.Signatures) > MaxSignatures {
+		return nil, nil, fmt.Errorf("%w: %d signatures, limit %d", ErrMalformed, len(env.Signatures), MaxSignatures)
+	}
+	for _, s := range env.Signatures {
+		if _, err := base64.StdEncoding.DecodeString(s.Sig); err != nil {
+			return nil, nil, fmt.Errorf("%w: signature by %q is not base64", ErrMalformed, s.KeyID)
+		}
+	}
+	// The verifier decodes the payload itself; make sure it sees exactly
+	// the bytes checked above.
+	env.Payload = base64.StdEncoding.EncodeToString(payload)
+	return &env, payload, nil
+}
+
+func verifySignatures(t Trust, env *ssldsse.Envelope) ([]string, error) {
+	verifiers := make([]ssldsse.Verifier, 0, len(t.Keys))
+	for _, k := range t.Keys {
+		v, err := signature.LoadVerifier(k.Key, 0)
+		if err != nil {
+			return nil, fmt.Errorf("%w: trusted key %s: %v", ErrInvalidKey, k.Name, err)
+		}
+		verifiers = append(verifiers, &sigdsse.VerifierAdapter{SignatureVerifier: v, Pub: k.Key, PubKeyID: k.Name})
+	}
+	ev, err := ssldsse.NewMultiEnvelopeVerifier(t.threshold(), verifiers...)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalidKey, err)
+	}
+	accepted, _, err := ev.VerifyAndDecode(context.Background(), env)
+	if err != nil {
+		var signedBy []string
+		for _, s := range env.Signatures {
+			signedBy = append(signedBy, s.KeyID)
+		}
+		return nil, fmt.Errorf("%w: need %d of the trusted keys %s, valid signatures from %d (envelope names %q)", ErrSignature, t.threshold(), keyNames(t.Keys), len(accepted), signedBy)
+	}
+	ids := make([]string, 0, len(accepted))
+	for _, a := range accepted {
+		ids = append(ids, a.KeyID)
+	}
+	return ids, nil
+}
+
+func keyNames(keys []PublicKey) []string {
+	out := make([]string, len(keys))
+	for i, k := range keys {
+		out[i] = k.Name
+	}
+	return out
+}
+
+// DecodeUnverified returns the payload of an envelope without checking any
+// signature. Only publisher-side tools that read their own bucket (to find
+// the next revision number, or to list history) may use it; nothing a
+// device does may depend on it.
+func DecodeUnverified(body []byte) (*Payload, []byte, error) {
+	env, payloadBytes, err := decodeEnvelope(body)
+	if err != nil {
+		return nil, nil, err
+	}
+	_ = env
+	p, err := decodePayload(payloadBytes)
+	if err != nil {
+		return nil, nil, err
+	}
+	return p, payloadBytes, nil
+}

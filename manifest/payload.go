@@ -1,0 +1,209 @@
+package manifest
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net/url"
+	"regexp"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/nix-community/go-nix/pkg/storepath"
+)
+
+// PayloadType is the DSSE payload type of a v1 manifest.
+const PayloadType = "application/vnd.nix-ota.manifest.v1+json"
+
+// Schema is the payload schema this code reads and writes.
+const Schema = 1
+
+// MaxBodySize bounds every manifest read (DESIGN.md §3 rule 1): no reader
+// of a manifest reads more, so an endless or huge body cannot exhaust memory.
+const MaxBodySize = 1 << 20
+
+// DefaultClass is the device class used when a device configures none.
+const DefaultClass = "default"
+
+// Switch modes.
+const (
+	SwitchNow  = "switch" // switch-to-configuration switch
+	SwitchBoot = "boot"   // switch-to-configuration boot, then reboot policy
+)
+
+// Payload is the signed content of a manifest (DESIGN.md §3).
+type Payload struct {
+	Schema       int       `json:"schema"`
+	Channel      string    `json:"channel"`
+	Revision     uint64    `json:"revision"`
+	StorePath    string    `json:"storePath,omitempty"`
+	Systems      Systems   `json:"systems,omitempty"`
+	Substituters []string  `json:"substituters"`
+	PublishedAt  time.Time `json:"publishedAt"`
+	ExpiresAt    time.Time `json:"expiresAt"`
+	Rollout      Rollout   `json:"rollout"`
+	Switch       string    `json:"switch"`
+	Message      string    `json:"message,omitempty"`
+	Publisher    string    `json:"publisher,omitempty"`
+}
+
+// Systems maps a device class to the system store path for that class, for
+// mixed fleets (for example rpi4 and x86 devices on one channel).
+type Systems map[string]string
+
+// Rollout says which share of the fleet should apply this revision. A device
+// is in the cohort when hash(salt, deviceId) falls below Percent.
+type Rollout struct {
+	Percent int    `json:"percent"`
+	Salt    string `json:"salt"`
+}
+
+// StorePathFor returns the store path a device of the given class should
+// run, and false when the manifest carries nothing for that class.
+func (p *Payload) StorePathFor(class string) (string, bool) {
+	if class == "" {
+		class = DefaultClass
+	}
+	if sp, ok := p.Systems[class]; ok {
+		return sp, true
+	}
+	if p.StorePath != "" && class == DefaultClass {
+		return p.StorePath, true
+	}
+	return "", false
+}
+
+// StorePaths returns every store path the manifest names, sorted, without
+// duplicates.
+func (p *Payload) StorePaths() []string {
+	seen := map[string]bool{}
+	var out []string
+	add := func(s string) {
+		if s != "" && !seen[s] {
+			seen[s] = true
+			out = append(out, s)
+		}
+	}
+	add(p.StorePath)
+	for _, s := range p.Systems {
+		add(s)
+	}
+	sort.Strings(out)
+	return out
+}
+
+var nameRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+
+// ValidateName checks a channel, device, class or key name against
+// DESIGN.md §2: [A-Za-z0-9][A-Za-z0-9._-]{0,63}. Names become object keys
+// and file names, so this runs before any I/O.
+func ValidateName(kind, name string) error {
+	if !nameRe.MatchString(name) {
+		return fmt.Errorf("%w: %s %q: must be 1-64 characters of A-Z a-z 0-9 . _ - and start with a letter or digit", ErrInvalidName, kind, name)
+	}
+	return nil
+}
+
+// ValidateStorePath checks rule 6 with go-nix's store path parser: an
+// absolute /nix/store path with a valid hash and name, and nothing below it.
+func ValidateStorePath(s string) error {
+	sp, err := storepath.FromAbsolutePath(s)
+	if err != nil {
+		return fmt.Errorf("%w: %q: %v", ErrInvalidStorePath, s, err)
+	}
+	if sp.Absolute() != s {
+		return fmt.Errorf("%w: %q: not a top-level store path", ErrInvalidStorePath, s)
+	}
+	return nil
+}
+
+// Validate checks the payload's own consistency (everything in §3 that does
+// not depend on the device's state or the clock). Publishers run it before
+// signing; Verify runs it after the signature check.
+func (p *Payload) Validate() error {
+	if p.Schema != Schema {
+		return fmt.Errorf("%w: schema %d, this agent understands %d", ErrMalformed, p.Schema, Schema)
+	}
+	if err := ValidateName("channel", p.Channel); err != nil {
+		return fmt.Errorf("%w: %v", ErrMalformed, err)
+	}
+	if p.Revision == 0 {
+		return fmt.Errorf("%w: revision must be at least 1", ErrMalformed)
+	}
+	if p.StorePath == "" && len(p.Systems) == 0 {
+		return fmt.Errorf("%w: no storePath and no systems", ErrInvalidStorePath)
+	}
+	if p.StorePath != "" {
+		if err := ValidateStorePath(p.StorePath); err != nil {
+			return err
+		}
+	}
+	for class, sp := range p.Systems {
+		if err := ValidateName("device class", class); err != nil {
+			return fmt.Errorf("%w: %v", ErrMalformed, err)
+		}
+		if err := ValidateStorePath(sp); err != nil {
+			return fmt.Errorf("%w (class %s)", err, class)
+		}
+	}
+	for _, s := range p.Substituters {
+		if err := validateSubstituter(s); err != nil {
+			return err
+		}
+	}
+	if p.Rollout.Percent < 0 || p.Rollout.Percent > 100 {
+		return fmt.Errorf("%w: rollout percent %d is outside 0-100", ErrMalformed, p.Rollout.Percent)
+	}
+	if len(p.Rollout.Salt) > 128 {
+		return fmt.Errorf("%w: rollout salt longer than 128 bytes", ErrMalformed)
+	}
+	if p.Switch != SwitchNow && p.Switch != SwitchBoot {
+		return fmt.Errorf("%w: switch mode %q (want %q or %q)", ErrMalformed, p.Switch, SwitchNow, SwitchBoot)
+	}
+	if p.ExpiresAt.IsZero() || !p.ExpiresAt.After(p.PublishedAt) {
+		return fmt.Errorf("%w: expiresAt %s is not after publishedAt %s", ErrMalformed, p.ExpiresAt.Format(time.RFC3339), p.PublishedAt.Format(time.RFC3339))
+	}
+	if len(p.Message) > 4096 || len(p.Publisher) > 256 {
+		return fmt.Errorf("%w: message or publisher too long", ErrMalformed)
+	}
+	return nil
+}
+
+// validateSubstituter accepts the URL forms Nix substitutes from. The list
+// is signed, but it still reaches a command line, so nothing that could be
+// read as an option or split into two arguments gets through.
+func validateSubstituter(s string) error {
+	if s == "" || strings.ContainsAny(s, " \t\r\n") || strings.HasPrefix(s, "-") {
+		return fmt.Errorf("%w: substituter %q is not a URL", ErrMalformed, s)
+	}
+	u, err := url.Parse(s)
+	if err != nil {
+		return fmt.Errorf("%w: substituter %q: %v", ErrMalformed, s, err)
+	}
+	switch u.Scheme {
+	case "http", "https", "file", "s3", "ssh", "ssh-ng":
+		return nil
+	}
+	return fmt.Errorf("%w: substituter %q: scheme must be https, http, file, s3, ssh or ssh-ng", ErrMalformed, s)
+}
+
+// ValidateSubstituter is validateSubstituter for callers outside the package
+// (the CLI checks flags before it signs anything).
+func ValidateSubstituter(s string) error { return validateSubstituter(s) }
+
+// decodePayload parses payload bytes strictly: unknown fields are refused,
+// because an old agent silently ignoring a field it does not know (say, a
+// new per-class system map) could apply the wrong system.
+func decodePayload(b []byte) (*Payload, error) {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	var p Payload
+	if err := dec.Decode(&p); err != nil {
+		return nil, fmt.Errorf("%w: payload: %v", ErrMalformed, err)
+	}
+	if dec.More() {
+		return nil, fmt.Errorf("%w: payload: trailing data", ErrMalformed)
+	}
+	return &p, nil
+}
