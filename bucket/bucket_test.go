@@ -1,0 +1,356 @@
+package bucket_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+
+	"github.com/nix-ota/nix-ota/bucket"
+	"github.com/nix-ota/nix-ota/internal/testenv"
+)
+
+func TestMain(m *testing.M) { testenv.Main(m) }
+
+// backends returns one fresh, empty, writable store per backend type. The
+// S3 one is a real MinIO server.
+func backends(t *testing.T) map[string]func(t *testing.T) bucket.Store {
+	return map[string]func(t *testing.T) bucket.Store{
+		"file": func(t *testing.T) bucket.Store {
+			s, err := bucket.Open("file://"+filepath.Join(t.TempDir(), "b"), bucket.Options{Create: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return s
+		},
+		"minio": func(t *testing.T) bucket.Store {
+			m := testenv.SharedMinIO(t)
+			_, url := m.NewBucket(t)
+			s, err := bucket.Open(url, bucket.Options{Credentials: m.Creds()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return s
+		},
+		"minio-prefix": func(t *testing.T) bucket.Store {
+			m := testenv.SharedMinIO(t)
+			name, _ := m.NewBucket(t)
+			url := fmt.Sprintf("s3://%s/fleet/a?endpoint=%s&scheme=http&region=us-east-1", name, m.Endpoint)
+			s, err := bucket.Open(url, bucket.Options{Credentials: m.Creds()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return s
+		},
+	}
+}
+
+// TestConformance is the contract every writable backend keeps.
+func TestConformance(t *testing.T) {
+	for name, open := range backends(t) {
+		t.Run(name, func(t *testing.T) {
+			t.Run("GetMissing", func(t *testing.T) { testGetMissing(t, open(t)) })
+			t.Run("RoundTrip", func(t *testing.T) { testRoundTrip(t, open(t)) })
+			t.Run("SizeLimit", func(t *testing.T) { testSizeLimit(t, open(t)) })
+			t.Run("CreateOnly", func(t *testing.T) { testCreateOnly(t, open(t)) })
+			t.Run("IfMatch", func(t *testing.T) { testIfMatch(t, open(t)) })
+			t.Run("List", func(t *testing.T) { testList(t, open(t)) })
+			t.Run("Delete", func(t *testing.T) { testDelete(t, open(t)) })
+			t.Run("InvalidKeys", func(t *testing.T) { testInvalidKeys(t, open(t)) })
+			t.Run("RacingCreateOnly", func(t *testing.T) { testRacingCreateOnly(t, open(t)) })
+			t.Run("RacingCompareAndSwap", func(t *testing.T) { testRacingCAS(t, open(t)) })
+		})
+	}
+}
+
+var ctx = context.Background()
+
+func put(t *testing.T, s bucket.Store, key, data string, o bucket.PutOptions) string {
+	t.Helper()
+	etag, err := bucket.PutBytes(ctx, s, key, []byte(data), o)
+	if err != nil {
+		t.Fatalf("put %s: %v", key, err)
+	}
+	if etag == "" {
+		t.Fatalf("put %s: empty etag", key)
+	}
+	return etag
+}
+
+func get(t *testing.T, s bucket.Store, key string) *bucket.Object {
+	t.Helper()
+	o, err := s.Get(ctx, key, bucket.GetOptions{})
+	if err != nil {
+		t.Fatalf("get %s: %v", key, err)
+	}
+	return o
+}
+
+func testGetMissing(t *testing.T, s bucket.Store) {
+	if _, err := s.Get(ctx, "channels/none.json", bucket.GetOptions{}); !errors.Is(err, bucket.ErrNotFound) {
+		t.Fatalf("get missing: %v", err)
+	}
+	if _, err := s.Stat(ctx, "channels/none.json"); !errors.Is(err, bucket.ErrNotFound) {
+		t.Fatalf("stat missing: %v", err)
+	}
+}
+
+func testRoundTrip(t *testing.T, s bucket.Store) {
+	e1 := put(t, s, "channels/prod.json", "one", bucket.PutOptions{ContentType: "application/json", CacheControl: "no-cache"})
+	o := get(t, s, "channels/prod.json")
+	if string(o.Data) != "one" || o.ETag != e1 {
+		t.Fatalf("got %q etag %q, want %q etag %q", o.Data, o.ETag, "one", e1)
+	}
+	if _, err := s.Get(ctx, "channels/prod.json", bucket.GetOptions{IfNoneMatch: e1}); !errors.Is(err, bucket.ErrNotModified) {
+		t.Fatalf("conditional get, unchanged: %v", err)
+	}
+	e2 := put(t, s, "channels/prod.json", "two", bucket.PutOptions{})
+	if e2 == e1 {
+		t.Fatal("etag did not change with content")
+	}
+	o, err := s.Get(ctx, "channels/prod.json", bucket.GetOptions{IfNoneMatch: e1})
+	if err != nil || string(o.Data) != "two" || o.ETag != e2 {
+		t.Fatalf("conditional get, changed: %v %+v", err, o)
+	}
+	st, err := s.Stat(ctx, "channels/prod.json")
+	if err != nil || st.Size != 3 || st.ETag != e2 {
+		t.Fatalf("stat: %v %+v", err, st)
+	}
+}
+
+func testSizeLimit(t *testing.T, s bucket.Store) {
+	put(t, s, "big", "0123456789", bucket.PutOptions{})
+	if _, err := s.Get(ctx, "big", bucket.GetOptions{MaxSize: 9}); !errors.Is(err, bucket.ErrTooLarge) {
+		t.Fatalf("over limit: %v", err)
+	}
+	if o, err := s.Get(ctx, "big", bucket.GetOptions{MaxSize: 10}); err != nil || len(o.Data) != 10 {
+		t.Fatalf("at limit: %v", err)
+	}
+}
+
+func testCreateOnly(t *testing.T, s bucket.Store) {
+	put(t, s, "channels/prod/1.json", "first", bucket.PutOptions{CreateOnly: true})
+	_, err := bucket.PutBytes(ctx, s, "channels/prod/1.json", []byte("second"), bucket.PutOptions{CreateOnly: true})
+	if !errors.Is(err, bucket.ErrExists) {
+		t.Fatalf("second create-only put: %v", err)
+	}
+	if o := get(t, s, "channels/prod/1.json"); string(o.Data) != "first" {
+		t.Fatalf("create-only put overwrote: %q", o.Data)
+	}
+}
+
+func testIfMatch(t *testing.T, s bucket.Store) {
+	e1 := put(t, s, "channels/prod.json", "v1", bucket.PutOptions{})
+	e2 := put(t, s, "channels/prod.json", "v2", bucket.PutOptions{IfMatch: e1})
+	if _, err := bucket.PutBytes(ctx, s, "channels/prod.json", []byte("stale"), bucket.PutOptions{IfMatch: e1}); !errors.Is(err, bucket.ErrChanged) {
+		t.Fatalf("put with stale etag: %v", err)
+	}
+	o := get(t, s, "channels/prod.json")
+	if string(o.Data) != "v2" || o.ETag != e2 {
+		t.Fatalf("after refused put: %q", o.Data)
+	}
+}
+
+func testList(t *testing.T, s bucket.Store) {
+	keys := []string{"channels/prod.json", "channels/prod/1.json", "channels/prod/2.json", "channels/prod2/1.json", "devices/a/status.json", "nix-ota.json"}
+	for _, k := range keys {
+		put(t, s, k, k, bucket.PutOptions{})
+	}
+	var got []string
+	if err := s.List(ctx, "channels/prod/", func(i bucket.Info) error {
+		got = append(got, i.Key)
+		if i.Size != int64(len(i.Key)) {
+			t.Errorf("%s: size %d", i.Key, i.Size)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(got) != "[channels/prod/1.json channels/prod/2.json]" {
+		t.Fatalf("list channels/prod/: %v", got)
+	}
+	got = nil
+	s.List(ctx, "", func(i bucket.Info) error { got = append(got, i.Key); return nil })
+	if fmt.Sprint(got) != fmt.Sprint(keys) {
+		t.Fatalf("list all: %v", got)
+	}
+	got = nil
+	s.List(ctx, "channels/prod", func(i bucket.Info) error { got = append(got, i.Key); return nil })
+	if len(got) != 4 {
+		t.Fatalf("list partial name channels/prod: %v", got)
+	}
+	stop := errors.New("stop")
+	n := 0
+	if err := s.List(ctx, "", func(bucket.Info) error { n++; return stop }); !errors.Is(err, stop) || n != 1 {
+		t.Fatalf("early stop: %v after %d", err, n)
+	}
+	if err := s.List(ctx, "nothing/", func(bucket.Info) error { t.Fatal("called"); return nil }); err != nil {
+		t.Fatalf("list empty prefix: %v", err)
+	}
+}
+
+func testDelete(t *testing.T, s bucket.Store) {
+	put(t, s, "devices/a/status.json", "x", bucket.PutOptions{})
+	if err := s.Delete(ctx, "devices/a/status.json"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Get(ctx, "devices/a/status.json", bucket.GetOptions{}); !errors.Is(err, bucket.ErrNotFound) {
+		t.Fatalf("after delete: %v", err)
+	}
+	if err := s.Delete(ctx, "devices/a/status.json"); err != nil {
+		t.Fatalf("delete absent: %v", err)
+	}
+}
+
+func testInvalidKeys(t *testing.T, s bucket.Store) {
+	for _, k := range []string{"", "/abs", "a/../b", "..", "a//b", "dir/", "a\\b", ".nix-ota-lock", "a/.nix-ota-tmp-1"} {
+		if _, err := s.Get(ctx, k, bucket.GetOptions{}); !errors.Is(err, bucket.ErrInvalidKey) {
+			t.Errorf("get %q: %v", k, err)
+		}
+		if _, err := bucket.PutBytes(ctx, s, k, []byte("x"), bucket.PutOptions{}); !errors.Is(err, bucket.ErrInvalidKey) {
+			t.Errorf("put %q: %v", k, err)
+		}
+	}
+}
+
+// testRacingCreateOnly: of many writers racing for one key, exactly one wins.
+func testRacingCreateOnly(t *testing.T, s bucket.Store) {
+	const n = 16
+	var wins, lost atomic.Int32
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := bucket.PutBytes(ctx, s, "channels/race/1.json", []byte(strconv.Itoa(i)), bucket.PutOptions{CreateOnly: true})
+			switch {
+			case err == nil:
+				wins.Add(1)
+			case errors.Is(err, bucket.ErrExists):
+				lost.Add(1)
+			default:
+				t.Errorf("writer %d: %v", i, err)
+			}
+		}()
+	}
+	wg.Wait()
+	if wins.Load() != 1 || lost.Load() != n-1 {
+		t.Fatalf("%d winners, %d losers; want 1 and %d", wins.Load(), lost.Load(), n-1)
+	}
+}
+
+// testRacingCAS: read-modify-write loops with put-if-match lose no update.
+func testRacingCAS(t *testing.T, s bucket.Store) {
+	const writers, each = 8, 5
+	put(t, s, "counter", "0", bucket.PutOptions{})
+	var wg sync.WaitGroup
+	for range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for done := 0; done < each; {
+				o, err := s.Get(ctx, "counter", bucket.GetOptions{})
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				n, _ := strconv.Atoi(string(o.Data))
+				_, err = bucket.PutBytes(ctx, s, "counter", []byte(strconv.Itoa(n+1)), bucket.PutOptions{IfMatch: o.ETag})
+				if errors.Is(err, bucket.ErrChanged) {
+					continue
+				}
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				done++
+			}
+		}()
+	}
+	wg.Wait()
+	if o := get(t, s, "counter"); string(o.Data) != strconv.Itoa(writers*each) {
+		t.Fatalf("counter = %s, want %d (lost updates)", o.Data, writers*each)
+	}
+}
+
+// TestHTTPReadOnly reads a real MinIO bucket anonymously over HTTP, the way
+// an agent polls a public bucket or a CDN.
+func TestHTTPReadOnly(t *testing.T) {
+	m := testenv.SharedMinIO(t)
+	name, url := m.NewBucket(t)
+	policy := fmt.Sprintf(`{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"AWS":["*"]},"Action":["s3:GetObject"],"Resource":["arn:aws:s3:::%s/channels/*"]}]}`, name)
+	if err := m.Admin().SetBucketPolicy(ctx, name, policy); err != nil {
+		t.Fatal(err)
+	}
+	w, err := bucket.Open(url, bucket.Options{Credentials: m.Creds()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	etag := put(t, w, "channels/prod.json", "manifest", bucket.PutOptions{})
+	put(t, w, "secret.json", "private", bucket.PutOptions{})
+
+	s, err := bucket.Open("http://"+m.Endpoint+"/"+name, bucket.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := get(t, s, "channels/prod.json")
+	if string(o.Data) != "manifest" || o.ETag != etag {
+		t.Fatalf("http get: %q %q (want etag %q)", o.Data, o.ETag, etag)
+	}
+	if _, err := s.Get(ctx, "channels/prod.json", bucket.GetOptions{IfNoneMatch: etag}); !errors.Is(err, bucket.ErrNotModified) {
+		t.Fatalf("http conditional get: %v", err)
+	}
+	if _, err := s.Get(ctx, "channels/prod.json", bucket.GetOptions{MaxSize: 3}); !errors.Is(err, bucket.ErrTooLarge) {
+		t.Fatalf("http size limit: %v", err)
+	}
+	if _, err := s.Get(ctx, "secret.json", bucket.GetOptions{}); !errors.Is(err, bucket.ErrAccessDenied) {
+		t.Fatalf("http get outside public prefix: %v", err)
+	}
+	if _, err := bucket.PutBytes(ctx, s, "channels/prod.json", []byte("x"), bucket.PutOptions{}); !errors.Is(err, bucket.ErrReadOnly) {
+		t.Fatalf("http put: %v", err)
+	}
+	if err := s.List(ctx, "", func(bucket.Info) error { return nil }); !errors.Is(err, bucket.ErrUnsupported) {
+		t.Fatalf("http list: %v", err)
+	}
+}
+
+func TestUnreachable(t *testing.T) {
+	port, _ := testenv.FreePort() // nothing listens there
+	s, err := bucket.Open(fmt.Sprintf("s3://bkt?endpoint=127.0.0.1:%d&scheme=http", port), bucket.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Get(ctx, "channels/prod.json", bucket.GetOptions{}); !errors.Is(err, bucket.ErrUnreachable) {
+		t.Fatalf("s3 unreachable: %v", err)
+	}
+	h, _ := bucket.Open(fmt.Sprintf("http://127.0.0.1:%d/b", port), bucket.Options{})
+	if _, err := h.Get(ctx, "channels/prod.json", bucket.GetOptions{}); !errors.Is(err, bucket.ErrUnreachable) {
+		t.Fatalf("http unreachable: %v", err)
+	}
+	if _, err := bucket.Open("file:///nonexistent/nix-ota-bucket", bucket.Options{}); !errors.Is(err, bucket.ErrUnreachable) {
+		t.Fatalf("file missing dir: %v", err)
+	}
+}
+
+func TestOpenBadURLs(t *testing.T) {
+	for _, u := range []string{
+		"", "ftp://x", "/abs/path", "file://relative/path", "file:///x?y=1",
+		"s3://", "s3://bkt?scheme=gopher", "s3://bkt?bogus=1", "s3://user:pw@bkt", "s3://b", "http://", "https://h/p?q=1",
+	} {
+		if _, err := bucket.Open(u, bucket.Options{}); !errors.Is(err, bucket.ErrInvalidURL) {
+			t.Errorf("Open(%q) = %v, want ErrInvalidURL", u, err)
+		}
+	}
+	c, err := bucket.ParseS3URL("s3://fleet/prod/x?endpoint=minio.lan:9000&region=eu-1&scheme=http&profile=ci&secret-key=/k")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Bucket != "fleet" || c.Prefix != "prod/x" || c.Endpoint != "minio.lan:9000" || c.Region != "eu-1" || c.Secure || c.Profile != "ci" {
+		t.Fatalf("parsed %+v", c)
+	}
+}
