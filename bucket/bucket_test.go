@@ -10,7 +10,6 @@ import (
 	"sync/atomic"
 	"testing"
 
-
 	"github.com/nix-ota/nix-ota/bucket"
 	"github.com/nix-ota/nix-ota/internal/testenv"
 )

@@ -58,4 +58,3 @@ func FuzzParsePublicKey(f *testing.F) {
 		}
 	})
 }
-

@@ -86,7 +86,6 @@ func pae(typ string, body []byte) []byte {
 	return b.Bytes()
 }
 
-
 func TestSignVerifyRoundTrip(t *testing.T) {
 	s, pub := newKey(t, "fleet-1")
 	body := mustSign(t, payload(2), s)
