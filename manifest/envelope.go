@@ -117,6 +117,31 @@ func Digest(payload []byte) string {
 // about the manifest may be acted on; the error wraps one of the Err*
 // reasons.
 func Verify(t Trust, channel string, st State, body []byte, now time.Time) (*Verified, error) {
+	v, err := CheckSigned(t, channel, body)
+	if err != nil {
+		return nil, err
+	}
+	p := v.Payload
+	// Rule 4: never below the highest accepted revision; one payload per revision.
+	if p.Revision < st.Revision {
+		return nil, fmt.Errorf("%w: revision %d is older than accepted revision %d", ErrRollback, p.Revision, st.Revision)
+	}
+	if p.Revision == st.Revision && st.PayloadDigest != "" && v.PayloadDigest != st.PayloadDigest {
+		return nil, fmt.Errorf("%w: revision %d was already accepted with different content (payload sha256 %.12s, now %.12s)", ErrEquivocation, p.Revision, st.PayloadDigest, v.PayloadDigest)
+	}
+	// Rule 5: freeze protection.
+	if !now.Before(p.ExpiresAt) {
+		return nil, fmt.Errorf("%w: revision %d expired at %s", ErrExpired, p.Revision, p.ExpiresAt.UTC().Format(time.RFC3339))
+	}
+	return v, nil
+}
+
+// CheckSigned applies the rules that do not depend on a device's memory or
+// the clock (DESIGN.md §3 rules 1, 2, 3 and 6): a well-formed envelope
+// signed by a threshold of trusted keys, for this channel, naming valid
+// store paths. Publisher tools use it on history entries; devices use
+// Verify.
+func CheckSigned(t Trust, channel string, body []byte) (*Verified, error) {
 	if err := t.Check(); err != nil {
 		return nil, err
 	}
@@ -141,23 +166,11 @@ func Verify(t Trust, channel string, st State, body []byte, now time.Time) (*Ver
 	if p.Channel != channel {
 		return nil, fmt.Errorf("%w: signed for channel %q, following %q", ErrWrongChannel, p.Channel, channel)
 	}
-	// Rule 4: never below the highest accepted revision; one payload per revision.
-	digest := Digest(payloadBytes)
-	if p.Revision < st.Revision {
-		return nil, fmt.Errorf("%w: revision %d is older than accepted revision %d", ErrRollback, p.Revision, st.Revision)
-	}
-	if p.Revision == st.Revision && st.PayloadDigest != "" && digest != st.PayloadDigest {
-		return nil, fmt.Errorf("%w: revision %d was already accepted with different content (payload sha256 %.12s, now %.12s)", ErrEquivocation, p.Revision, st.PayloadDigest, digest)
-	}
-	// Rule 5: freeze protection.
-	if !now.Before(p.ExpiresAt) {
-		return nil, fmt.Errorf("%w: revision %d expired at %s", ErrExpired, p.Revision, p.ExpiresAt.UTC().Format(time.RFC3339))
-	}
 	// Rule 6 and the payload's own consistency.
 	if err := p.Validate(); err != nil {
 		return nil, err
 	}
-	return &Verified{Payload: p, PayloadBytes: payloadBytes, PayloadDigest: digest, KeyIDs: keyIDs}, nil
+	return &Verified{Payload: p, PayloadBytes: payloadBytes, PayloadDigest: Digest(payloadBytes), KeyIDs: keyIDs}, nil
 }
 
 func decodeEnvelope(body []byte) (*ssldsse.Envelope, []byte, error) {
@@ -207,17 +220,37 @@ func verifySignatures(t Trust, env *ssldsse.Envelope) ([]string, error) {
 	}
 	accepted, _, err := ev.VerifyAndDecode(context.Background(), env)
 	if err != nil {
-		var signedBy []string
-		for _, s := range env.Signatures {
-			signedBy = append(signedBy, s.KeyID)
-		}
-		return nil, fmt.Errorf("%w: need %d of the trusted keys %s, valid signatures from %d (envelope names %q)", ErrSignature, t.threshold(), keyNames(t.Keys), len(accepted), signedBy)
+		return nil, signatureError(t, env, len(accepted))
 	}
 	ids := make([]string, 0, len(accepted))
 	for _, a := range accepted {
 		ids = append(ids, a.KeyID)
 	}
 	return ids, nil
+}
+
+// signatureError says why rule 2 failed in words an operator can act on:
+// signed by keys the device does not trust, or a trusted key's signature
+// that does not match the bytes (the payload was altered), or too few keys.
+func signatureError(t Trust, env *ssldsse.Envelope, valid int) error {
+	trusted := map[string]bool{}
+	for _, k := range t.Keys {
+		trusted[k.Name] = true
+	}
+	var signedBy, trustedSigners []string
+	for _, s := range env.Signatures {
+		signedBy = append(signedBy, s.KeyID)
+		if trusted[s.KeyID] {
+			trustedSigners = append(trustedSigners, s.KeyID)
+		}
+	}
+	switch {
+	case len(trustedSigners) == 0:
+		return fmt.Errorf("%w: signed by %q, none of which is trusted (trusted keys: %q)", ErrSignature, signedBy, keyNames(t.Keys))
+	case valid < len(trustedSigners):
+		return fmt.Errorf("%w: signature by trusted key %q does not match the payload (altered in transit or in the bucket?)", ErrSignature, trustedSigners)
+	}
+	return fmt.Errorf("%w: %d valid signatures by trusted keys, threshold is %d", ErrSignature, valid, t.threshold())
 }
 
 func keyNames(keys []PublicKey) []string {
@@ -233,11 +266,10 @@ func keyNames(keys []PublicKey) []string {
 // the next revision number, or to list history) may use it; nothing a
 // device does may depend on it.
 func DecodeUnverified(body []byte) (*Payload, []byte, error) {
-	env, payloadBytes, err := decodeEnvelope(body)
+	_, payloadBytes, err := decodeEnvelope(body)
 	if err != nil {
 		return nil, nil, err
 	}
-	_ = env
 	p, err := decodePayload(payloadBytes)
 	if err != nil {
 		return nil, nil, err
