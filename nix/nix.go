@@ -1,0 +1,243 @@
+// Package nix holds every side effect nix-ota-agent has on a device's
+// system, behind one small interface (System), so the agent's decisions are
+// tested without Nix and this implementation is tested with real Nix.
+//
+// Trust: closures are fetched with Nix, which checks every path against the
+// device's trusted cache keys; the manifest may add substituters (it is
+// signed) but never keys. Every command runs through exec.CommandContext
+// with a timeout, and arguments are passed as a vector, never via a shell.
+//
+// This directory also holds the Nix-language side (package.nix, the NixOS
+// module and VM tests); Go ignores those files.
+package nix
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// System is what the agent needs from the device's Nix and NixOS.
+type System interface {
+	// Realise makes storePath and its closure valid in the local store,
+	// substituting from the given caches and trusting the given keys in
+	// addition to the device's own configuration.
+	Realise(ctx context.Context, storePath string, substituters, trustedKeys []string) error
+	// ProfileTarget is the store path the system profile points at ("" if
+	// the profile does not exist).
+	ProfileTarget(profile string) (string, error)
+	// SetProfile makes storePath the profile's new generation.
+	SetProfile(ctx context.Context, profile, storePath string) error
+	// Switch runs storePath/bin/switch-to-configuration action (switch or
+	// boot) and waits for it.
+	Switch(ctx context.Context, storePath, action string) error
+	// Booted is the system the device booted (/run/booted-system), "" if
+	// unknown.
+	Booted() (string, error)
+	// NeedsReboot reports whether the kernel, initrd or kernel modules of
+	// storePath differ from the booted system's.
+	NeedsReboot(storePath string) (bool, error)
+}
+
+// ErrCommand wraps a failed external command; the message carries the tail
+// of its output.
+var ErrCommand = errors.New("command failed")
+
+// Local is the real System: nix-store, nix-env and the system's own
+// switch-to-configuration, optionally inside a transient systemd unit.
+type Local struct {
+	// BinDir holds nix-store and nix-env; "" means $PATH.
+	BinDir string
+	// SystemdRun: "auto" (use systemd-run when systemd is PID 1), "always"
+	// or "never". In a unit of its own the switch survives the new system
+	// restarting or stopping the agent's unit, as nixos-rebuild does.
+	SystemdRun string
+	// BootedLink is /run/booted-system unless set (tests).
+	BootedLink string
+	// Env is added to every command's environment.
+	Env []string
+	// Timeouts; zero values get defaults.
+	RealiseTimeout, SwitchTimeout, CommandTimeout time.Duration
+	// Log receives one line per command run; nil discards.
+	Log func(format string, args ...any)
+}
+
+var _ System = (*Local)(nil)
+
+// SwitchUnit is the transient unit a systemd-run switch runs in.
+const SwitchUnit = "nix-ota-switch-to-configuration"
+
+func (l *Local) bin(name string) string {
+	if l.BinDir == "" {
+		return name
+	}
+	return filepath.Join(l.BinDir, name)
+}
+
+func orDefault(d, def time.Duration) time.Duration {
+	if d <= 0 {
+		return def
+	}
+	return d
+}
+
+func (l *Local) logf(format string, args ...any) {
+	if l.Log != nil {
+		l.Log(format, args...)
+	}
+}
+
+// run executes a command with a timeout and returns a one-line error with
+// the tail of its output on failure.
+func (l *Local) run(ctx context.Context, timeout time.Duration, name string, args ...string) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Env = append(os.Environ(), l.Env...)
+	cmd.WaitDelay = 5 * time.Second
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	l.logf("run: %s %s", name, strings.Join(args, " "))
+	err := cmd.Run()
+	if err == nil {
+		return nil
+	}
+	if ctx.Err() == context.DeadlineExceeded {
+		return fmt.Errorf("%w: %s: timed out after %s: %s", ErrCommand, filepath.Base(name), timeout, tail(out.Bytes()))
+	}
+	return fmt.Errorf("%w: %s: %v: %s", ErrCommand, filepath.Base(name), err, tail(out.Bytes()))
+}
+
+// tail keeps the last lines of command output, folded onto one line.
+func tail(b []byte) string {
+	s := strings.TrimSpace(string(b))
+	if len(s) > 600 {
+		s = "…" + s[len(s)-600:]
+	}
+	return strings.Join(strings.Fields(strings.ReplaceAll(s, "\n", " | ")), " ")
+}
+
+func (l *Local) Realise(ctx context.Context, storePath string, substituters, trustedKeys []string) error {
+	args := []string{"--realise", storePath,
+		"--option", "narinfo-cache-negative-ttl", "0",
+		"--option", "connect-timeout", "15",
+	}
+	if len(substituters) > 0 {
+		args = append(args, "--option", "extra-substituters", strings.Join(substituters, " "))
+	}
+	if len(trustedKeys) > 0 {
+		args = append(args, "--option", "extra-trusted-public-keys", strings.Join(trustedKeys, " "))
+	}
+	return l.run(ctx, orDefault(l.RealiseTimeout, time.Hour), l.bin("nix-store"), args...)
+}
+
+func (l *Local) ProfileTarget(profile string) (string, error) {
+	p, err := filepath.EvalSymlinks(profile)
+	if errors.Is(err, fs.ErrNotExist) {
+		return "", nil
+	}
+	return p, err
+}
+
+func (l *Local) SetProfile(ctx context.Context, profile, storePath string) error {
+	if err := os.MkdirAll(filepath.Dir(profile), 0o755); err != nil {
+		return err
+	}
+	return l.run(ctx, orDefault(l.CommandTimeout, 2*time.Minute), l.bin("nix-env"), "--profile", profile, "--set", storePath)
+}
+
+func (l *Local) useSystemd() bool {
+	switch l.SystemdRun {
+	case "always":
+		return true
+	case "never":
+		return false
+	}
+	if _, err := os.Stat("/run/systemd/system"); err != nil {
+		return false
+	}
+	_, err := exec.LookPath("systemd-run")
+	return err == nil
+}
+
+func (l *Local) Switch(ctx context.Context, storePath, action string) error {
+	if action != "switch" && action != "boot" {
+		return fmt.Errorf("switch: unknown action %q", action)
+	}
+	script := filepath.Join(storePath, "bin", "switch-to-configuration")
+	if _, err := os.Stat(script); err != nil {
+		return fmt.Errorf("switch: %s is not a NixOS system: %w", storePath, err)
+	}
+	timeout := orDefault(l.SwitchTimeout, 30*time.Minute)
+	if !l.useSystemd() {
+		return l.run(ctx, timeout, script, action)
+	}
+	// A switch left running by an agent that died must finish first.
+	l.waitUnit(ctx, timeout)
+	args := []string{"--unit", SwitchUnit, "--collect", "--wait", "--quiet", "--no-ask-password",
+		"--service-type=exec", "-p", "KillMode=mixed"}
+	for _, e := range []string{"LOCALE_ARCHIVE", "NIXOS_INSTALL_BOOTLOADER"} {
+		if v, ok := os.LookupEnv(e); ok {
+			args = append(args, "--setenv", e+"="+v)
+		}
+	}
+	args = append(args, "--", script, action)
+	return l.run(ctx, timeout, "systemd-run", args...)
+}
+
+// waitUnit waits (bounded) while a previous switch unit is still active.
+func (l *Local) waitUnit(ctx context.Context, timeout time.Duration) {
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		out, _ := exec.CommandContext(ctx, "systemctl", "is-active", SwitchUnit).Output()
+		state := strings.TrimSpace(string(out))
+		if state != "active" && state != "activating" && state != "deactivating" {
+			return
+		}
+		l.logf("waiting for a running %s.service to finish", SwitchUnit)
+		time.Sleep(2 * time.Second)
+	}
+}
+
+func (l *Local) Booted() (string, error) {
+	link := l.BootedLink
+	if link == "" {
+		link = "/run/booted-system"
+	}
+	p, err := filepath.EvalSymlinks(link)
+	if errors.Is(err, fs.ErrNotExist) {
+		return "", nil
+	}
+	return p, err
+}
+
+// bootFiles are what a running kernel cannot pick up without a reboot.
+var bootFiles = []string{"kernel", "initrd", "kernel-modules"}
+
+func (l *Local) NeedsReboot(storePath string) (bool, error) {
+	booted, err := l.Booted()
+	if err != nil || booted == "" {
+		return false, err
+	}
+	return BootFilesDiffer(booted, storePath), nil
+}
+
+// BootFilesDiffer compares the resolved kernel, initrd and kernel-modules
+// links of two system paths; a file missing on both sides is equal.
+func BootFilesDiffer(a, b string) bool {
+	for _, f := range bootFiles {
+		ra, ea := filepath.EvalSymlinks(filepath.Join(a, f))
+		rb, eb := filepath.EvalSymlinks(filepath.Join(b, f))
+		if (ea == nil) != (eb == nil) || ra != rb {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,93 @@
+package nix_test
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/nix-ota/nix-ota/internal/testenv"
+	"github.com/nix-ota/nix-ota/nix"
+)
+
+// TestLocalRealNix drives the real implementation with real Nix: fetch a
+// closure from a signed file:// cache, refuse it without the cache's key,
+// set a profile, run the system's switch-to-configuration.
+func TestLocalRealNix(t *testing.T) {
+	ctx := context.Background()
+	a := testenv.BuildSystem(t, "a", testenv.SystemOptions{})
+	b := testenv.BuildSystem(t, "b", testenv.SystemOptions{FailSwitch: true})
+	cache := testenv.NewCache(t)
+	cache.Add(t, a, b)
+	testenv.Forget(t, a, b)
+
+	log := filepath.Join(t.TempDir(), "switch.log")
+	l := &nix.Local{SystemdRun: "never", Env: []string{"NIX_OTA_TEST_LOG=" + log}, BootedLink: filepath.Join(t.TempDir(), "booted")}
+
+	// Without the cache's public key Nix refuses the unsigned-for-us paths.
+	other := testenv.NewCache(t)
+	err := l.Realise(ctx, a, []string{cache.URL}, []string{other.PublicKey})
+	if !errors.Is(err, nix.ErrCommand) {
+		t.Fatalf("realise with the wrong key: %v", err)
+	}
+	if _, err := os.Stat(a); err == nil {
+		t.Fatal("path became valid without a trusted signature")
+	}
+	if strings.Contains(err.Error(), "\n") {
+		t.Fatalf("multi-line error: %q", err)
+	}
+	if err := l.Realise(ctx, a, []string{cache.URL}, []string{cache.PublicKey}); err != nil {
+		t.Fatalf("realise: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(a, "bin", "switch-to-configuration")); err != nil {
+		t.Fatalf("closure not fetched: %v", err)
+	}
+
+	profile := filepath.Join(t.TempDir(), "profiles", "system")
+	if got, err := l.ProfileTarget(profile); err != nil || got != "" {
+		t.Fatalf("missing profile: %q %v", got, err)
+	}
+	if err := l.SetProfile(ctx, profile, a); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := l.ProfileTarget(profile); got != a {
+		t.Fatalf("profile -> %q, want %q", got, a)
+	}
+	if err := l.Switch(ctx, a, "switch"); err != nil {
+		t.Fatal(err)
+	}
+	data, _ := os.ReadFile(log)
+	if want := "switch " + a + "/bin/switch-to-configuration\n"; string(data) != want {
+		t.Fatalf("switch log %q, want %q", data, want)
+	}
+	if err := l.Realise(ctx, b, []string{cache.URL}, []string{cache.PublicKey}); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Switch(ctx, b, "switch"); !errors.Is(err, nix.ErrCommand) {
+		t.Fatalf("failing switch: %v", err)
+	}
+	if err := l.Switch(ctx, b, "test"); err == nil {
+		t.Fatal("unknown action accepted")
+	}
+	if err := l.Switch(ctx, "/nix/store/00000000000000000000000000000000-none", "switch"); err == nil {
+		t.Fatal("switch to a missing system accepted")
+	}
+	if booted, err := l.Booted(); booted != "" || err != nil {
+		t.Fatalf("booted: %q %v", booted, err)
+	}
+}
+
+func TestBootFilesDiffer(t *testing.T) {
+	a := testenv.BuildSystem(t, "ka", testenv.SystemOptions{Kernel: "k1"})
+	b := testenv.BuildSystem(t, "kb", testenv.SystemOptions{Kernel: "k2"})
+	c := testenv.BuildSystem(t, "kc", testenv.SystemOptions{})
+	d := testenv.BuildSystem(t, "kd", testenv.SystemOptions{})
+	if !nix.BootFilesDiffer(a, b) || !nix.BootFilesDiffer(a, c) {
+		t.Fatal("different kernels not detected")
+	}
+	if nix.BootFilesDiffer(c, d) {
+		t.Fatal("systems without boot files differ")
+	}
+}
