@@ -1,0 +1,210 @@
+package agent
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/nix-ota/nix-ota/bucket"
+	"github.com/nix-ota/nix-ota/manifest"
+)
+
+// Config is the agent's configuration: a JSON file (the NixOS module writes
+// it with pkgs.formats.json; examples/agent-config.json shows every field)
+// and/or flags of the same names.
+type Config struct {
+	Bucket            string   `json:"bucket"`
+	Channel           string   `json:"channel"`
+	PublicKeys        []string `json:"publicKeys"`
+	Threshold         int      `json:"threshold,omitempty"`
+	DeviceID          string   `json:"deviceId,omitempty"`
+	DeviceClass       string   `json:"deviceClass,omitempty"`
+	StateDir          string   `json:"stateDir,omitempty"`
+	Profile           string   `json:"profile,omitempty"`
+	Substituters      []string `json:"substituters,omitempty"`
+	TrustedCacheKeys  []string `json:"trustedCacheKeys,omitempty"`
+	HealthChecks      []string `json:"healthChecks,omitempty"`
+	HealthTimeout     Duration `json:"healthTimeout,omitempty"`
+	StatusBucket      string   `json:"statusBucket,omitempty"`
+	StatusCredentials string   `json:"statusCredentials,omitempty"`
+	Switch            string   `json:"switch,omitempty"`
+	SwitchVia         string   `json:"switchVia,omitempty"`
+	Interval          Duration `json:"interval,omitempty"`
+	Jitter            Duration `json:"jitter,omitempty"`
+	Heartbeat         Duration `json:"heartbeat,omitempty"`
+	PrometheusFile    string   `json:"prometheusFile,omitempty"`
+}
+
+// Duration is a time.Duration written as "60s" in JSON.
+type Duration struct{ time.Duration }
+
+func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(d.String()) }
+
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("duration must be a string like \"60s\": %s", b)
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return err
+	}
+	d.Duration = v
+	return nil
+}
+
+// Defaults.
+const (
+	DefaultStateDir      = "/var/lib/nix-ota"
+	DefaultProfile       = "/nix/var/nix/profiles/system"
+	DefaultInterval      = 60 * time.Second
+	DefaultHealthTimeout = 60 * time.Second
+	DefaultHeartbeat     = 15 * time.Minute
+)
+
+// ErrConfig marks configuration errors.
+var ErrConfig = errors.New("invalid agent configuration")
+
+// ParseConfig reads a JSON configuration strictly: an unknown field is an
+// error, since a typo in a security setting must not pass silently.
+func ParseConfig(b []byte) (*Config, error) {
+	if len(b) > 1<<20 {
+		return nil, fmt.Errorf("%w: larger than 1 MiB", ErrConfig)
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	var c Config
+	if err := dec.Decode(&c); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrConfig, err)
+	}
+	if dec.More() {
+		return nil, fmt.Errorf("%w: trailing data after the JSON object", ErrConfig)
+	}
+	return &c, nil
+}
+
+// LoadConfig reads a configuration file.
+func LoadConfig(path string) (*Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrConfig, err)
+	}
+	c, err := ParseConfig(b)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return c, nil
+}
+
+// withDefaults fills unset fields.
+func (c *Config) withDefaults() {
+	if c.DeviceID == "" {
+		c.DeviceID, _ = os.Hostname()
+	}
+	if c.DeviceClass == "" {
+		c.DeviceClass = manifest.DefaultClass
+	}
+	if c.StateDir == "" {
+		c.StateDir = DefaultStateDir
+	}
+	if c.Profile == "" {
+		c.Profile = DefaultProfile
+	}
+	if c.Threshold == 0 {
+		c.Threshold = 1
+	}
+	if c.HealthTimeout.Duration == 0 {
+		c.HealthTimeout.Duration = DefaultHealthTimeout
+	}
+	if c.Interval.Duration == 0 {
+		c.Interval.Duration = DefaultInterval
+	}
+	if c.Jitter.Duration == 0 {
+		c.Jitter.Duration = c.Interval.Duration / 4
+	}
+	if c.Heartbeat.Duration == 0 {
+		c.Heartbeat.Duration = max(DefaultHeartbeat, c.Interval.Duration)
+	}
+	if c.Switch == "" {
+		c.Switch = manifest.SwitchNow
+	}
+	if c.SwitchVia == "" {
+		c.SwitchVia = "auto"
+	}
+	if c.StatusBucket == "" && (strings.HasPrefix(c.Bucket, "file://") || strings.HasPrefix(c.Bucket, "s3://")) {
+		c.StatusBucket = c.Bucket
+	}
+}
+
+// Check validates a configuration (after defaults) and returns the trust
+// it describes. Every problem is reported, one per line.
+func (c *Config) Check() (manifest.Trust, error) {
+	var errs []string
+	add := func(format string, a ...any) { errs = append(errs, fmt.Sprintf(format, a...)) }
+	if c.Bucket == "" {
+		add("bucket is required (file://, s3:// or https:// URL of the bucket holding channels/)")
+	} else if _, err := bucket.Open(c.Bucket, bucket.Options{}); err != nil && !errors.Is(err, bucket.ErrUnreachable) {
+		add("bucket: %v", err)
+	}
+	if c.StatusBucket != "" && strings.HasPrefix(c.StatusBucket, "http") {
+		add("statusBucket %s: must be writable (s3:// or file://)", c.StatusBucket)
+	}
+	if err := manifest.ValidateName("channel", c.Channel); err != nil {
+		add("channel: %v", err)
+	}
+	if err := manifest.ValidateName("device id", c.DeviceID); err != nil {
+		add("deviceId: %v (set deviceId; the hostname is not a valid id)", err)
+	}
+	if err := manifest.ValidateName("device class", c.DeviceClass); err != nil {
+		add("deviceClass: %v", err)
+	}
+	trust := manifest.Trust{Threshold: c.Threshold}
+	if len(c.PublicKeys) == 0 {
+		add("publicKeys: at least one trusted manifest key (NAME:BASE64) is required")
+	}
+	for _, k := range c.PublicKeys {
+		pk, err := manifest.ParsePublicKey(k)
+		if err != nil {
+			add("publicKeys: %v", err)
+			continue
+		}
+		trust.Keys = append(trust.Keys, pk)
+	}
+	if len(trust.Keys) > 0 {
+		if err := trust.Check(); err != nil {
+			add("%v", err)
+		}
+	}
+	for _, s := range c.Substituters {
+		if err := manifest.ValidateSubstituter(s); err != nil {
+			add("substituters: %v", err)
+		}
+	}
+	for _, k := range c.TrustedCacheKeys {
+		if name, b64, ok := strings.Cut(k, ":"); !ok || name == "" || b64 == "" || strings.ContainsAny(k, " \t\n") {
+			add("trustedCacheKeys: %q is not NAME:BASE64", k)
+		}
+	}
+	if c.Switch != manifest.SwitchNow && c.Switch != manifest.SwitchBoot {
+		add("switch: %q (want switch or boot)", c.Switch)
+	}
+	switch c.SwitchVia {
+	case "auto", "systemd-run", "direct":
+	default:
+		add("switchVia: %q (want auto, systemd-run or direct)", c.SwitchVia)
+	}
+	if !strings.HasPrefix(c.StateDir, "/") || !strings.HasPrefix(c.Profile, "/") {
+		add("stateDir and profile must be absolute paths")
+	}
+	if c.Interval.Duration < time.Second || c.HealthTimeout.Duration <= 0 || c.Jitter.Duration < 0 || c.Heartbeat.Duration < c.Interval.Duration {
+		add("interval must be at least 1s, healthTimeout positive, jitter not negative, heartbeat at least the interval")
+	}
+	if len(errs) > 0 {
+		return manifest.Trust{}, fmt.Errorf("%w: %s", ErrConfig, strings.Join(errs, "; "))
+	}
+	return trust, nil
+}

@@ -1,0 +1,97 @@
+package agent
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nix-ota/nix-ota/manifest"
+)
+
+// Errors of the decision core, beyond manifest's rejection reasons.
+var (
+	// ErrNoSystemForClass: the manifest has no system for this device class.
+	ErrNoSystemForClass = errors.New("no system for this device class")
+	// ErrBadRevision: the revision was rolled back here before; never retried.
+	ErrBadRevision = errors.New("revision marked bad")
+)
+
+// Action is what one poll should do.
+type Action int
+
+const (
+	Reject     Action = iota // the manifest fails a rule: change nothing, report why
+	SkipBad                  // valid, but this revision failed here before
+	NotCohort                // valid, but this device is outside the rollout
+	UpToDate                 // valid, and the device already runs it
+	Apply                    // valid, new for this device: fetch, switch, check
+)
+
+func (a Action) String() string {
+	return [...]string{"reject", "skip-bad", "not-in-cohort", "up-to-date", "apply"}[a]
+}
+
+// Device is what the decision needs to know about this device.
+type Device struct {
+	ID        string
+	Class     string
+	Channel   string
+	Trust     manifest.Trust
+	ForceBoot bool // the device is configured to switch only at boot
+}
+
+// Decision is the outcome of Decide.
+type Decision struct {
+	Action    Action
+	Err       error              // why, for Reject and SkipBad
+	Verified  *manifest.Verified // nil for Reject
+	StorePath string             // the system for this device's class
+	Mode      string             // switch or boot
+}
+
+// Decide is the agent's whole policy for one manifest, with no I/O: given
+// what the device remembers of the channel, the system its profile points
+// at, the manifest bytes and the time, what should it do?
+func Decide(d Device, cs ChannelState, current string, body []byte, now time.Time) Decision {
+	v, err := manifest.Verify(d.Trust, d.Channel, cs.manifestState(), body, now)
+	if err != nil {
+		return Decision{Action: Reject, Err: err}
+	}
+	p := v.Payload
+	sp, ok := p.StorePathFor(d.Class)
+	if !ok {
+		return Decision{Action: Reject, Verified: v, Err: fmt.Errorf("%w: revision %d has no system for class %q", ErrNoSystemForClass, p.Revision, d.Class)}
+	}
+	mode := p.Switch
+	if d.ForceBoot {
+		mode = manifest.SwitchBoot
+	}
+	dec := Decision{Verified: v, StorePath: sp, Mode: mode}
+	switch reason, bad := cs.isBad(p.Revision); {
+	case current == sp:
+		dec.Action = UpToDate
+	case bad:
+		dec.Action, dec.Err = SkipBad, fmt.Errorf("%w: revision %d was rolled back on this device (%s); publish a new revision to retry", ErrBadRevision, p.Revision, reason)
+	case !InCohort(p.Rollout.Salt, d.ID, p.Rollout.Percent):
+		dec.Action = NotCohort
+	default:
+		dec.Action = Apply
+	}
+	return dec
+}
+
+// InCohort places a device in a rollout deterministically: the same salt
+// and device id always give the same answer, and raising the percentage
+// only ever adds devices, so no device flaps between steps.
+func InCohort(salt, deviceID string, percent int) bool {
+	if percent >= 100 {
+		return true
+	}
+	if percent <= 0 {
+		return false
+	}
+	h := sha256.Sum256([]byte(salt + "\x00" + deviceID))
+	return binary.BigEndian.Uint64(h[:8])%10000 < uint64(percent)*100
+}

@@ -1,0 +1,127 @@
+package agent
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/nix-ota/nix-ota/internal/atomicfile"
+	"github.com/nix-ota/nix-ota/manifest"
+	"github.com/nix-ota/nix-ota/status"
+)
+
+// StateFormat is the version of the state file layout.
+const StateFormat = 1
+
+// State is everything the agent remembers, in one JSON file written
+// atomically (temp, fsync, rename, fsync dir) after every change.
+type State struct {
+	Format   int                      `json:"format"`
+	Channels map[string]*ChannelState `json:"channels"`
+	// Applied is the last revision this agent switched to and confirmed.
+	Applied *Applied `json:"applied,omitempty"`
+	// Pending is an update in flight; found on start, it is finished or
+	// rolled back before anything else.
+	Pending *Pending `json:"pending,omitempty"`
+	// Status is the last status written, and when; with RemoteAt it
+	// decides whether facts changed or a heartbeat is due.
+	Status   status.Status `json:"status"`
+	RemoteAt time.Time     `json:"remoteAt,omitempty"`
+}
+
+// ChannelState is the anti-rollback memory of one channel (DESIGN.md §3
+// rule 4), kept per channel so moving a device between channels and back
+// never lowers it.
+type ChannelState struct {
+	Revision      uint64            `json:"revision"`
+	PayloadDigest string            `json:"payloadDigest,omitempty"`
+	ExpiresAt     time.Time         `json:"expiresAt,omitempty"`
+	ETag          string            `json:"etag,omitempty"`
+	Bad           map[string]string `json:"bad,omitempty"` // revision -> why it was rolled back
+}
+
+// Applied is a confirmed system.
+type Applied struct {
+	Channel   string    `json:"channel"`
+	Revision  uint64    `json:"revision"`
+	StorePath string    `json:"storePath"`
+	At        time.Time `json:"at"`
+}
+
+// Pending is an update between "profile about to change" and "healthy".
+type Pending struct {
+	Channel   string    `json:"channel"`
+	Revision  uint64    `json:"revision"`
+	StorePath string    `json:"storePath"`
+	Previous  string    `json:"previous"`
+	Mode      string    `json:"mode"`
+	Attempts  int       `json:"attempts"`
+	StartedAt time.Time `json:"startedAt"`
+}
+
+func newState() *State { return &State{Format: StateFormat, Channels: map[string]*ChannelState{}} }
+
+// channel returns the memory of a channel, creating it.
+func (s *State) channel(name string) *ChannelState {
+	if s.Channels == nil {
+		s.Channels = map[string]*ChannelState{}
+	}
+	cs := s.Channels[name]
+	if cs == nil {
+		cs = &ChannelState{}
+		s.Channels[name] = cs
+	}
+	return cs
+}
+
+func (cs *ChannelState) manifestState() manifest.State {
+	return manifest.State{Revision: cs.Revision, PayloadDigest: cs.PayloadDigest}
+}
+
+func (cs *ChannelState) isBad(rev uint64) (string, bool) {
+	r, ok := cs.Bad[strconv.FormatUint(rev, 10)]
+	return r, ok
+}
+
+func (cs *ChannelState) markBad(rev uint64, reason string) {
+	if cs.Bad == nil {
+		cs.Bad = map[string]string{}
+	}
+	cs.Bad[strconv.FormatUint(rev, 10)] = reason
+}
+
+// stateFile is the state file's name in the state directory.
+const stateFile = "state.json"
+
+// loadState reads the state file; a missing file is a fresh state. A
+// corrupt one is an error: guessing could lower the anti-rollback memory.
+func loadState(dir string) (*State, error) {
+	b, err := os.ReadFile(filepath.Join(dir, stateFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		return newState(), nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	s := newState()
+	if err := json.Unmarshal(b, s); err != nil {
+		return nil, fmt.Errorf("state file %s is corrupt (%v); move it aside to start over, which forgets the highest accepted revisions", filepath.Join(dir, stateFile), err)
+	}
+	if s.Format != StateFormat {
+		return nil, fmt.Errorf("state file %s has format %d, this agent understands %d", filepath.Join(dir, stateFile), s.Format, StateFormat)
+	}
+	return s, nil
+}
+
+func saveState(dir string, s *State) error {
+	b, err := json.MarshalIndent(s, "", "  ")
+	if err != nil {
+		return err
+	}
+	return atomicfile.WriteFile(filepath.Join(dir, stateFile), append(b, '\n'), 0o600)
+}

@@ -1,0 +1,119 @@
+package testenv
+
+import (
+	"context"
+	"encoding/json"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	ssldsse "github.com/secure-systems-lab/go-securesystemslib/dsse"
+	sigdsse "github.com/sigstore/sigstore/pkg/signature/dsse"
+
+	"github.com/nix-ota/nix-ota/bucket"
+	"github.com/nix-ota/nix-ota/channel"
+	"github.com/nix-ota/nix-ota/manifest"
+)
+
+// NewSigner makes a fresh manifest signing key.
+func NewSigner(t testing.TB, name string) (manifest.Signer, manifest.PublicKey) {
+	t.Helper()
+	pemBytes, pub, err := manifest.GenerateKey(name, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := manifest.LoadSigner(pemBytes, "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, pub
+}
+
+// Payload is a valid v1 payload for tests, expiring in a day.
+func Payload(ch string, rev uint64, storePath string, substituters ...string) *manifest.Payload {
+	now := time.Now().UTC().Truncate(time.Second)
+	if substituters == nil {
+		substituters = []string{}
+	}
+	return &manifest.Payload{
+		Schema: manifest.Schema, Channel: ch, Revision: rev, StorePath: storePath, Substituters: substituters,
+		PublishedAt: now, ExpiresAt: now.Add(24 * time.Hour), Rollout: manifest.Rollout{Percent: 100, Salt: "t"},
+		Switch: manifest.SwitchNow, Message: "test",
+	}
+}
+
+// Publish signs p with s and publishes it the way `nix-ota publish` does;
+// p.Revision is set to the revision claimed.
+func Publish(t testing.TB, st bucket.Store, s manifest.Signer, p *manifest.Payload) uint64 {
+	t.Helper()
+	ctx := context.Background()
+	if err := bucket.CheckLayout(ctx, st); err != nil {
+		if _, err := bucket.Init(ctx, st, "test", time.Now()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	res, err := channel.Publish(ctx, st, p.Channel, func(rev uint64) ([]byte, error) {
+		p.Revision = rev
+		return manifest.Sign(ctx, p, s)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res.Revision
+}
+
+// SignRaw signs arbitrary payload bytes without any validation: a
+// publisher gone wrong, or a stolen key used carelessly.
+func SignRaw(t testing.TB, s manifest.Signer, payload []byte) []byte {
+	t.Helper()
+	pub, err := s.Signer.PublicKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	es, err := ssldsse.NewEnvelopeSigner(&sigdsse.SignerAdapter{SignatureSigner: s.Signer, Pub: pub, PubKeyID: s.Name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	env, err := es.SignPayload(context.Background(), manifest.PayloadType, payload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := json.Marshal(env)
+	return b
+}
+
+// MustJSON marshals v or fails.
+func MustJSON(t testing.TB, v any) []byte {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// UploadDir copies every file under dir into st below prefix, the way a
+// binary cache directory is put into a bucket.
+func UploadDir(t testing.TB, st bucket.Store, prefix, dir string) int {
+	t.Helper()
+	n := 0
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		rel, _ := filepath.Rel(dir, p)
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		n++
+		_, err = bucket.PutBytes(context.Background(), st, prefix+filepath.ToSlash(rel), b, bucket.PutOptions{})
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
