@@ -35,14 +35,14 @@ var Version = "dev"
 
 // Agent is one device's agent.
 type Agent struct {
-	Config   Config
-	Trust    manifest.Trust
-	Store    bucket.Store // where channels/ is read
-	Status   bucket.Store // where devices/<id>/status.json goes; nil: local only
-	System   nix.System
-	Now      func() time.Time
-	Logf     func(format string, args ...any)
-	state    *State
+	Config Config
+	Trust  manifest.Trust
+	Store  bucket.Store // where channels/ is read
+	Status bucket.Store // where devices/<id>/status.json goes; nil: local only
+	System nix.System
+	Now    func() time.Time
+	Logf   func(format string, args ...any)
+	state  *State
 }
 
 // Outcome summarises one poll, for exit codes and tests.

@@ -22,11 +22,11 @@ var (
 type Action int
 
 const (
-	Reject     Action = iota // the manifest fails a rule: change nothing, report why
-	SkipBad                  // valid, but this revision failed here before
-	NotCohort                // valid, but this device is outside the rollout
-	UpToDate                 // valid, and the device already runs it
-	Apply                    // valid, new for this device: fetch, switch, check
+	Reject    Action = iota // the manifest fails a rule: change nothing, report why
+	SkipBad                 // valid, but this revision failed here before
+	NotCohort               // valid, but this device is outside the rollout
+	UpToDate                // valid, and the device already runs it
+	Apply                   // valid, new for this device: fetch, switch, check
 )
 
 func (a Action) String() string {
