@@ -31,6 +31,10 @@ go-test:
 nix-parse:
 	@set -e; n=0; for f in $$(git ls-files '*.nix'); do nix-instantiate --parse "$$f" >/dev/null; n=$$((n+1)); done; echo "nix-parse: $$n files parse"
 
+## bench: measured figures (idle poll cost, binary size, RSS)
+bench: test-deps
+	$(GO) run ./bench/agentpoll -runs 20
+
 ## fuzz: run every fuzz target for FUZZTIME each
 fuzz:
 	./scripts/fuzz.sh $(FUZZTIME)

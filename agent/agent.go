@@ -120,16 +120,21 @@ func (a *Agent) Poll(ctx context.Context) Outcome {
 	return out
 }
 
-// idle handles a 304: nothing changed in the bucket. Only the local clock
-// can make news: the accepted manifest expiring, or a heartbeat due.
+// idle handles a 304: nothing changed in the bucket, and an idle poll
+// costs that one request. Only the local clock can make news: the accepted
+// manifest expiring, or a heartbeat falling due (which also notices a
+// system changed by hand).
 func (a *Agent) idle(ctx context.Context, cs *ChannelState) Outcome {
 	st := a.state.Status
-	if !cs.ExpiresAt.IsZero() && !a.now().Before(cs.ExpiresAt) {
+	now := a.now()
+	if !cs.ExpiresAt.IsZero() && !now.Before(cs.ExpiresAt) {
 		err := fmt.Errorf("%w: the channel manifest expired at %s and was not re-signed; staying on the current system", manifest.ErrExpired, cs.ExpiresAt.UTC().Format(time.RFC3339))
 		a.report(ctx, st.State, err, st.Note)
 		return Outcome{Action: "idle", Err: err, Request: 1}
 	}
-	a.report(ctx, st.State, errorFromText(st.LastError), st.Note)
+	if a.state.RemoteAt.IsZero() || now.Sub(a.state.RemoteAt) >= a.Config.Heartbeat.Duration {
+		a.report(ctx, st.State, errorFromText(st.LastError), st.Note)
+	}
 	return Outcome{Action: "idle", Request: 1}
 }
 

@@ -208,3 +208,10 @@ func (c *Config) Check() (manifest.Trust, error) {
 	}
 	return trust, nil
 }
+
+// Prepare fills defaults and checks the result; what embedders (tests,
+// benchmarks, fleet simulations) call before building an Agent.
+func (c *Config) Prepare() (manifest.Trust, error) {
+	c.withDefaults()
+	return c.Check()
+}

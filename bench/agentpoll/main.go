@@ -1,0 +1,299 @@
+// Command agentpoll measures what an idle poll of nix-ota-agent costs: the
+// whole `once` process a systemd timer runs (requests and bytes on the
+// wire, CPU, peak RSS, wall time) and the in-process poll of `daemon` mode
+// (CPU and allocations per poll), plus the stripped agent binary's size.
+// It starts its own MinIO on loopback, builds a test system with real Nix,
+// and prints min/median/max over repeated runs.
+//
+//	go run ./bench/agentpoll [-runs 20]
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/minio/minio-go/v7"
+
+	"github.com/nix-ota/nix-ota/agent"
+	"github.com/nix-ota/nix-ota/bucket"
+	"github.com/nix-ota/nix-ota/channel"
+	"github.com/nix-ota/nix-ota/internal/testenv"
+	"github.com/nix-ota/nix-ota/manifest"
+	"github.com/nix-ota/nix-ota/nix"
+)
+
+func main() {
+	runs := flag.Int("runs", 20, "whole-process idle polls to measure")
+	flag.Parse()
+	log.SetFlags(0)
+	if err := run(*runs); err != nil {
+		log.Fatalf("agentpoll: %v", err)
+	}
+}
+
+// proxy is a loopback TCP proxy that counts bytes and HTTP requests.
+type proxy struct {
+	l        net.Listener
+	up, down atomic.Int64
+	requests atomic.Int64
+}
+
+func startProxy(target string) (*proxy, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	p := &proxy{l: l}
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go p.serve(c, target)
+		}
+	}()
+	return p, nil
+}
+
+// countingWriter counts bytes and the request lines among them.
+type countingWriter struct {
+	w       io.Writer
+	n       *atomic.Int64
+	reqs    *atomic.Int64
+	scanReq bool
+}
+
+func (cw countingWriter) Write(b []byte) (int, error) {
+	cw.n.Add(int64(len(b)))
+	if cw.scanReq {
+		sc := bufio.NewScanner(bytes.NewReader(b))
+		for sc.Scan() {
+			line := sc.Text()
+			for _, m := range []string{"GET ", "PUT ", "HEAD ", "POST ", "DELETE "} {
+				if strings.HasPrefix(line, m) && strings.HasSuffix(line, "HTTP/1.1") {
+					cw.reqs.Add(1)
+				}
+			}
+		}
+	}
+	return cw.w.Write(b)
+}
+
+func (p *proxy) serve(c net.Conn, target string) {
+	defer c.Close()
+	u, err := net.Dial("tcp", target)
+	if err != nil {
+		return
+	}
+	defer u.Close()
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		io.Copy(countingWriter{u, &p.up, &p.requests, true}, c)
+		u.(*net.TCPConn).CloseWrite()
+		wg.Done()
+	}()
+	go func() {
+		io.Copy(countingWriter{c, &p.down, nil, false}, u)
+		c.(*net.TCPConn).CloseWrite()
+		wg.Done()
+	}()
+	wg.Wait()
+}
+
+func (p *proxy) reset() { p.up.Store(0); p.down.Store(0); p.requests.Store(0) }
+
+func buildSystem(dir string) (string, error) {
+	expr := `derivation { name = "nixos-system-bench"; system = builtins.currentSystem; builder = "/bin/sh";
+  args = [ "-c" "/bin/mkdir -p $out/bin && echo '#!/bin/sh' > $out/bin/switch-to-configuration && /bin/chmod +x $out/bin/switch-to-configuration" ]; }`
+	f := filepath.Join(dir, "system.nix")
+	if err := os.WriteFile(f, []byte(expr), 0o644); err != nil {
+		return "", err
+	}
+	cmd := exec.Command("nix-build", "--no-out-link", f)
+	cmd.Env = append(os.Environ(), "NIX_CONFIG="+testenv.NixConfig)
+	out, err := cmd.Output()
+	return strings.TrimSpace(string(out)), err
+}
+
+type sample struct {
+	cpu, wall time.Duration
+	rss       int64 // KiB
+	reqs      int64
+	up, down  int64
+}
+
+func stats[T int64 | time.Duration](xs []T) (T, T, T) {
+	s := append([]T(nil), xs...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	return s[0], s[len(s)/2], s[len(s)-1]
+}
+
+func run(runs int) error {
+	ctx := context.Background()
+	dir, err := os.MkdirTemp("", "nix-ota-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+
+	// The agent binary, as shipped: static, stripped.
+	bin := filepath.Join(dir, "nix-ota-agent")
+	build := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", bin, "./cmd/nix-ota-agent")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		return fmt.Errorf("build agent: %v\n%s", err, out)
+	}
+	fi, err := os.Stat(bin)
+	if err != nil {
+		return err
+	}
+
+	m, err := testenv.StartMinIO()
+	if err != nil {
+		return err
+	}
+	defer m.Stop()
+	if err := m.Admin().MakeBucket(ctx, "fleet", minio.MakeBucketOptions{}); err != nil {
+		return err
+	}
+	px, err := startProxy(m.Endpoint)
+	if err != nil {
+		return err
+	}
+	url := fmt.Sprintf("s3://fleet?endpoint=%s&scheme=http&region=us-east-1", px.l.Addr())
+	store, err := bucket.Open(url, bucket.Options{Credentials: m.Creds()})
+	if err != nil {
+		return err
+	}
+	if _, err := bucket.Init(ctx, store, "bench", time.Now()); err != nil {
+		return err
+	}
+	sys, err := buildSystem(dir)
+	if err != nil {
+		return fmt.Errorf("build test system with nix-build: %w", err)
+	}
+	pemBytes, pub, err := manifest.GenerateKey("bench", nil)
+	if err != nil {
+		return err
+	}
+	signer, _ := manifest.LoadSigner(pemBytes, "", nil)
+	now := time.Now().UTC().Truncate(time.Second)
+	p := &manifest.Payload{Schema: 1, Channel: "prod", StorePath: sys, Substituters: []string{}, PublishedAt: now,
+		ExpiresAt: now.Add(24 * time.Hour), Rollout: manifest.Rollout{Percent: 100, Salt: "s"}, Switch: "switch"}
+	if _, err := channel.Publish(ctx, store, "prod", func(rev uint64) ([]byte, error) { p.Revision = rev; return manifest.Sign(ctx, p, signer) }); err != nil {
+		return err
+	}
+	profile := filepath.Join(dir, "profile")
+	if err := os.Symlink(sys, profile); err != nil {
+		return err
+	}
+	creds := filepath.Join(dir, "creds")
+	os.WriteFile(creds, []byte(fmt.Sprintf("[default]\naws_access_key_id=%s\naws_secret_access_key=%s\n", m.AccessKey, m.SecretKey)), 0o600)
+	stateDir := filepath.Join(dir, "state")
+	args := []string{"once", "--bucket", url, "--channel", "prod", "--public-key", pub.String(), "--device-id", "bench-1",
+		"--state-dir", stateDir, "--profile", profile, "--status-credentials", creds, "--switch-via", "direct"}
+
+	once := func() (sample, error) {
+		px.reset()
+		cmd := exec.Command(bin, args...)
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		start := time.Now()
+		if err := cmd.Run(); err != nil {
+			return sample{}, fmt.Errorf("agent once: %v\n%s", err, stderr.String())
+		}
+		wall := time.Since(start)
+		ru := cmd.ProcessState.SysUsage().(*syscall.Rusage)
+		cpu := time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+		time.Sleep(20 * time.Millisecond) // let the proxy finish counting
+		return sample{cpu: cpu, wall: wall, rss: ru.Maxrss, reqs: px.requests.Load(), up: px.up.Load(), down: px.down.Load()}, nil
+	}
+	first, err := once() // up-to-date: records the revision and writes the first status
+	if err != nil {
+		return err
+	}
+	var samples []sample
+	for i := 0; i < runs; i++ {
+		s, err := once()
+		if err != nil {
+			return err
+		}
+		samples = append(samples, s)
+	}
+
+	fmt.Printf("nix-ota-agent idle poll (manifest unchanged), %d whole-process runs of `nix-ota-agent once` against MinIO on loopback\n\n", runs)
+	fmt.Printf("%-34s %12s %12s %12s\n", "metric", "min", "median", "max")
+	col := func(name string, f func(sample) int64, unit string) {
+		var xs []int64
+		for _, s := range samples {
+			xs = append(xs, f(s))
+		}
+		a, b, c := stats(xs)
+		fmt.Printf("%-34s %12s %12s %12s\n", name, fmt.Sprint(a)+unit, fmt.Sprint(b)+unit, fmt.Sprint(c)+unit)
+	}
+	col("HTTP requests per poll", func(s sample) int64 { return s.reqs }, "")
+	col("bytes sent (request)", func(s sample) int64 { return s.up }, " B")
+	col("bytes received (response)", func(s sample) int64 { return s.down }, " B")
+	col("bytes on the wire, total", func(s sample) int64 { return s.up + s.down }, " B")
+	col("CPU time (user+sys)", func(s sample) int64 { return s.cpu.Microseconds() / 1000 }, " ms")
+	col("wall time", func(s sample) int64 { return s.wall.Milliseconds() }, " ms")
+	col("peak RSS", func(s sample) int64 { return s.rss / 1024 }, " MiB")
+	fmt.Printf("\nfirst poll (verify, up-to-date, status write): %d requests, %d B, CPU %d ms, peak RSS %d MiB\n",
+		first.reqs, first.up+first.down, first.cpu.Milliseconds(), first.rss/1024)
+	fmt.Printf("agent binary (static, stripped): %.1f MB (%d bytes; target <= 12 MB)\n\n", float64(fi.Size())/1e6, fi.Size())
+
+	// In-process (daemon mode): the same idle poll, measured by testing.Benchmark.
+	cfg := agent.Config{Bucket: url, Channel: "prod", PublicKeys: []string{pub.String()}, DeviceID: "bench-2",
+		StateDir: filepath.Join(dir, "state2"), Profile: profile, SwitchVia: "direct"}
+	trust, err := cfg.Prepare()
+	if err != nil {
+		return err
+	}
+	os.MkdirAll(cfg.StateDir, 0o700)
+	a := &agent.Agent{Config: cfg, Trust: trust, Store: store, System: &nix.Local{SystemdRun: "never"}}
+	if err := a.Load(); err != nil {
+		return err
+	}
+	if out := a.Poll(ctx); out.Err != nil {
+		return out.Err
+	}
+	px.reset()
+	var ruBefore, ruAfter syscall.Rusage
+	var polls, totalPolls int
+	res := testing.Benchmark(func(b *testing.B) {
+		b.ReportAllocs()
+		syscall.Getrusage(syscall.RUSAGE_SELF, &ruBefore)
+		for i := 0; i < b.N; i++ {
+			if out := a.Poll(ctx); out.Action != "idle" {
+				b.Fatalf("poll was not idle: %+v", out)
+			}
+		}
+		syscall.Getrusage(syscall.RUSAGE_SELF, &ruAfter)
+		polls = b.N
+		totalPolls += b.N
+	})
+	cpu := time.Duration(ruAfter.Utime.Nano()+ruAfter.Stime.Nano()-ruBefore.Utime.Nano()-ruBefore.Stime.Nano()) / time.Duration(polls)
+	fmt.Printf("daemon mode, in-process idle poll (testing.Benchmark, %d polls):\n", res.N)
+	fmt.Printf("  %d ns/poll wall, %d µs CPU/poll (incl. MinIO client), %d allocs/poll, %d B allocated/poll\n",
+		res.NsPerOp(), cpu.Microseconds(), res.AllocsPerOp(), res.AllocedBytesPerOp())
+	fmt.Printf("  HTTP requests: %d for %d idle polls\n", px.requests.Load(), totalPolls)
+	return nil
+}
