@@ -120,14 +120,8 @@ func (p *proxy) serve(c net.Conn, target string) {
 
 func (p *proxy) reset() { p.up.Store(0); p.down.Store(0); p.requests.Store(0) }
 
-func buildSystem(dir string) (string, error) {
-	expr := `derivation { name = "nixos-system-bench"; system = builtins.currentSystem; builder = "/bin/sh";
-  args = [ "-c" "/bin/mkdir -p $out/bin && echo '#!/bin/sh' > $out/bin/switch-to-configuration && /bin/chmod +x $out/bin/switch-to-configuration" ]; }`
-	f := filepath.Join(dir, "system.nix")
-	if err := os.WriteFile(f, []byte(expr), 0o644); err != nil {
-		return "", err
-	}
-	cmd := exec.Command("nix-build", "--no-out-link", f)
+func buildSystem() (string, error) {
+	cmd := exec.Command("nix-build", "--no-out-link", "nix/tests/test-system.nix", "--argstr", "name", "bench", "--argstr", "nonce", "bench")
 	cmd.Env = append(os.Environ(), "NIX_CONFIG="+testenv.NixConfig)
 	out, err := cmd.Output()
 	return strings.TrimSpace(string(out)), err
@@ -186,7 +180,7 @@ func run(runs int) error {
 	if _, err := bucket.Init(ctx, store, "bench", time.Now()); err != nil {
 		return err
 	}
-	sys, err := buildSystem(dir)
+	sys, err := buildSystem()
 	if err != nil {
 		return fmt.Errorf("build test system with nix-build: %w", err)
 	}

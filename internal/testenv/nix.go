@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -21,35 +22,21 @@ func RequireNix(t testing.TB) {
 	}
 }
 
-// switchScript is a test system's bin/switch-to-configuration: it records
-// each call in $NIX_OTA_TEST_LOG, can be held in the middle of a switch
-// while the file $NIX_OTA_TEST_HANG exists (bounded to 60 s), and exits
-// with the code baked in at build time.
-const switchScript = `#!/bin/sh
-if [ -n "$NIX_OTA_TEST_LOG" ]; then echo "$1 $0" >> "$NIX_OTA_TEST_LOG"; fi
-if [ -n "$NIX_OTA_TEST_HANG" ]; then
-  n=0
-  while [ -e "$NIX_OTA_TEST_HANG" ] && [ $n -lt 600 ]; do sleep 0.1; n=$((n+1)); done
-fi
-exit @EXIT@
-`
-
-// SystemOptions shape a test system.
+// SystemOptions shape a test system (nix/tests/test-system.nix).
 type SystemOptions struct {
 	FailSwitch bool   // switch-to-configuration exits 1
 	Kernel     string // content of a kernel file (changes NeedsReboot)
 }
 
-func nixString(s string) string {
-	s = strings.ReplaceAll(s, `\`, `\\`)
-	s = strings.ReplaceAll(s, `"`, `\"`)
-	s = strings.ReplaceAll(s, "${", `\${`)
-	return `"` + s + `"`
+// RepoRoot is the repository's top directory.
+func RepoRoot() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Join(filepath.Dir(file), "..", "..")
 }
 
 // BuildSystem builds a real store path that looks like a NixOS system to
-// the agent (DESIGN.md §9): no nixpkgs, just /bin/sh. The name is made
-// unique per call so tests never share paths.
+// the agent (DESIGN.md §9), from nix/tests/test-system.nix: no nixpkgs,
+// just /bin/sh. A fresh nonce per call keeps tests from sharing paths.
 func BuildSystem(t testing.TB, name string, o SystemOptions) string {
 	t.Helper()
 	RequireNix(t)
@@ -57,26 +44,9 @@ func BuildSystem(t testing.TB, name string, o SystemOptions) string {
 	if o.FailSwitch {
 		exit = "1"
 	}
-	script := strings.ReplaceAll(switchScript, "@EXIT@", exit)
-	kernel := ""
-	if o.Kernel != "" {
-		kernel = `echo $kernel > $out/kernel && `
-	}
-	expr := fmt.Sprintf(`derivation {
-  name = %s;
-  system = builtins.currentSystem;
-  builder = "/bin/sh";
-  nonce = %s;
-  script = %s;
-  kernel = %s;
-  args = [ "-c" "/bin/mkdir -p $out/bin && echo \"$script\" > $out/bin/switch-to-configuration && /bin/chmod +x $out/bin/switch-to-configuration && echo $nonce > $out/nonce && %s true" ];
-}`, nixString("nixos-system-"+name), nixString(fmt.Sprintf("%d-%s", time.Now().UnixNano(), randHex(4))), nixString(script), nixString(o.Kernel), kernel)
-	dir := t.TempDir()
-	f := filepath.Join(dir, "system.nix")
-	if err := os.WriteFile(f, []byte(expr), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	out := Cmd(t, "nix-build", "--no-out-link", f)
+	out := Cmd(t, "nix-build", "--no-out-link", filepath.Join(RepoRoot(), "nix", "tests", "test-system.nix"),
+		"--argstr", "name", name, "--argstr", "nonce", fmt.Sprintf("%d-%s", time.Now().UnixNano(), randHex(4)),
+		"--arg", "exitCode", exit, "--argstr", "kernel", o.Kernel)
 	return strings.TrimSpace(out)
 }
 
