@@ -25,6 +25,10 @@ if [ "$(id -u)" -eq 0 ]; then
   mkdir -p /nix/var/nix/profiles /nix/var/nix/gcroots
 fi
 
+if [ "${1:-}" = "--nix-only" ]; then
+  exit 0
+fi
+
 if [ -n "${NIX_OTA_MINIO:-}" ] && [ -x "${NIX_OTA_MINIO}" ]; then
   :
 elif command -v minio >/dev/null 2>&1; then
