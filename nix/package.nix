@@ -1,0 +1,48 @@
+# nix-ota's Go binaries. `component` picks one: the CLI (nix-ota) for
+# laptops and CI, or the agent (nix-ota-agent), a small static binary for
+# devices, so a device's closure never carries the CLI's cloud SDKs.
+{ lib, buildGoModule, version ? "dev", component ? "nix-ota" }:
+
+assert lib.elem component [ "nix-ota" "nix-ota-agent" ];
+
+buildGoModule {
+  pname = component;
+  inherit version;
+
+  # Only what the Go build reads, so editing docs or Nix files does not
+  # rebuild the binaries.
+  src = lib.fileset.toSource {
+    root = ../.;
+    fileset = lib.fileset.unions [
+      ../go.mod
+      ../go.sum
+      (lib.fileset.fileFilter (f: f.hasExt "go") ../.)
+    ];
+  };
+
+  # `go mod vendor` output hash; scripts/vendor-hash.sh recomputes it.
+  vendorHash = "sha256-TJ9nmWR0PmqnimNpK2ayQfxqxi/Xx2eO9pj7e4POxsM=";
+
+  subPackages = [ "cmd/${component}" ];
+  env.CGO_ENABLED = 0;
+  ldflags = [
+    "-s"
+    "-w"
+    "-X github.com/nix-ota/nix-ota/cli.Version=${version}"
+    "-X github.com/nix-ota/nix-ota/agent.Version=${version}"
+  ];
+
+  # The test suite needs a MinIO server and a writable Nix store; it runs
+  # with `make test` (and in the flake's checks through the VM tests).
+  doCheck = false;
+
+  meta = {
+    description =
+      if component == "nix-ota" then "Sign and publish over-the-air updates for NixOS fleets to a bucket"
+      else "Device agent: poll a bucket for signed NixOS updates, switch, health-check, roll back";
+    homepage = "https://github.com/nix-ota/nix-ota";
+    license = lib.licenses.asl20;
+    mainProgram = component;
+    platforms = lib.platforms.linux;
+  };
+}
