@@ -149,6 +149,7 @@ func (d *device) args() []string {
 	if d.f.credsFile != "" {
 		args = append(args, "--status-credentials", d.f.credsFile)
 	}
+	args = append(args, "--prometheus-file", filepath.Join(d.stateDir, "metrics.prom"))
 	return append(args, d.extra...)
 }
 
@@ -273,9 +274,9 @@ func TestApply(t *testing.T) {
 			if l := d.localStatus(t); l.Revision != 2 || l.State != status.UpToDate {
 				t.Fatalf("local status: %+v", l)
 			}
-			prom, err := os.ReadFile(filepath.Join(d.stateDir, "status.json"))
-			if err != nil || len(prom) == 0 {
-				t.Fatal("no local status file")
+			prom, err := os.ReadFile(filepath.Join(d.stateDir, "metrics.prom"))
+			if err != nil || !strings.Contains(string(prom), `nix_ota_revision{channel="prod"} 2`) || !strings.Contains(string(prom), `nix_ota_state{state="up-to-date"} 1`) {
+				t.Fatalf("prometheus textfile: %v\n%s", err, prom)
 			}
 			// Idle: nothing new, nothing done.
 			r := d.mustOnce(t, 0)
@@ -559,5 +560,84 @@ func TestScopedCredentials(t *testing.T) {
 	}
 	if _, err := bucket.PutBytes(ctx, dev, "devices/kiosk-1/status.json", []byte("{}"), bucket.PutOptions{}); err != nil {
 		t.Errorf("device cannot write its own status: %v", err)
+	}
+}
+
+// TestDaemonAndStatus: daemon mode polls on its interval, applies what is
+// published while it runs, and stops cleanly on SIGTERM; `status` prints
+// what it reported.
+func TestDaemonAndStatus(t *testing.T) {
+	f := newFleet(t, "file")
+	d := f.device(t, "kiosk-1")
+	f.publish(t, f.a)
+	args := d.args()
+	args[0] = "daemon"
+	cmd := exec.Command(agentBin, append(args, "--interval", "1s", "--jitter", "100ms")...)
+	cmd.Env = append(os.Environ(), "NIX_OTA_TEST_LOG="+d.sw)
+	var se bytes.Buffer
+	cmd.Stderr = &se
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor := func(what string, ok func() bool) {
+		deadline := time.Now().Add(30 * time.Second)
+		for !ok() {
+			if time.Now().After(deadline) {
+				cmd.Process.Kill()
+				t.Fatalf("daemon: %s never happened\n%s", what, se.String())
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	waitFor("switch to A", func() bool { return len(d.switches(t)) == 1 })
+	f.publish(t, f.b)
+	waitFor("switch to B", func() bool { return len(d.switches(t)) == 2 })
+	// A second agent on the same state directory is refused while the daemon runs.
+	if r := d.once(t); r.code != 1 || !strings.Contains(r.stderr, "another nix-ota-agent is running") {
+		t.Fatalf("second agent: exit %d %s", r.code, r.stderr)
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("daemon exit: %v\n%s", err, se.String())
+		}
+	case <-time.After(20 * time.Second):
+		cmd.Process.Kill()
+		t.Fatal("daemon did not stop on SIGTERM")
+	}
+	out, err := exec.Command(agentBin, "status", "--state-dir", d.stateDir).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "up-to-date") || !strings.Contains(string(out), f.b) {
+		t.Fatalf("status: %v\n%s", err, out)
+	}
+}
+
+func TestCheckConfig(t *testing.T) {
+	_, pub := testenv.NewSigner(t, "k")
+	dir := t.TempDir()
+	good := filepath.Join(dir, "good.json")
+	os.WriteFile(good, []byte(`{"bucket":"https://fleet.example.org","channel":"prod","publicKeys":["`+pub.String()+`"],"deviceId":"kiosk-1","interval":"30s"}`), 0o644)
+	out, err := exec.Command(agentBin, "check-config", good).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "ok:") {
+		t.Fatalf("good config: %v\n%s", err, out)
+	}
+	for name, body := range map[string]string{
+		"typo":        `{"bucket":"https://x","chanel":"prod"}`,
+		"no keys":     `{"bucket":"https://x","channel":"prod","deviceId":"a"}`,
+		"bad channel": `{"bucket":"https://x","channel":"a b","publicKeys":["` + pub.String() + `"],"deviceId":"a"}`,
+		"not json":    `bucket = "x"`,
+	} {
+		p := filepath.Join(dir, "bad.json")
+		os.WriteFile(p, []byte(body), 0o644)
+		cmd := exec.Command(agentBin, "check-config", p)
+		var se bytes.Buffer
+		cmd.Stderr = &se
+		err := cmd.Run()
+		ee, ok := err.(*exec.ExitError)
+		if !ok || ee.ExitCode() != 2 || strings.Count(strings.TrimSpace(se.String()), "\n") != 0 || !strings.Contains(se.String(), "invalid agent configuration") {
+			t.Errorf("%s: %v: %q", name, err, se.String())
+		}
 	}
 }

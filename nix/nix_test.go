@@ -91,3 +91,31 @@ func TestBootFilesDiffer(t *testing.T) {
 		t.Fatal("systems without boot files differ")
 	}
 }
+
+// TestSwitchViaSystemdRun checks the systemd-run command line with a
+// stand-in systemd-run that records its arguments and runs the command
+// after "--". Real systemd cannot run on this machine; the NixOS VM test
+// covers the real thing.
+func TestSwitchViaSystemdRun(t *testing.T) {
+	a := testenv.BuildSystem(t, "sr", testenv.SystemOptions{})
+	bin := t.TempDir()
+	rec := filepath.Join(bin, "args")
+	script := "#!/bin/sh\necho \"$@\" > " + rec + "\nwhile [ \"$1\" != \"--\" ]; do shift; done\nshift\nexec \"$@\"\n"
+	os.WriteFile(filepath.Join(bin, "systemd-run"), []byte(script), 0o755)
+	os.WriteFile(filepath.Join(bin, "systemctl"), []byte("#!/bin/sh\necho inactive\n"), 0o755)
+	t.Setenv("PATH", bin+":"+os.Getenv("PATH"))
+	log := filepath.Join(t.TempDir(), "switch.log")
+	l := &nix.Local{SystemdRun: "always", Env: []string{"NIX_OTA_TEST_LOG=" + log}}
+	if err := l.Switch(context.Background(), a, "boot"); err != nil {
+		t.Fatal(err)
+	}
+	args, _ := os.ReadFile(rec)
+	for _, want := range []string{"--unit " + nix.SwitchUnit, "--wait", "--collect", "--service-type=exec", "-- " + a + "/bin/switch-to-configuration boot"} {
+		if !strings.Contains(string(args), want) {
+			t.Errorf("systemd-run arguments %q lack %q", args, want)
+		}
+	}
+	if got, _ := os.ReadFile(log); !strings.HasPrefix(string(got), "boot ") {
+		t.Fatalf("switch did not run: %q", got)
+	}
+}

@@ -13,7 +13,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // States a device reports.
@@ -83,12 +85,16 @@ func Parse(deviceID string, b []byte) (*Status, error) {
 	return &s, nil
 }
 
+// clip cuts s to at most n bytes on a rune boundary, marking the cut.
 func clip(s string, n int) string {
+	s = strings.ToValidUTF8(s, "\uFFFD")
 	if len(s) <= n {
 		return s
 	}
-	r := []rune(s[:n])
-	return string(r[:len(r)-1]) + "…"
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "…"
 }
 
 // SameFacts reports whether two statuses say the same thing apart from
