@@ -197,6 +197,7 @@ func (a *Agent) act(ctx context.Context, cs *ChannelState, d Decision, etag, cur
 func (a *Agent) apply(ctx context.Context, cs *ChannelState, d Decision, etag, previous string) Outcome {
 	ch, p := a.Config.Channel, d.Verified.Payload
 	a.logf("poll %s: revision %d: new system %s (%s), fetching closure", ch, p.Revision, d.StorePath, oneLine(p.Message))
+	a.state.Attempted = p.Revision
 	a.report(ctx, status.Downloading, nil, fmt.Sprintf("fetching revision %d", p.Revision))
 	subs := slices.Clone(a.Config.Substituters)
 	for _, s := range p.Substituters {

@@ -1,8 +1,6 @@
 package agent
 
 import (
-	"crypto/sha256"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"time"
@@ -82,16 +80,7 @@ func Decide(d Device, cs ChannelState, current string, body []byte, now time.Tim
 	return dec
 }
 
-// InCohort places a device in a rollout deterministically: the same salt
-// and device id always give the same answer, and raising the percentage
-// only ever adds devices, so no device flaps between steps.
+// InCohort is manifest.Rollout.Includes, kept for readability here.
 func InCohort(salt, deviceID string, percent int) bool {
-	if percent >= 100 {
-		return true
-	}
-	if percent <= 0 {
-		return false
-	}
-	h := sha256.Sum256([]byte(salt + "\x00" + deviceID))
-	return binary.BigEndian.Uint64(h[:8])%10000 < uint64(percent)*100
+	return manifest.Rollout{Percent: percent, Salt: salt}.Includes(deviceID)
 }

@@ -25,6 +25,9 @@ type State struct {
 	Channels map[string]*ChannelState `json:"channels"`
 	// Applied is the last revision this agent switched to and confirmed.
 	Applied *Applied `json:"applied,omitempty"`
+	// Attempted is the revision of the last update attempt, reported so a
+	// publisher can tell a failure of its revision from an older one.
+	Attempted uint64 `json:"attempted,omitempty"`
 	// Pending is an update in flight; found on start, it is finished or
 	// rolled back before anything else.
 	Pending *Pending `json:"pending,omitempty"`

@@ -2,6 +2,8 @@ package manifest
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"net/url"
@@ -57,6 +59,20 @@ type Systems map[string]string
 type Rollout struct {
 	Percent int    `json:"percent"`
 	Salt    string `json:"salt"`
+}
+
+// Includes places a device in the rollout deterministically: the same salt
+// and device id always give the same answer, and raising the percentage
+// only ever adds devices, so no device flaps between rollout steps.
+func (r Rollout) Includes(deviceID string) bool {
+	if r.Percent >= 100 {
+		return true
+	}
+	if r.Percent <= 0 {
+		return false
+	}
+	h := sha256.Sum256([]byte(r.Salt + "\x00" + deviceID))
+	return binary.BigEndian.Uint64(h[:8])%10000 < uint64(r.Percent)*100
 }
 
 // StorePathFor returns the store path a device of the given class should

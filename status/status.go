@@ -45,6 +45,7 @@ type Status struct {
 	Class            string    `json:"class,omitempty"`
 	State            string    `json:"state"`
 	Revision         uint64    `json:"revision"`
+	Attempted        uint64    `json:"attemptedRevision,omitempty"` // the revision the last update attempt was for
 	StorePath        string    `json:"storePath"`
 	BootedStorePath  string    `json:"bootedStorePath,omitempty"`
 	NeedsReboot      bool      `json:"needsReboot"`
