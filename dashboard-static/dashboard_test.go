@@ -71,9 +71,9 @@ func fixture(t testing.TB, st bucket.Store) {
 	put("kiosk-06", blob(t, status.Status{DeviceID: "kiosk-06", Channel: "prod", State: status.UpToDate, Revision: 2, StorePath: spB, CheckedAt: now.Add(-3 * time.Hour)}))
 	put("kiosk-07", blob(t, status.Status{DeviceID: "kiosk-07", Channel: "prod", State: status.UpToDate, Revision: 2, StorePath: spB, NeedsReboot: true}))
 	put("kiosk-08", blob(t, status.Status{DeviceID: "kiosk-08", Channel: "prod", State: status.Switching, Revision: 1, StorePath: spA, Note: "switching to revision 2"}))
-	put("kiosk-09", []byte(`{"deviceId": "kiosk-09", "state": `))                                                                // malformed
-	put("kiosk-10", bytes.Repeat([]byte("x"), status.MaxSize+1))                                                                   // oversized
-	put("kiosk-11", blob(t, status.Status{DeviceID: "kiosk-01", Channel: "prod", State: status.UpToDate, Revision: 2}))            // forged id
+	put("kiosk-09", []byte(`{"deviceId": "kiosk-09", "state": `))                                                       // malformed
+	put("kiosk-10", bytes.Repeat([]byte("x"), status.MaxSize+1))                                                        // oversized
+	put("kiosk-11", blob(t, status.Status{DeviceID: "kiosk-01", Channel: "prod", State: status.UpToDate, Revision: 2})) // forged id
 	put("kiosk-12", blob(t, status.Status{DeviceID: "kiosk-12", Channel: "canary", State: status.WaitingReboot, Revision: 1, StorePath: spB, NeedsReboot: true}))
 	put("kiosk-13", blob(t, status.Status{DeviceID: "kiosk-13", Channel: "prod" + xss, Class: xss, State: status.Failed, Revision: 2, StorePath: spB + xss,
 		LastError: xss, Note: xss, AgentVersion: xss, BootedStorePath: xss}))
