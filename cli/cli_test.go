@@ -420,7 +420,7 @@ func TestKeygenAndPubkey(t *testing.T) {
 }
 
 func TestHelp(t *testing.T) {
-	for _, c := range []string{"keygen", "pubkey", "init", "publish", "verify", "history"} {
+	for _, c := range []string{"keygen", "pubkey", "init", "publish", "verify", "history", "status", "dashboard"} {
 		out := mustRun(t, nil, c, "--help")
 		if !strings.Contains(out, "Flags:") || !strings.Contains(out, "Examples:") {
 			t.Errorf("%s --help lacks flags or examples:\n%s", c, out)

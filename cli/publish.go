@@ -118,6 +118,10 @@ For mixed fleets give --store-path CLASS=PATH once per device class.`,
 			msg := fs.String("message", "", "free text shown on the dashboard and in history")
 			sw := fs.String("switch", manifest.SwitchNow, "switch mode: switch (activate now) or boot (on next boot)")
 			pub := fs.String("publisher", "", "who published (default user@host)")
+			noDash := fs.Bool("no-dashboard", false, "do not regenerate the dashboard in the bucket")
+			wait := fs.Duration("wait", 0, "follow the rollout until every device in the cohort runs it (--wait or --wait=30m); exit 1 if one fails")
+			fs.Lookup("wait").NoOptDefVal = "15m"
+			waitEvery := fs.Duration("wait-interval", 5*time.Second, "how often --wait reads the device statuses")
 			return func(ctx context.Context, env *Env, args []string) error {
 				if err := noArgs(args); err != nil {
 					return err
@@ -185,6 +189,17 @@ For mixed fleets give --store-path CLASS=PATH once per device class.`,
 				}
 				fmt.Fprintf(env.Stdout, "published channel %s revision %d: %s (signed by %s, rollout %d%%, expires %s)\n",
 					*ch, res.Revision, strings.Join(p.StorePaths(), " "), signer.Name, p.Rollout.Percent, p.ExpiresAt.Format(time.RFC3339))
+				if !*noDash {
+					// The publish stands whatever happens here.
+					if where, _, err := regenerate(ctx, s, "", nil); err != nil {
+						fmt.Fprintf(env.Stderr, "warning: dashboard not regenerated: %s\n", oneLine(err.Error(), 300))
+					} else {
+						fmt.Fprintf(env.Stderr, "dashboard: %s\n", where)
+					}
+				}
+				if *wait > 0 {
+					return waitRollout(ctx, env, s, *ch, res.Revision, p.Rollout, p.PublishedAt, *wait, *waitEvery)
+				}
 				return nil
 			}
 		},
@@ -409,14 +424,16 @@ func firstReason(err error) string {
 	return "BAD"
 }
 
-// oneLine keeps a table row on one line, whatever the bucket holds.
+// oneLine keeps a table row on one line, whatever the bucket holds, and
+// drops every control character (C0, DEL, C1): bucket and device text must
+// not reach the terminal as escape sequences.
 func oneLine(s string, max int) string {
 	s = strings.Map(func(r rune) rune {
-		if r < 0x20 || r == 0x7f {
+		if r < 0x20 || (r >= 0x7f && r <= 0x9f) {
 			return ' '
 		}
 		return r
-	}, s)
+	}, strings.ToValidUTF8(s, "?"))
 	if len([]rune(s)) > max {
 		s = string([]rune(s)[:max-1]) + "…"
 	}

@@ -84,6 +84,13 @@ sed "s|/bin/switch-to-configuration||" "$demo/device/switch.log"
 current=$(readlink -f "$demo/device/profiles/system")
 if [ "$current" != "$sysB" ]; then echo "demo FAILED: device runs $current, expected $sysB" >&2; exit 1; fi
 
+step "9. The fleet at a glance: terminal and static dashboard"
+show "$ota" status --bucket "$bucket" --public-key "$pub"
+show "$ota" dashboard --bucket "$bucket" --public-key "$pub"
+
 step "Done"
 echo "The device runs system B ($sysB)."
 echo "Everything is under ./demo: bucket/ (what S3 would hold), keys/, device/."
+echo "Dashboard: $demo/bucket/index.html"
+echo "  open it with: xdg-open file://$demo/bucket/index.html"
+echo "  or serve it:  (cd $demo/bucket && python3 -m http.server 8080) and browse http://127.0.0.1:8080/"
