@@ -34,6 +34,7 @@ nix-parse:
 ## bench: measured figures (idle poll cost, binary size, RSS)
 bench: test-deps
 	$(GO) run ./bench/agentpoll -runs 20
+	$(GO) run ./bench/dashboard -devices 10000 -runs 3
 
 ## fuzz: run every fuzz target for FUZZTIME each
 fuzz:

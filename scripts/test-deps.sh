@@ -12,6 +12,9 @@ sudo=""
 
 missing=()
 command -v nix-store >/dev/null 2>&1 || missing+=(nix-bin)
+if [ "${1:-}" != "--nix-only" ] && [ -z "${NIX_OTA_CHROMIUM:-}" ]; then
+  command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || missing+=(chromium)
+fi
 for pkg in ${NIX_OTA_EXTRA_APT:-}; do missing+=("$pkg"); done
 if [ ${#missing[@]} -gt 0 ]; then
   echo "test-deps: installing ${missing[*]} with apt-get"
@@ -40,4 +43,4 @@ else
   mkdir -p "$cache/bin"
   (cd "$(mktemp -d)" && GOBIN="$cache/bin" CGO_ENABLED=0 GOFLAGS=-buildvcs=false go install "github.com/minio/minio@$MINIO_VERSION")
 fi
-echo "test-deps: nix $(nix-store --version | awk '{print $NF}'), minio ready"
+echo "test-deps: nix $(nix-store --version | awk '{print $NF}'), chromium $(chromium --version 2>/dev/null | awk '{print $2}'), minio ready"

@@ -9,21 +9,16 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"flag"
 	"fmt"
-	"io"
 	"log"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -33,6 +28,7 @@ import (
 	"github.com/nix-ota/nix-ota/agent"
 	"github.com/nix-ota/nix-ota/bucket"
 	"github.com/nix-ota/nix-ota/channel"
+	"github.com/nix-ota/nix-ota/internal/benchutil"
 	"github.com/nix-ota/nix-ota/internal/testenv"
 	"github.com/nix-ota/nix-ota/manifest"
 	"github.com/nix-ota/nix-ota/nix"
@@ -46,79 +42,6 @@ func main() {
 		log.Fatalf("agentpoll: %v", err)
 	}
 }
-
-// proxy is a loopback TCP proxy that counts bytes and HTTP requests.
-type proxy struct {
-	l        net.Listener
-	up, down atomic.Int64
-	requests atomic.Int64
-}
-
-func startProxy(target string) (*proxy, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, err
-	}
-	p := &proxy{l: l}
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go p.serve(c, target)
-		}
-	}()
-	return p, nil
-}
-
-// countingWriter counts bytes and the request lines among them.
-type countingWriter struct {
-	w       io.Writer
-	n       *atomic.Int64
-	reqs    *atomic.Int64
-	scanReq bool
-}
-
-func (cw countingWriter) Write(b []byte) (int, error) {
-	cw.n.Add(int64(len(b)))
-	if cw.scanReq {
-		sc := bufio.NewScanner(bytes.NewReader(b))
-		for sc.Scan() {
-			line := sc.Text()
-			for _, m := range []string{"GET ", "PUT ", "HEAD ", "POST ", "DELETE "} {
-				if strings.HasPrefix(line, m) && strings.HasSuffix(line, "HTTP/1.1") {
-					cw.reqs.Add(1)
-				}
-			}
-		}
-	}
-	return cw.w.Write(b)
-}
-
-func (p *proxy) serve(c net.Conn, target string) {
-	defer c.Close()
-	u, err := net.Dial("tcp", target)
-	if err != nil {
-		return
-	}
-	defer u.Close()
-	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() {
-		io.Copy(countingWriter{u, &p.up, &p.requests, true}, c)
-		u.(*net.TCPConn).CloseWrite()
-		wg.Done()
-	}()
-	go func() {
-		io.Copy(countingWriter{c, &p.down, nil, false}, u)
-		c.(*net.TCPConn).CloseWrite()
-		wg.Done()
-	}()
-	wg.Wait()
-}
-
-func (p *proxy) reset() { p.up.Store(0); p.down.Store(0); p.requests.Store(0) }
 
 func buildSystem() (string, error) {
 	cmd := exec.Command("nix-build", "--no-out-link", "nix/tests/test-system.nix", "--argstr", "name", "bench", "--argstr", "nonce", "bench")
@@ -168,11 +91,11 @@ func run(runs int) error {
 	if err := m.Admin().MakeBucket(ctx, "fleet", minio.MakeBucketOptions{}); err != nil {
 		return err
 	}
-	px, err := startProxy(m.Endpoint)
+	px, err := benchutil.StartProxy(m.Endpoint)
 	if err != nil {
 		return err
 	}
-	url := fmt.Sprintf("s3://fleet?endpoint=%s&scheme=http&region=us-east-1", px.l.Addr())
+	url := fmt.Sprintf("s3://fleet?endpoint=%s&scheme=http&region=us-east-1", px.Addr())
 	store, err := bucket.Open(url, bucket.Options{Credentials: m.Creds()})
 	if err != nil {
 		return err
@@ -206,7 +129,7 @@ func run(runs int) error {
 		"--state-dir", stateDir, "--profile", profile, "--status-credentials", creds, "--switch-via", "direct"}
 
 	once := func() (sample, error) {
-		px.reset()
+		px.Reset()
 		cmd := exec.Command(bin, args...)
 		var stderr bytes.Buffer
 		cmd.Stderr = &stderr
@@ -218,7 +141,7 @@ func run(runs int) error {
 		ru := cmd.ProcessState.SysUsage().(*syscall.Rusage)
 		cpu := time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 		time.Sleep(20 * time.Millisecond) // let the proxy finish counting
-		return sample{cpu: cpu, wall: wall, rss: ru.Maxrss, reqs: px.requests.Load(), up: px.up.Load(), down: px.down.Load()}, nil
+		return sample{cpu: cpu, wall: wall, rss: ru.Maxrss, reqs: px.Requests.Load(), up: px.Up.Load(), down: px.Down.Load()}, nil
 	}
 	first, err := once() // up-to-date: records the revision and writes the first status
 	if err != nil {
@@ -269,7 +192,7 @@ func run(runs int) error {
 	if out := a.Poll(ctx); out.Err != nil {
 		return out.Err
 	}
-	px.reset()
+	px.Reset()
 	var ruBefore, ruAfter syscall.Rusage
 	var polls, totalPolls int
 	res := testing.Benchmark(func(b *testing.B) {
@@ -288,6 +211,6 @@ func run(runs int) error {
 	fmt.Printf("daemon mode, in-process idle poll (testing.Benchmark, %d polls):\n", res.N)
 	fmt.Printf("  %d ns/poll wall, %d µs CPU/poll (incl. MinIO client), %d allocs/poll, %d B allocated/poll\n",
 		res.NsPerOp(), cpu.Microseconds(), res.AllocsPerOp(), res.AllocedBytesPerOp())
-	fmt.Printf("  HTTP requests: %d for %d idle polls\n", px.requests.Load(), totalPolls)
+	fmt.Printf("  HTTP requests: %d for %d idle polls\n", px.Requests.Load(), totalPolls)
 	return nil
 }

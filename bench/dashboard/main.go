@@ -1,0 +1,192 @@
+// Command dashboard measures `nix-ota dashboard` on a large fleet: N device
+// status blobs in a real MinIO bucket (through a counting loopback proxy)
+// and in a file:// bucket; wall time, CPU, bucket requests and peak RSS of
+// the whole CLI process, min/median/max over repeated runs.
+//
+//	go run ./bench/dashboard [-devices 10000] [-runs 3]
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"log"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/minio/minio-go/v7"
+
+	"github.com/nix-ota/nix-ota/bucket"
+	"github.com/nix-ota/nix-ota/channel"
+	"github.com/nix-ota/nix-ota/internal/benchutil"
+	"github.com/nix-ota/nix-ota/internal/testenv"
+	"github.com/nix-ota/nix-ota/manifest"
+	"github.com/nix-ota/nix-ota/status"
+)
+
+func main() {
+	devices := flag.Int("devices", 10000, "device status blobs in the bucket")
+	runs := flag.Int("runs", 3, "dashboard runs per backend")
+	flag.Parse()
+	log.SetFlags(0)
+	if err := run(*devices, *runs); err != nil {
+		log.Fatalf("bench/dashboard: %v", err)
+	}
+}
+
+// fill publishes a channel and writes n status blobs, 32 at a time.
+func fill(ctx context.Context, s bucket.Store, n int) error {
+	if _, err := bucket.Init(ctx, s, "bench", time.Now()); err != nil {
+		return err
+	}
+	pemBytes, _, _ := manifest.GenerateKey("bench", nil)
+	signer, _ := manifest.LoadSigner(pemBytes, "", nil)
+	sp := "/nix/store/0c5lq2n9xqbq6yv5q9r1lxg7b8c7wjsz-nixos-system-bench"
+	now := time.Now().UTC().Truncate(time.Second)
+	p := &manifest.Payload{Schema: 1, Channel: "prod", StorePath: sp, Substituters: []string{}, PublishedAt: now,
+		ExpiresAt: now.Add(24 * time.Hour), Rollout: manifest.Rollout{Percent: 100, Salt: "s"}, Switch: "switch"}
+	if _, err := channel.Publish(ctx, s, "prod", func(rev uint64) ([]byte, error) { p.Revision = rev; return manifest.Sign(ctx, p, signer) }); err != nil {
+		return err
+	}
+	states := status.States
+	work := make(chan int)
+	errs := make(chan error, 1)
+	var wg sync.WaitGroup
+	for range 32 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range work {
+				st := status.Status{DeviceID: fmt.Sprintf("device-%05d", i), Channel: "prod", State: states[i%len(states)], Revision: 1,
+					StorePath: sp, CheckedAt: now, ChangedAt: now, AgentVersion: "bench", HeartbeatSeconds: 900}
+				if i%7 == 0 {
+					st.LastError = "fetch closure of revision 1: nix-store: exit status 1: error: unable to download narinfo"
+				}
+				b, _ := json.Marshal(st)
+				if _, err := bucket.PutBytes(ctx, s, bucket.StatusKey(st.DeviceID), b, bucket.PutOptions{}); err != nil {
+					select {
+					case errs <- err:
+					default:
+					}
+				}
+			}
+		}()
+	}
+	for i := range n {
+		work <- i
+	}
+	close(work)
+	wg.Wait()
+	select {
+	case err := <-errs:
+		return err
+	default:
+		return nil
+	}
+}
+
+type sample struct{ wall, cpu, rssMiB, reqs int64 }
+
+func measure(bin string, env []string, args ...string) (sample, error) {
+	cmd := exec.Command(bin, args...)
+	cmd.Env = append(os.Environ(), env...)
+	start := time.Now()
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return sample{}, fmt.Errorf("%v: %v\n%s", args, err, out)
+	}
+	ru := cmd.ProcessState.SysUsage().(*syscall.Rusage)
+	return sample{wall: time.Since(start).Milliseconds(), cpu: (ru.Utime.Nano() + ru.Stime.Nano()) / 1e6, rssMiB: ru.Maxrss / 1024}, nil
+}
+
+func report(name string, ss []sample) {
+	col := func(f func(sample) int64) (int64, int64, int64) {
+		var xs []int64
+		for _, s := range ss {
+			xs = append(xs, f(s))
+		}
+		return benchutil.MinMedMax(xs)
+	}
+	w1, w2, w3 := col(func(s sample) int64 { return s.wall })
+	c1, c2, c3 := col(func(s sample) int64 { return s.cpu })
+	r1, r2, r3 := col(func(s sample) int64 { return s.rssMiB })
+	q1, _, _ := col(func(s sample) int64 { return s.reqs })
+	reqs := "n/a (no network)"
+	if q1 > 0 {
+		reqs = fmt.Sprint(q1)
+	}
+	fmt.Printf("%-8s wall %6d/%6d/%6d ms   CPU %6d/%6d/%6d ms   peak RSS %4d/%4d/%4d MiB   requests %s\n", name, w1, w2, w3, c1, c2, c3, r1, r2, r3, reqs)
+}
+
+func run(n, runs int) error {
+	ctx := context.Background()
+	dir, err := os.MkdirTemp("", "nix-ota-bench-dash-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	bin := filepath.Join(dir, "nix-ota")
+	if out, err := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", bin, "./cmd/nix-ota").CombinedOutput(); err != nil {
+		return fmt.Errorf("build: %v\n%s", err, out)
+	}
+
+	m, err := testenv.StartMinIO()
+	if err != nil {
+		return err
+	}
+	defer m.Stop()
+	if err := m.Admin().MakeBucket(ctx, "fleet", minio.MakeBucketOptions{}); err != nil {
+		return err
+	}
+	direct, err := bucket.Open(fmt.Sprintf("s3://fleet?endpoint=%s&scheme=http", m.Endpoint), bucket.Options{Credentials: m.Creds()})
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	if err := fill(ctx, direct, n); err != nil {
+		return err
+	}
+	fmt.Printf("filled MinIO with %d status blobs in %s\n", n, time.Since(start).Round(time.Millisecond))
+	px, err := benchutil.StartProxy(m.Endpoint)
+	if err != nil {
+		return err
+	}
+	defer px.Close()
+
+	fileURL := "file://" + filepath.Join(dir, "bucket")
+	fs, err := bucket.Open(fileURL, bucket.Options{Create: true})
+	if err != nil {
+		return err
+	}
+	if err := fill(ctx, fs, n); err != nil {
+		return err
+	}
+
+	fmt.Printf("\nnix-ota dashboard over %d devices, %d runs each (min/median/max); targets: < 15 s, < 200 MiB\n", n, runs)
+	var s3s, files []sample
+	for i := 0; i < runs; i++ {
+		px.Reset()
+		s, err := measure(bin, m.Env(), "dashboard", "--bucket", fmt.Sprintf("s3://fleet?endpoint=%s&scheme=http", px.Addr()), "--out", filepath.Join(dir, "out-s3"))
+		if err != nil {
+			return err
+		}
+		s.reqs = px.Requests.Load()
+		s3s = append(s3s, s)
+		f, err := measure(bin, nil, "dashboard", "--bucket", fileURL, "--out", filepath.Join(dir, "out-file"))
+		if err != nil {
+			return err
+		}
+		files = append(files, f)
+	}
+	report("minio", s3s)
+	report("file://", files)
+	fi, _ := os.Stat(filepath.Join(dir, "out-s3", "index.html"))
+	fmt.Printf("index.html for %d devices: %.1f MB\n", n, float64(fi.Size())/1e6)
+	fmt.Printf("requests: 1 LIST of channels/ (1 page), 1 GET per channel, LIST of devices/ (%d pages of 1000), 1 GET per device\n", (n+999)/1000)
+	return nil
+}
