@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nix-ota/nix-ota/internal/testenv"
 	"github.com/nix-ota/nix-ota/manifest"
 )
 
@@ -32,15 +33,7 @@ func signed(t *testing.T, s manifest.Signer, mut func(*manifest.Payload)) []byte
 }
 
 func key(t *testing.T, name string) (manifest.Signer, manifest.PublicKey) {
-	pemBytes, pub, err := manifest.GenerateKey(name, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := manifest.LoadSigner(pemBytes, "", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s, pub
+	return testenv.NewSigner(t, name)
 }
 
 // TestDecide covers the whole policy table without any I/O.

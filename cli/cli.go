@@ -191,6 +191,14 @@ func noArgs(args []string) error {
 	return nil
 }
 
+// checkChannel refuses a missing or malformed --channel before any I/O.
+func checkChannel(name string) error {
+	if err := required("channel", name); err != nil {
+		return err
+	}
+	return manifest.ValidateName("channel", name)
+}
+
 func required(name, value string) error {
 	if value == "" {
 		return usagef("--%s is required", name)

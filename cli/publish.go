@@ -126,10 +126,7 @@ For mixed fleets give --store-path CLASS=PATH once per device class.`,
 				if err := noArgs(args); err != nil {
 					return err
 				}
-				if err := required("channel", *ch); err != nil {
-					return err
-				}
-				if err := manifest.ValidateName("channel", *ch); err != nil {
+				if err := checkChannel(*ch); err != nil {
 					return err
 				}
 				p := &manifest.Payload{
@@ -300,10 +297,7 @@ with these keys would accept the manifest; exit 3 with the reason if not.`,
 				if err := noArgs(args); err != nil {
 					return err
 				}
-				if err := required("channel", *ch); err != nil {
-					return err
-				}
-				if err := manifest.ValidateName("channel", *ch); err != nil {
+				if err := checkChannel(*ch); err != nil {
 					return err
 				}
 				trust, err := tf.trust()
@@ -348,10 +342,7 @@ unverified.`,
 				if err := noArgs(args); err != nil {
 					return err
 				}
-				if err := required("channel", *ch); err != nil {
-					return err
-				}
-				if err := manifest.ValidateName("channel", *ch); err != nil {
+				if err := checkChannel(*ch); err != nil {
 					return err
 				}
 				var trust *manifest.Trust
