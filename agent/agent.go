@@ -135,6 +135,9 @@ func (a *Agent) idle(ctx context.Context, cs *ChannelState) Outcome {
 	if a.state.RemoteAt.IsZero() || now.Sub(a.state.RemoteAt) >= a.Config.Heartbeat.Duration {
 		a.report(ctx, st.State, errorFromText(st.LastError), st.Note)
 	}
+	if a.Config.AllowReboot && (st.State == status.WaitingReboot || st.NeedsReboot) && st.StorePath != "" {
+		a.maybeReboot(ctx, st.StorePath)
+	}
 	return Outcome{Action: "idle", Request: 1}
 }
 
@@ -242,6 +245,7 @@ func (a *Agent) finish(ctx context.Context, etag string) Outcome {
 		a.commit(etag)
 		a.logf("poll %s: revision %d installed for the next boot", pd.Channel, pd.Revision)
 		a.report(ctx, status.WaitingReboot, nil, "reboot to activate")
+		a.maybeReboot(ctx, pd.StorePath)
 		return Outcome{Action: "waiting-reboot"}
 	}
 	if err := a.healthCheck(ctx, pd); err != nil {
@@ -250,7 +254,31 @@ func (a *Agent) finish(ctx context.Context, etag string) Outcome {
 	a.commit(etag)
 	a.logf("poll %s: revision %d is healthy; now running %s", pd.Channel, pd.Revision, pd.StorePath)
 	a.report(ctx, status.UpToDate, nil, "")
+	a.maybeReboot(ctx, pd.StorePath)
 	return Outcome{Action: "applied"}
+}
+
+// maybeReboot applies the reboot policy (RebootDecision) to a system that
+// needs a reboot to be fully active: a boot-mode update, or a switch that
+// changed the kernel, initrd or modules.
+func (a *Agent) maybeReboot(ctx context.Context, storePath string) {
+	needs := a.state.Status.State == status.WaitingReboot
+	if !needs {
+		nr, err := a.System.NeedsReboot(storePath)
+		needs = err == nil && nr
+	}
+	w, _ := ParseWindow(a.Config.RebootWindow) // checked with the config
+	reboot, why := RebootDecision(needs, a.Config.AllowReboot, w, a.now().Local())
+	if why == "" {
+		return
+	}
+	a.logf("reboot: %s", why)
+	if !reboot {
+		return
+	}
+	if err := a.System.Reboot(ctx); err != nil {
+		a.logf("reboot: %v", err)
+	}
 }
 
 func (a *Agent) commit(etag string) {

@@ -37,6 +37,8 @@ type Config struct {
 	Jitter            Duration `json:"jitter,omitempty"`
 	Heartbeat         Duration `json:"heartbeat,omitempty"`
 	PrometheusFile    string   `json:"prometheusFile,omitempty"`
+	AllowReboot       bool     `json:"allowReboot,omitempty"`
+	RebootWindow      string   `json:"rebootWindow,omitempty"`
 }
 
 // Duration is a time.Duration written as "60s" in JSON.
@@ -202,6 +204,9 @@ func (c *Config) Check() (manifest.Trust, error) {
 	}
 	if c.Interval.Duration < time.Second || c.HealthTimeout.Duration <= 0 || c.Jitter.Duration < 0 || c.Heartbeat.Duration < c.Interval.Duration {
 		add("interval must be at least 1s, healthTimeout positive, jitter not negative, heartbeat at least the interval")
+	}
+	if _, err := ParseWindow(c.RebootWindow); err != nil {
+		add("rebootWindow: %v", err)
 	}
 	if len(errs) > 0 {
 		return manifest.Trust{}, fmt.Errorf("%w: %s", ErrConfig, strings.Join(errs, "; "))

@@ -86,6 +86,8 @@ func flagSet(c *Config, configFile *string) *pflag.FlagSet {
 	fs.DurationVar(&c.Jitter.Duration, "jitter", 0, "daemon random extra delay, up to (default interval/4)")
 	fs.DurationVar(&c.Heartbeat.Duration, "heartbeat", 0, "write the status at least this often (default 15m)")
 	fs.StringVar(&c.PrometheusFile, "prometheus-file", "", "write metrics to this node_exporter textfile")
+	fs.BoolVar(&c.AllowReboot, "allow-reboot", false, "reboot by itself when a new kernel/initrd or a boot-mode update needs it")
+	fs.StringVar(&c.RebootWindow, "reboot-window", "", "local time window for reboots, HH:MM-HH:MM (default: any time)")
 	return fs
 }
 
@@ -193,6 +195,8 @@ func overlay(dst, src *Config, fs *pflag.FlagSet) {
 	set("jitter", func() { dst.Jitter = src.Jitter })
 	set("heartbeat", func() { dst.Heartbeat = src.Heartbeat })
 	set("prometheus-file", func() { dst.PrometheusFile = src.PrometheusFile })
+	set("allow-reboot", func() { dst.AllowReboot = src.AllowReboot })
+	set("reboot-window", func() { dst.RebootWindow = src.RebootWindow })
 }
 
 func exitCode(o Outcome) int {

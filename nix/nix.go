@@ -44,6 +44,8 @@ type System interface {
 	// NeedsReboot reports whether the kernel, initrd or kernel modules of
 	// storePath differ from the booted system's.
 	NeedsReboot(storePath string) (bool, error)
+	// Reboot asks the init system to reboot the device.
+	Reboot(ctx context.Context) error
 }
 
 // ErrCommand wraps a failed external command; the message carries the tail
@@ -216,6 +218,10 @@ func (l *Local) Booted() (string, error) {
 		return "", nil
 	}
 	return p, err
+}
+
+func (l *Local) Reboot(ctx context.Context) error {
+	return l.run(ctx, orDefault(l.CommandTimeout, 2*time.Minute), "systemctl", "reboot")
 }
 
 // bootFiles are what a running kernel cannot pick up without a reboot.
