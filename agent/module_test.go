@@ -1,0 +1,89 @@
+package agent_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"reflect"
+	"regexp"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/nix-ota/nix-ota/agent"
+)
+
+// configKeys are the JSON names of agent.Config's fields.
+func configKeys() []string {
+	var keys []string
+	t := reflect.TypeOf(agent.Config{})
+	for i := 0; i < t.NumField(); i++ {
+		keys = append(keys, strings.Split(t.Field(i).Tag.Get("json"), ",")[0])
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// moduleKeys are the attributes nix/module.nix writes into the agent's
+// JSON configuration (between its agent-config markers).
+func moduleKeys(t *testing.T) []string {
+	src, err := os.ReadFile("../nix/module.nix")
+	if err != nil {
+		t.Fatal(err)
+	}
+	block := regexp.MustCompile(`(?s)# agent-config-begin(.*)# agent-config-end`).FindSubmatch(src)
+	if block == nil {
+		t.Fatal("nix/module.nix lacks the agent-config markers")
+	}
+	var keys []string
+	for _, m := range regexp.MustCompile(`(?m)^\s{4}(\w+) = `).FindAllSubmatch(block[1], -1) {
+		keys = append(keys, string(m[1]))
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// TestModuleConfigMatchesAgent: the NixOS module, the shared example and
+// the Go struct agree on every field, and the example is a valid config.
+func TestModuleConfigMatchesAgent(t *testing.T) {
+	want := configKeys()
+	if got := moduleKeys(t); strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Fatalf("module writes %v\nagent reads   %v", got, want)
+	}
+	b, err := os.ReadFile("../examples/agent-config.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for k := range m {
+		got = append(got, k)
+	}
+	sort.Strings(got)
+	if strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Fatalf("examples/agent-config.json has %v\nagent reads %v", got, want)
+	}
+	c, err := agent.ParseConfig(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Prepare(); err != nil {
+		t.Fatalf("the shared example is not a valid config: %v", err)
+	}
+	out, err := exec.Command(agentBin, "check-config", "../examples/agent-config.json").CombinedOutput()
+	if err != nil || !bytes.Contains(out, []byte("ok:")) {
+		t.Fatalf("check-config of the example: %v\n%s", err, out)
+	}
+	// The same file with one field broken is refused with a clear error.
+	bad := bytes.Replace(b, []byte(`"rebootWindow": "02:00-04:00"`), []byte(`"rebootWindow": "2am-4am"`), 1)
+	p := t.TempDir() + "/bad.json"
+	os.WriteFile(p, bad, 0o644)
+	out, err = exec.Command(agentBin, "check-config", p).CombinedOutput()
+	if err == nil || !bytes.Contains(out, []byte("rebootWindow")) {
+		t.Fatalf("check-config accepted a bad reboot window: %s", out)
+	}
+}
