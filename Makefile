@@ -27,9 +27,11 @@ go-test:
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 30m ./...
 
-## nix-parse: every .nix file in the repository parses
+## nix-parse: every .nix file in the repository parses, and the package's
+## vendorHash matches `go mod vendor` (what this machine can check of the flake)
 nix-parse:
 	@set -e; n=0; for f in $$(git ls-files '*.nix'); do nix-instantiate --parse "$$f" >/dev/null; n=$$((n+1)); done; echo "nix-parse: $$n files parse"
+	@want=$$(./scripts/vendor-hash.sh 2>/dev/null | tail -n1); grep -q "vendorHash = \"$$want\"" nix/package.nix || { echo "nix/package.nix: vendorHash is stale; set it to $$want"; exit 1; }; echo "nix-parse: vendorHash $$want is current"
 
 ## bench: measured figures (idle poll cost, binary size, RSS)
 bench: test-deps

@@ -34,6 +34,30 @@
         };
       });
 
+      nixosModules = rec {
+        agent = import ./nix/module.nix { inherit self; };
+        default = agent;
+      };
+
+      # `nix flake check`: the VM test (needs KVM), the pure Go unit tests,
+      # and gofmt. The full suite (MinIO, Nix, Chromium) is `make test`.
+      checks = forAllSystems (pkgs:
+        let p = self.packages.${pkgs.stdenv.hostPlatform.system}; in {
+          vm = import ./nix/tests/vm.nix { inherit pkgs self; };
+          go-unit = p.nix-ota.overrideAttrs (old: {
+            pname = "nix-ota-unit-tests";
+            subPackages = [ "manifest" "status" ];
+            doCheck = true;
+            installPhase = "touch $out";
+          });
+          gofmt = pkgs.runCommand "nix-ota-gofmt" { nativeBuildInputs = [ pkgs.go ]; } ''
+            cd ${lib.fileset.toSource { root = ./.; fileset = lib.fileset.fileFilter (f: f.hasExt "go") ./.; }}
+            unformatted=$(gofmt -l .)
+            if [ -n "$unformatted" ]; then echo "gofmt needed: $unformatted"; exit 1; fi
+            touch $out
+          '';
+        });
+
       formatter = forAllSystems (pkgs: pkgs.nixpkgs-fmt);
     };
 }

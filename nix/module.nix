@@ -232,6 +232,8 @@ in
       stopIfChanged = false;
       unitConfig.X-StopOnRemoval = false;
       path = [ config.nix.package config.systemd.package pkgs.coreutils pkgs.bash ];
+      # nix-env wants a writable home; root's is hidden by ProtectHome.
+      environment.HOME = "/var/lib/nix-ota";
       serviceConfig = {
         Type = "oneshot";
         ExecStart = "${lib.getExe cfg.package} once --config /etc/nix-ota/agent.json";

@@ -1,0 +1,135 @@
+# NixOS VM test: a bucket node (MinIO) and a device node running
+# services.nix-ota-agent with scoped credentials.
+#
+#   1. a validly signed update switches /run/current-system and the status
+#      blob in MinIO says so;
+#   2. a manifest signed by an untrusted key changes nothing, and the status
+#      says "rejected";
+#   3. an update whose health check fails is rolled back, and the status says
+#      "rolled-back".
+#
+# `nix flake check` runs it (it needs KVM). It cannot run on the machine
+# where this repository's CI runs (no nixpkgs, no KVM); there, every .nix
+# file is only parsed. See the README's "what ran where".
+{ pkgs, self }:
+
+let
+  system = pkgs.stdenv.hostPlatform.system;
+  testPub = pkgs.lib.fileContents ./keys/vm-test.pub;
+  rootUser = "nixota-admin";
+  rootPass = "nixota-admin-secret";
+  deviceCreds = pkgs.writeText "kiosk-1-credentials" ''
+    [default]
+    aws_access_key_id = kiosk-1
+    aws_secret_access_key = kiosk-1-secret-key
+  '';
+in
+pkgs.testers.runNixOSTest {
+  name = "nix-ota";
+
+  nodes.bucket = { pkgs, ... }: {
+    services.minio = {
+      enable = true;
+      rootCredentialsFile = pkgs.writeText "minio-root" ''
+        MINIO_ROOT_USER=${rootUser}
+        MINIO_ROOT_PASSWORD=${rootPass}
+      '';
+    };
+    networking.firewall.allowedTCPPorts = [ 9000 ];
+    environment.systemPackages = [ pkgs.minio-client self.packages.${system}.nix-ota ];
+    environment.etc."nix-ota-test/sign.key".source = ./keys/vm-test.key;
+    environment.etc."nix-ota-test/device-policy.json".source = ../../examples/policies/device-policy.json;
+  };
+
+  nodes.device = { ... }: {
+    imports = [ self.nixosModules.agent ];
+    services.nix-ota-agent = {
+      enable = true;
+      bucket = "s3://fleet?endpoint=bucket:9000&scheme=http";
+      channel = "prod";
+      publicKeys = [ testPub ];
+      deviceId = "kiosk-1";
+      statusCredentialsFile = "/etc/nix-ota-test/credentials";
+      healthChecks = [ "test ! -e /etc/nix-ota-test-broken" ];
+      healthTimeout = "20s";
+      interval = "1h"; # the test starts the service itself
+    };
+    environment.etc."nix-ota-test/credentials".source = deviceCreds;
+    environment.etc."nix-ota-test-version".text = "initial";
+    # The systems the device is updated to: full toplevels in its closure.
+    specialisation.new.configuration.environment.etc."nix-ota-test-version".text = pkgs.lib.mkForce "new";
+    specialisation.broken.configuration = {
+      environment.etc."nix-ota-test-version".text = pkgs.lib.mkForce "broken";
+      environment.etc."nix-ota-test-broken".text = "1";
+    };
+    virtualisation.memorySize = 1536;
+  };
+
+  testScript = { nodes, ... }:
+    let toplevel = nodes.device.system.build.toplevel; in
+    ''
+      import json
+
+      B = "s3://fleet?endpoint=localhost:9000&scheme=http"
+      ENV = "AWS_ACCESS_KEY_ID=${rootUser} AWS_SECRET_ACCESS_KEY=${rootPass} AWS_EC2_METADATA_DISABLED=true"
+
+      def publish(path, key="/etc/nix-ota-test/sign.key"):
+          bucket.succeed(f"{ENV} nix-ota publish --bucket '{B}' --key {key} --channel prod --store-path {path}")
+
+      def status():
+          return json.loads(bucket.succeed("mc cat local/fleet/devices/kiosk-1/status.json"))
+
+      def current():
+          return device.succeed("readlink -f /run/current-system").strip()
+
+      start_all()
+      bucket.wait_for_unit("minio.service")
+      bucket.wait_for_open_port(9000)
+      bucket.succeed("mc alias set local http://localhost:9000 ${rootUser} ${rootPass}")
+      bucket.succeed("mc mb local/fleet")
+      bucket.succeed(
+          "sed 's/BUCKET/fleet/; s/DEVICE_ID/kiosk-1/' /etc/nix-ota-test/device-policy.json > /tmp/kiosk-1.json"
+          " && mc admin policy create local nix-ota-kiosk-1 /tmp/kiosk-1.json"
+          " && mc admin user add local kiosk-1 kiosk-1-secret-key"
+          " && mc admin policy attach local nix-ota-kiosk-1 --user kiosk-1"
+      )
+      bucket.succeed(f"{ENV} nix-ota init --bucket '{B}'")
+
+      device.wait_for_unit("multi-user.target")
+      initial = current()
+      new = device.succeed("readlink -f ${toplevel}/specialisation/new").strip()
+      broken = device.succeed("readlink -f ${toplevel}/specialisation/broken").strip()
+
+      with subtest("a signed update switches the system"):
+          publish(new)
+          device.succeed("systemctl start nix-ota-agent.service")
+          assert current() == new, f"running {current()}, want {new}"
+          device.succeed("grep -qx new /etc/nix-ota-test-version")
+          s = status()
+          assert s["state"] == "up-to-date" and s["revision"] == 1 and s["storePath"] == new, s
+
+      with subtest("an untrusted signature changes nothing"):
+          bucket.succeed("nix-ota keygen --out /tmp/intruder.key --name intruder")
+          publish(broken, key="/tmp/intruder.key")
+          device.fail("systemctl start nix-ota-agent.service")
+          assert current() == new
+          s = status()
+          assert s["state"] == "rejected" and "none of which is trusted" in s["lastError"], s
+
+      with subtest("a failing health check rolls back"):
+          publish(broken)
+          device.fail("systemctl start nix-ota-agent.service")
+          assert current() == new, f"not rolled back: {current()}"
+          device.succeed("grep -qx new /etc/nix-ota-test-version")
+          s = status()
+          assert s["state"] == "rolled-back" and "health check" in s["lastError"], s
+          # not retried
+          device.succeed("systemctl start nix-ota-agent.service")
+          assert current() == new
+
+      with subtest("the device cannot write outside its own status"):
+          bucket.succeed("mc alias set dev http://localhost:9000 kiosk-1 kiosk-1-secret-key")
+          bucket.fail("echo '{}' | mc pipe dev/fleet/channels/prod.json")
+          bucket.fail("echo '{}' | mc pipe dev/fleet/devices/kiosk-2/status.json")
+    '';
+}
