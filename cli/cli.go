@@ -55,7 +55,7 @@ type Env struct {
 
 func commands() []*command {
 	return []*command{
-		keygenCmd(), pubkeyCmd(), initCmd(), publishCmd(), verifyCmd(), historyCmd(), statusCmd(), dashboardCmd(), versionCmd(),
+		keygenCmd(), pubkeyCmd(), initCmd(), pushCmd(), publishCmd(), rollbackCmd(), resignCmd(), verifyCmd(), historyCmd(), statusCmd(), dashboardCmd(), gcCmd(), versionCmd(),
 	}
 }
 

@@ -119,6 +119,8 @@ For mixed fleets give --store-path CLASS=PATH once per device class.`,
 			sw := fs.String("switch", manifest.SwitchNow, "switch mode: switch (activate now) or boot (on next boot)")
 			pub := fs.String("publisher", "", "who published (default user@host)")
 			noDash := fs.Bool("no-dashboard", false, "do not regenerate the dashboard in the bucket")
+			doPush := fs.Bool("push", false, "first upload the closures into the bucket's cache/ (see nix-ota push)")
+			cacheKey := fs.String("cache-key", "", "binary cache secret key file for --push (or $NIX_OTA_CACHE_KEY)")
 			wait := fs.Duration("wait", 0, "follow the rollout until every device in the cohort runs it (--wait or --wait=30m); exit 1 if one fails")
 			fs.Lookup("wait").NoOptDefVal = "15m"
 			waitEvery := fs.Duration("wait-interval", 5*time.Second, "how often --wait reads the device statuses")
@@ -172,6 +174,11 @@ For mixed fleets give --store-path CLASS=PATH once per device class.`,
 				}
 				if err := bucket.CheckLayout(ctx, s); err != nil {
 					return err
+				}
+				if *doPush {
+					if _, err := push(ctx, env, s, *cacheKey, p.StorePaths()); err != nil {
+						return fmt.Errorf("push (nothing published): %w", err)
+					}
 				}
 				res, err := channel.Publish(ctx, s, *ch, func(rev uint64) ([]byte, error) {
 					now := time.Now().UTC().Truncate(time.Second)

@@ -25,7 +25,8 @@ func RequireNix(t testing.TB) {
 // SystemOptions shape a test system (nix/tests/test-system.nix).
 type SystemOptions struct {
 	FailSwitch bool   // switch-to-configuration exits 1
-	Kernel     string // content of a kernel file (changes NeedsReboot)
+	Kernel     string   // content of a kernel file (changes NeedsReboot)
+	Deps       []string // store paths the system references (shared closure)
 }
 
 // RepoRoot is the repository's top directory.
@@ -44,9 +45,14 @@ func BuildSystem(t testing.TB, name string, o SystemOptions) string {
 	if o.FailSwitch {
 		exit = "1"
 	}
+	deps := "[ "
+	for _, d := range o.Deps {
+		deps += fmt.Sprintf("%q ", d)
+	}
+	deps += "]"
 	out := Cmd(t, "nix-build", "--no-out-link", filepath.Join(RepoRoot(), "nix", "tests", "test-system.nix"),
 		"--argstr", "name", name, "--argstr", "nonce", fmt.Sprintf("%d-%s", time.Now().UnixNano(), randHex(4)),
-		"--arg", "exitCode", exit, "--argstr", "kernel", o.Kernel)
+		"--arg", "exitCode", exit, "--argstr", "kernel", o.Kernel, "--arg", "deps", deps)
 	return strings.TrimSpace(out)
 }
 
@@ -101,7 +107,10 @@ func (c *Cache) Add(t testing.TB, paths ...string) {
 // realise has to fetch them from a cache.
 func Forget(t testing.TB, paths ...string) {
 	t.Helper()
-	args := append([]string{"--delete"}, paths...)
+	// Derivations that took a path as an input source refer to it; they go
+	// too, or Nix would keep the path alive.
+	refs := strings.Fields(Cmd(t, "nix-store", append([]string{"--query", "--referrers-closure"}, paths...)...))
+	args := append([]string{"--delete"}, refs...)
 	Cmd(t, "nix-store", args...)
 	for _, p := range paths {
 		if _, err := os.Stat(p); err == nil {

@@ -3,13 +3,16 @@
 # ("ACTION /nix/store/…/bin/switch-to-configuration"), can be held in the
 # middle of a switch while the file named by $NIX_OTA_TEST_HANG exists
 # (at most 60 s), and exits with exitCode. A different nonce gives a
-# different store path. Used by the Go tests, `make demo` and the benchmarks.
-{ name ? "demo", nonce ? "", exitCode ? 0, kernel ? "" }:
+# different store path. deps (store path strings) become references, so a
+# closure can share paths with another. Used by the Go tests, `make demo` and
+# the benchmarks.
+{ name ? "demo", nonce ? "", exitCode ? 0, kernel ? "", deps ? [ ] }:
 derivation {
   name = "nixos-system-${name}";
   system = builtins.currentSystem;
   builder = "/bin/sh";
   inherit nonce kernel;
+  deps = map builtins.storePath deps;
   script = ''
     #!/bin/sh
     if [ -n "$NIX_OTA_TEST_LOG" ]; then echo "$1 $0" >> "$NIX_OTA_TEST_LOG"; fi
@@ -25,5 +28,6 @@ derivation {
     /bin/chmod +x $out/bin/switch-to-configuration
     echo "$nonce" > $out/nonce
     if [ -n "$kernel" ]; then echo "$kernel" > $out/kernel; fi
+    echo "$deps" > $out/deps
   '' ];
 }
