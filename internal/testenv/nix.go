@@ -24,7 +24,7 @@ func RequireNix(t testing.TB) {
 
 // SystemOptions shape a test system (nix/tests/test-system.nix).
 type SystemOptions struct {
-	FailSwitch bool   // switch-to-configuration exits 1
+	FailSwitch bool     // switch-to-configuration exits 1
 	Kernel     string   // content of a kernel file (changes NeedsReboot)
 	Deps       []string // store paths the system references (shared closure)
 }
