@@ -295,7 +295,7 @@ func (a *Agent) rollback(ctx context.Context, reason error, etag string) Outcome
 	pd := a.state.Pending
 	cs := a.state.channel(pd.Channel)
 	a.logf("poll %s: revision %d failed: %v; rolling back to %s", pd.Channel, pd.Revision, reason, orNone(pd.Previous))
-	cs.markBad(pd.Revision, oneLine(reason.Error()))
+	cs.markBad(pd.Revision, pd.StorePath, oneLine(reason.Error()))
 	cs.ETag = etag
 	if pd.Previous == "" {
 		a.state.Pending = nil

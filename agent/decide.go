@@ -67,11 +67,11 @@ func Decide(d Device, cs ChannelState, current string, body []byte, now time.Tim
 		mode = manifest.SwitchBoot
 	}
 	dec := Decision{Verified: v, StorePath: sp, Mode: mode}
-	switch reason, bad := cs.isBad(p.Revision); {
+	switch reason, bad := cs.isBad(p.Revision, sp); {
 	case current == sp:
 		dec.Action = UpToDate
 	case bad:
-		dec.Action, dec.Err = SkipBad, fmt.Errorf("%w: revision %d was rolled back on this device (%s); publish a new revision to retry", ErrBadRevision, p.Revision, reason)
+		dec.Action, dec.Err = SkipBad, fmt.Errorf("%w: revision %d (or its system) was rolled back on this device (%s); publish a new build to retry", ErrBadRevision, p.Revision, reason)
 	case !InCohort(p.Rollout.Salt, d.ID, p.Rollout.Percent):
 		dec.Action = NotCohort
 	default:

@@ -49,6 +49,7 @@ func TestDecide(t *testing.T) {
 	}
 	classes := func(p *manifest.Payload) { p.StorePath = ""; p.Systems = manifest.Systems{"rpi4": spA, "x86": spB} }
 	bad := ChannelState{Bad: map[string]string{"5": "health check failed"}}
+	badPath := ChannelState{BadPaths: map[string]string{spB: "health check failed"}}
 	cases := []struct {
 		name    string
 		dev     Device
@@ -65,6 +66,7 @@ func TestDecide(t *testing.T) {
 		{"first poll, empty profile", dev, ChannelState{}, "", signed(t, s, nil), Apply, nil, spB, "switch"},
 		{"rolled back before", dev, bad, spA, signed(t, s, nil), SkipBad, ErrBadRevision, spB, "switch"},
 		{"bad but already running", dev, bad, spB, signed(t, s, nil), UpToDate, nil, spB, "switch"},
+		{"system rolled back before, new revision", dev, badPath, spA, signed(t, s, nil), SkipBad, ErrBadRevision, spB, "switch"},
 		{"outside the rollout", dev, ChannelState{}, spA, signed(t, s, outside), NotCohort, nil, spB, "switch"},
 		{"rollout 0", dev, ChannelState{}, spA, signed(t, s, func(p *manifest.Payload) { p.Rollout.Percent = 0 }), NotCohort, nil, spB, "switch"},
 		{"mixed fleet, my class", rpi, ChannelState{}, spB, signed(t, s, classes), Apply, nil, spA, "switch"},

@@ -55,6 +55,7 @@ type fleet struct {
 	signer     manifest.Signer
 	pub        manifest.PublicKey
 	s0, a, b   string
+	c, d       string
 	bad        string // a system whose switch-to-configuration fails
 	env        []string
 	credsFile  string
@@ -70,9 +71,11 @@ func newFleet(t *testing.T, backend string) *fleet {
 	f.a = testenv.BuildSystem(t, "a", testenv.SystemOptions{})
 	f.b = testenv.BuildSystem(t, "b", testenv.SystemOptions{})
 	f.bad = testenv.BuildSystem(t, "bad", testenv.SystemOptions{FailSwitch: true})
+	f.c = testenv.BuildSystem(t, "c", testenv.SystemOptions{})
+	f.d = testenv.BuildSystem(t, "d", testenv.SystemOptions{})
 	f.cache = testenv.NewCache(t)
-	f.cache.Add(t, f.a, f.b, f.bad)
-	testenv.Forget(t, f.a, f.b, f.bad) // the agent must fetch them
+	f.cache.Add(t, f.a, f.b, f.bad, f.c, f.d)
+	testenv.Forget(t, f.a, f.b, f.bad, f.c, f.d) // the agent must fetch them
 	switch backend {
 	case "file":
 		f.url = "file://" + filepath.Join(t.TempDir(), "bucket")
@@ -427,8 +430,13 @@ func TestHealthCheckRollback(t *testing.T) {
 		t.Fatalf("status does not say why B is skipped: %+v", st)
 	}
 
+	// The same system under a new revision is not retried either.
+	f.publish(t, f.b, func(p *manifest.Payload) { p.Message = "B again" }) // revision 3
+	d.mustOnce(t, 0)
+	expectSwitches(t, d, "switch "+f.a, "switch "+f.b, "switch "+f.a)
+
 	// A hang past the timeout.
-	f.publish(t, f.b, func(p *manifest.Payload) { p.Message = "retry B" }) // revision 3
+	f.publish(t, f.c) // revision 4
 	start := time.Now()
 	d.mustOnce(t, 1, "--health-check", "sleep 60", "--health-timeout", "1s")
 	if time.Since(start) > 30*time.Second {
@@ -442,7 +450,7 @@ func TestHealthCheckRollback(t *testing.T) {
 	}
 
 	// A switch-to-configuration that fails.
-	f.publish(t, f.bad) // revision 4
+	f.publish(t, f.bad) // revision 5
 	d.mustOnce(t, 1)
 	if d.current(t) != f.a {
 		t.Fatal("not rolled back after a failing switch")
@@ -450,11 +458,11 @@ func TestHealthCheckRollback(t *testing.T) {
 	if st := d.localStatus(t); st.State != status.RolledBack || !strings.Contains(st.LastError, "switch-to-configuration switch failed") {
 		t.Fatalf("status: %+v", st)
 	}
-	// The next good revision goes through.
-	f.publish(t, f.b, func(p *manifest.Payload) { p.Message = "fixed" }) // revision 5
+	// The next good build goes through.
+	f.publish(t, f.d) // revision 6
 	d.mustOnce(t, 0)
-	if d.current(t) != f.b || d.localStatus(t).Revision != 5 {
-		t.Fatalf("revision 5 not applied: %s %+v", d.current(t), d.localStatus(t))
+	if d.current(t) != f.d || d.localStatus(t).Revision != 6 {
+		t.Fatalf("revision 6 not applied: %s %+v", d.current(t), d.localStatus(t))
 	}
 }
 

@@ -45,7 +45,8 @@ type ChannelState struct {
 	PayloadDigest string            `json:"payloadDigest,omitempty"`
 	ExpiresAt     time.Time         `json:"expiresAt,omitempty"`
 	ETag          string            `json:"etag,omitempty"`
-	Bad           map[string]string `json:"bad,omitempty"` // revision -> why it was rolled back
+	Bad           map[string]string `json:"bad,omitempty"`      // revision -> why it was rolled back
+	BadPaths      map[string]string `json:"badPaths,omitempty"` // store path -> why it was rolled back
 }
 
 // Applied is a confirmed system.
@@ -86,16 +87,26 @@ func (cs *ChannelState) manifestState() manifest.State {
 	return manifest.State{Revision: cs.Revision, PayloadDigest: cs.PayloadDigest}
 }
 
-func (cs *ChannelState) isBad(rev uint64) (string, bool) {
-	r, ok := cs.Bad[strconv.FormatUint(rev, 10)]
+// isBad reports a revision, or a system, that was rolled back here. The
+// system counts too: a staged rollout republishes the same system under
+// new revisions, and a device must not retry it at every step.
+func (cs *ChannelState) isBad(rev uint64, storePath string) (string, bool) {
+	if r, ok := cs.Bad[strconv.FormatUint(rev, 10)]; ok {
+		return r, ok
+	}
+	r, ok := cs.BadPaths[storePath]
 	return r, ok
 }
 
-func (cs *ChannelState) markBad(rev uint64, reason string) {
+func (cs *ChannelState) markBad(rev uint64, storePath, reason string) {
 	if cs.Bad == nil {
 		cs.Bad = map[string]string{}
 	}
+	if cs.BadPaths == nil {
+		cs.BadPaths = map[string]string{}
+	}
 	cs.Bad[strconv.FormatUint(rev, 10)] = reason
+	cs.BadPaths[storePath] = reason
 }
 
 // stateFile is the state file's name in the state directory.
