@@ -173,6 +173,9 @@ func (a *Agent) act(ctx context.Context, cs *ChannelState, d Decision, etag, cur
 		a.report(ctx, status.Failed, err, "")
 		return Outcome{Action: "failed", Err: err}
 	}
+	if pd := a.state.Pending; pd != nil && pd.Installed && pd.StorePath == d.StorePath && (d.Action == UpToDate || d.Action == Apply) {
+		return a.waitReboot(ctx, pd)
+	}
 	switch d.Action {
 	case UpToDate:
 		if a.state.Applied == nil || a.state.Applied.StorePath != d.StorePath || a.state.Applied.Revision != p.Revision {
@@ -215,6 +218,10 @@ func (a *Agent) apply(ctx context.Context, cs *ChannelState, d Decision, etag, p
 		a.report(ctx, status.Failed, err, "")
 		return Outcome{Action: "failed", Err: err}
 	}
+	if old := a.state.Pending; old != nil && old.Installed {
+		// Replacing an update that never booted: roll back to what runs.
+		previous = old.Previous
+	}
 	a.state.Pending = &Pending{Channel: ch, Revision: p.Revision, StorePath: d.StorePath, Previous: previous, Mode: d.Mode, Attempts: 1, StartedAt: a.now()}
 	if err := a.save(); err != nil {
 		a.state.Pending = nil
@@ -242,11 +249,12 @@ func (a *Agent) finish(ctx context.Context, etag string) Outcome {
 		return a.rollback(ctx, fmt.Errorf("switch-to-configuration %s failed: %w", pd.Mode, err), etag)
 	}
 	if pd.Mode == manifest.SwitchBoot {
-		a.commit(etag)
-		a.logf("poll %s: revision %d installed for the next boot", pd.Channel, pd.Revision)
-		a.report(ctx, status.WaitingReboot, nil, "reboot to activate")
-		a.maybeReboot(ctx, pd.StorePath)
-		return Outcome{Action: "waiting-reboot"}
+		// Stays pending until the device boots into it (Recover confirms).
+		pd.Installed, pd.ETag = true, etag
+		a.state.channel(pd.Channel).ETag = etag
+		a.save()
+		a.logf("poll %s: revision %d installed for the next boot; it is confirmed after that boot", pd.Channel, pd.Revision)
+		return a.waitReboot(ctx, pd)
 	}
 	if err := a.healthCheck(ctx, pd); err != nil {
 		return a.rollback(ctx, err, etag)
@@ -256,6 +264,14 @@ func (a *Agent) finish(ctx context.Context, etag string) Outcome {
 	a.report(ctx, status.UpToDate, nil, "")
 	a.maybeReboot(ctx, pd.StorePath)
 	return Outcome{Action: "applied"}
+}
+
+// waitReboot reports an installed boot-mode update and applies the reboot
+// policy.
+func (a *Agent) waitReboot(ctx context.Context, pd *Pending) Outcome {
+	a.report(ctx, status.WaitingReboot, nil, fmt.Sprintf("revision %d installed; reboot to activate", pd.Revision))
+	a.maybeReboot(ctx, pd.StorePath)
+	return Outcome{Action: "waiting-reboot"}
 }
 
 // maybeReboot applies the reboot policy (RebootDecision) to a system that
@@ -367,6 +383,9 @@ func (a *Agent) Recover(ctx context.Context) Outcome {
 	if pd == nil {
 		return Outcome{Action: "idle"}
 	}
+	if pd.Installed {
+		return a.confirmBoot(ctx, pd)
+	}
 	a.logf("recover: found an unfinished update to revision %d (%s), attempt %d", pd.Revision, pd.StorePath, pd.Attempts)
 	current, err := a.System.ProfileTarget(a.Config.Profile)
 	if err != nil {
@@ -391,6 +410,26 @@ func (a *Agent) Recover(ctx context.Context) Outcome {
 	}
 	a.logf("recover: re-running switch-to-configuration %s for revision %d", pd.Mode, pd.Revision)
 	return a.finish(ctx, "")
+}
+
+// confirmBoot finishes a boot-mode update: once the device runs it, health
+// checks decide between commit and rollback; before that, keep waiting.
+func (a *Agent) confirmBoot(ctx context.Context, pd *Pending) Outcome {
+	booted, err := a.System.Booted()
+	if err != nil {
+		return Outcome{Action: "failed", Err: err}
+	}
+	if booted != pd.StorePath {
+		return Outcome{Action: "waiting-reboot"}
+	}
+	a.logf("recover: booted into revision %d (%s); checking its health", pd.Revision, pd.StorePath)
+	if err := a.healthCheck(ctx, pd); err != nil {
+		return a.rollback(ctx, fmt.Errorf("after booting it: %w", err), pd.ETag)
+	}
+	a.commit(pd.ETag)
+	a.logf("recover: revision %d is healthy after boot", pd.Revision)
+	a.report(ctx, status.UpToDate, nil, "")
+	return Outcome{Action: "applied"}
 }
 
 func orNone(s string) string {

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"fmt"
 	"path/filepath"
 	"testing"
 	"time"
@@ -20,6 +21,7 @@ type fakeSystem struct {
 	switches    []string
 	reboots     int
 	needsReboot bool
+	booted      string
 }
 
 func (f *fakeSystem) Realise(context.Context, string, []string, []string) error { return nil }
@@ -32,7 +34,7 @@ func (f *fakeSystem) Switch(_ context.Context, p, action string) error {
 	f.switches = append(f.switches, action+" "+p)
 	return nil
 }
-func (f *fakeSystem) Booted() (string, error)          { return "", nil }
+func (f *fakeSystem) Booted() (string, error)          { return f.booted, nil }
 func (f *fakeSystem) NeedsReboot(string) (bool, error) { return f.needsReboot, nil }
 func (f *fakeSystem) Reboot(ctx context.Context) error { f.reboots++; return nil }
 
@@ -86,3 +88,70 @@ func windowExcluding(t time.Time) string {
 	h := (t.Local().Hour() + 12) % 24
 	return time.Date(0, 1, 1, h, 0, 0, 0, time.UTC).Format("15:04") + "-" + time.Date(0, 1, 1, (h+1)%24, 0, 0, 0, time.UTC).Format("15:04")
 }
+
+// TestBootConfirmation: a boot-mode update stays pending until the device
+// boots into it; then health checks confirm it or roll it back.
+func TestBootConfirmation(t *testing.T) {
+	ctx := context.Background()
+	s, pub := testenv.NewSigner(t, "k")
+	for _, healthy := range []bool{true, false} {
+		t.Run(fmt.Sprint("healthy=", healthy), func(t *testing.T) {
+			url := "file://" + filepath.Join(t.TempDir(), "b")
+			st, _ := bucket.Open(url, bucket.Options{Create: true})
+			p := testenv.Payload("prod", 0, spB)
+			p.Switch = manifest.SwitchBoot
+			testenv.Publish(t, st, s, p)
+			check := "true"
+			if !healthy {
+				check = "exit 1"
+			}
+			cfg := Config{Bucket: url, Channel: "prod", PublicKeys: []string{pub.String()}, DeviceID: "d1",
+				StateDir: t.TempDir(), Profile: "/nix/var/nix/profiles/system", HealthChecks: []string{check}}
+			trust, err := cfg.Prepare()
+			if err != nil {
+				t.Fatal(err)
+			}
+			sys := &fakeSystem{profile: spA, booted: spA}
+			newAgent := func() *Agent {
+				a := &Agent{Config: cfg, Trust: trust, Store: st, Status: st, System: sys}
+				if err := a.Load(); err != nil {
+					t.Fatal(err)
+				}
+				return a
+			}
+			a := newAgent()
+			a.Recover(ctx)
+			if out := a.Poll(ctx); out.Action != "waiting-reboot" || a.state.Pending == nil || !a.state.Pending.Installed {
+				t.Fatalf("first poll: %+v pending %+v", out, a.state.Pending)
+			}
+			// Not rebooted yet: the next run keeps waiting, switches nothing.
+			a = newAgent()
+			if out := a.Recover(ctx); out.Action != "waiting-reboot" {
+				t.Fatalf("recover before reboot: %+v", out)
+			}
+			forget(a)
+			if out := a.Poll(ctx); out.Action != "waiting-reboot" || len(sys.switches) != 1 {
+				t.Fatalf("poll before reboot: %+v, switches %v", out, sys.switches)
+			}
+			// The device reboots into B.
+			sys.booted = spB
+			a = newAgent()
+			out := a.Recover(ctx)
+			if healthy {
+				if out.Action != "applied" || a.state.Pending != nil || a.state.Applied.StorePath != spB || a.state.Status.State != status.UpToDate {
+					t.Fatalf("healthy boot: %+v %+v", out, a.state)
+				}
+				return
+			}
+			if out.Action != "rolled-back" || sys.profile != spA || a.state.Pending != nil || a.state.Status.State != status.RolledBack {
+				t.Fatalf("unhealthy boot: %+v profile %s state %+v", out, sys.profile, a.state.Status)
+			}
+			if sys.switches[len(sys.switches)-1] != "switch "+spA {
+				t.Fatalf("switches %v", sys.switches)
+			}
+		})
+	}
+}
+
+// forget drops the remembered ETag so the next poll re-reads the manifest.
+func forget(a *Agent) { a.state.channel("prod").ETag = "" }

@@ -66,6 +66,11 @@ type Pending struct {
 	Mode      string    `json:"mode"`
 	Attempts  int       `json:"attempts"`
 	StartedAt time.Time `json:"startedAt"`
+	// Installed: a boot-mode update whose switch-to-configuration boot
+	// succeeded; it is confirmed (health-checked) once the device has
+	// booted into it, or rolled back.
+	Installed bool   `json:"installed,omitempty"`
+	ETag      string `json:"etag,omitempty"`
 }
 
 func newState() *State { return &State{Format: StateFormat, Channels: map[string]*ChannelState{}} }
