@@ -261,9 +261,26 @@ func (a *Agent) finish(ctx context.Context, etag string) Outcome {
 	}
 	a.commit(etag)
 	a.logf("poll %s: revision %d is healthy; now running %s", pd.Channel, pd.Revision, pd.StorePath)
+	a.cleanup(ctx)
 	a.report(ctx, status.UpToDate, nil, "")
 	a.maybeReboot(ctx, pd.StorePath)
 	return Outcome{Action: "applied"}
+}
+
+// cleanup keeps small devices from filling up after months of updates:
+// old generations go, and the store is collected when space runs low.
+func (a *Agent) cleanup(ctx context.Context) {
+	minFree, _ := ParseSize(a.Config.MinFreeSpace) // checked with the config
+	done, err := a.System.Cleanup(ctx, a.Config.Profile, a.Config.KeepGenerations, minFree)
+	if err != nil {
+		a.logf("cleanup: %v", err)
+		return
+	}
+	if done != "" {
+		a.logf("cleanup: %s", done)
+		a.state.Cleanup = fmt.Sprintf("%s (%s)", done, a.now().UTC().Format(time.RFC3339))
+		a.save()
+	}
 }
 
 // waitReboot reports an installed boot-mode update and applies the reboot
@@ -428,6 +445,7 @@ func (a *Agent) confirmBoot(ctx context.Context, pd *Pending) Outcome {
 	}
 	a.commit(pd.ETag)
 	a.logf("recover: revision %d is healthy after boot", pd.Revision)
+	a.cleanup(ctx)
 	a.report(ctx, status.UpToDate, nil, "")
 	return Outcome{Action: "applied"}
 }

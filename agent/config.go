@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -39,6 +40,8 @@ type Config struct {
 	PrometheusFile    string   `json:"prometheusFile,omitempty"`
 	AllowReboot       bool     `json:"allowReboot,omitempty"`
 	RebootWindow      string   `json:"rebootWindow,omitempty"`
+	KeepGenerations   int      `json:"keepGenerations,omitempty"`
+	MinFreeSpace      string   `json:"minFreeSpace,omitempty"`
 }
 
 // Duration is a time.Duration written as "60s" in JSON.
@@ -66,6 +69,8 @@ const (
 	DefaultInterval      = 60 * time.Second
 	DefaultHealthTimeout = 60 * time.Second
 	DefaultHeartbeat     = 15 * time.Minute
+	// DefaultKeepGenerations bounds the system profile on small devices.
+	DefaultKeepGenerations = 10
 )
 
 // ErrConfig marks configuration errors.
@@ -133,6 +138,9 @@ func (c *Config) withDefaults() {
 	}
 	if c.Switch == "" {
 		c.Switch = manifest.SwitchNow
+	}
+	if c.KeepGenerations == 0 {
+		c.KeepGenerations = DefaultKeepGenerations
 	}
 	if c.SwitchVia == "" {
 		c.SwitchVia = "auto"
@@ -205,6 +213,12 @@ func (c *Config) Check() (manifest.Trust, error) {
 	if c.Interval.Duration < time.Second || c.HealthTimeout.Duration <= 0 || c.Jitter.Duration < 0 || c.Heartbeat.Duration < c.Interval.Duration {
 		add("interval must be at least 1s, healthTimeout positive, jitter not negative, heartbeat at least the interval")
 	}
+	if _, err := ParseSize(c.MinFreeSpace); err != nil {
+		add("minFreeSpace: %v", err)
+	}
+	if c.KeepGenerations < 0 {
+		add("keepGenerations must not be negative")
+	}
 	if _, err := ParseWindow(c.RebootWindow); err != nil {
 		add("rebootWindow: %v", err)
 	}
@@ -219,4 +233,28 @@ func (c *Config) Check() (manifest.Trust, error) {
 func (c *Config) Prepare() (manifest.Trust, error) {
 	c.withDefaults()
 	return c.Check()
+}
+
+// ParseSize reads "500M", "2G", "1.5G" or a byte count; "" is 0 (off).
+func ParseSize(s string) (uint64, error) {
+	if s == "" {
+		return 0, nil
+	}
+	mult := 1.0
+	num := strings.TrimSuffix(strings.ToUpper(strings.TrimSpace(s)), "B")
+	switch {
+	case strings.HasSuffix(num, "K"):
+		mult, num = 1<<10, strings.TrimSuffix(num, "K")
+	case strings.HasSuffix(num, "M"):
+		mult, num = 1<<20, strings.TrimSuffix(num, "M")
+	case strings.HasSuffix(num, "G"):
+		mult, num = 1<<30, strings.TrimSuffix(num, "G")
+	case strings.HasSuffix(num, "T"):
+		mult, num = 1<<40, strings.TrimSuffix(num, "T")
+	}
+	v, err := strconv.ParseFloat(num, 64)
+	if err != nil || v < 0 {
+		return 0, fmt.Errorf("size %q: want a number with K, M, G or T", s)
+	}
+	return uint64(v * mult), nil
 }

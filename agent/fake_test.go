@@ -34,9 +34,10 @@ func (f *fakeSystem) Switch(_ context.Context, p, action string) error {
 	f.switches = append(f.switches, action+" "+p)
 	return nil
 }
-func (f *fakeSystem) Booted() (string, error)          { return f.booted, nil }
-func (f *fakeSystem) NeedsReboot(string) (bool, error) { return f.needsReboot, nil }
-func (f *fakeSystem) Reboot(ctx context.Context) error { f.reboots++; return nil }
+func (f *fakeSystem) Booted() (string, error)                                      { return f.booted, nil }
+func (f *fakeSystem) NeedsReboot(string) (bool, error)                             { return f.needsReboot, nil }
+func (f *fakeSystem) Cleanup(context.Context, string, int, uint64) (string, error) { return "", nil }
+func (f *fakeSystem) Reboot(ctx context.Context) error                             { f.reboots++; return nil }
 
 func TestRebootWiring(t *testing.T) {
 	ctx := context.Background()

@@ -88,6 +88,8 @@ func flagSet(c *Config, configFile *string) *pflag.FlagSet {
 	fs.StringVar(&c.PrometheusFile, "prometheus-file", "", "write metrics to this node_exporter textfile")
 	fs.BoolVar(&c.AllowReboot, "allow-reboot", false, "reboot by itself when a new kernel/initrd or a boot-mode update needs it")
 	fs.StringVar(&c.RebootWindow, "reboot-window", "", "local time window for reboots, HH:MM-HH:MM (default: any time)")
+	fs.IntVar(&c.KeepGenerations, "keep-generations", 0, "system generations to keep after an update (default 10)")
+	fs.StringVar(&c.MinFreeSpace, "min-free-space", "", "collect Nix store garbage when less than this is free, e.g. 2G (default: never)")
 	return fs
 }
 
@@ -197,6 +199,8 @@ func overlay(dst, src *Config, fs *pflag.FlagSet) {
 	set("prometheus-file", func() { dst.PrometheusFile = src.PrometheusFile })
 	set("allow-reboot", func() { dst.AllowReboot = src.AllowReboot })
 	set("reboot-window", func() { dst.RebootWindow = src.RebootWindow })
+	set("keep-generations", func() { dst.KeepGenerations = src.KeepGenerations })
+	set("min-free-space", func() { dst.MinFreeSpace = src.MinFreeSpace })
 }
 
 func exitCode(o Outcome) int {

@@ -30,7 +30,7 @@ func (a *Agent) report(ctx context.Context, state string, lastErr error, note st
 	if lastErr != nil {
 		st.LastError = oneLine(lastErr.Error())
 	}
-	st.Attempted = a.state.Attempted
+	st.Attempted, st.Cleanup = a.state.Attempted, a.state.Cleanup
 	if ap := a.state.Applied; ap != nil {
 		st.Revision, st.StorePath = ap.Revision, ap.StorePath
 	}

@@ -28,6 +28,8 @@ type State struct {
 	// Attempted is the revision of the last update attempt, reported so a
 	// publisher can tell a failure of its revision from an older one.
 	Attempted uint64 `json:"attempted,omitempty"`
+	// Cleanup says what the last device-side cleanup freed.
+	Cleanup string `json:"cleanup,omitempty"`
 	// Pending is an update in flight; found on start, it is finished or
 	// rolled back before anything else.
 	Pending *Pending `json:"pending,omitempty"`

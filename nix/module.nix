@@ -42,6 +42,8 @@ let
     prometheusFile = cfg.prometheusFile;
     allowReboot = cfg.allowReboot;
     rebootWindow = cfg.rebootWindow;
+    keepGenerations = cfg.keepGenerations;
+    minFreeSpace = cfg.minFreeSpace;
   };
   # agent-config-end
 
@@ -193,6 +195,19 @@ in
       default = null;
       example = "02:00-04:00";
       description = "Local-time window (HH:MM-HH:MM, may wrap midnight) for automatic reboots; null means any time.";
+    };
+
+    keepGenerations = mkOption {
+      type = types.ints.positive;
+      default = 10;
+      description = "System generations kept after each update; older ones are deleted (never the current one; the booted one stays alive as a GC root).";
+    };
+
+    minFreeSpace = mkOption {
+      type = types.nullOr (types.strMatching "[0-9.]+[KMGT]?");
+      default = null;
+      example = "2G";
+      description = "Collect Nix store garbage after an update when less than this is free on the store's file system; null: never (use nix.gc instead).";
     };
 
     prometheusFile = mkOption {

@@ -21,6 +21,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -46,6 +47,11 @@ type System interface {
 	NeedsReboot(storePath string) (bool, error)
 	// Reboot asks the init system to reboot the device.
 	Reboot(ctx context.Context) error
+	// Cleanup deletes all but the newest keep generations of profile
+	// (Nix never deletes the current one; /run/booted-system is a GC root
+	// of its own) and, when the store's file system has less than minFree
+	// bytes free, collects garbage. It says what it freed.
+	Cleanup(ctx context.Context, profile string, keep int, minFree uint64) (string, error)
 }
 
 // ErrCommand wraps a failed external command; the message carries the tail
@@ -69,6 +75,9 @@ type Local struct {
 	RealiseTimeout, SwitchTimeout, CommandTimeout time.Duration
 	// Log receives one line per command run; nil discards.
 	Log func(format string, args ...any)
+	// GCStore is passed as --store to the garbage collection only ("" =
+	// the system's store); tests point it at a store of their own.
+	GCStore string
 }
 
 var _ System = (*Local)(nil)
@@ -99,22 +108,8 @@ func (l *Local) logf(format string, args ...any) {
 // run executes a command with a timeout and returns a one-line error with
 // the tail of its output on failure.
 func (l *Local) run(ctx context.Context, timeout time.Duration, name string, args ...string) error {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, name, args...)
-	cmd.Env = append(os.Environ(), l.Env...)
-	cmd.WaitDelay = 5 * time.Second
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	l.logf("run: %s %s", name, strings.Join(args, " "))
-	err := cmd.Run()
-	if err == nil {
-		return nil
-	}
-	if ctx.Err() == context.DeadlineExceeded {
-		return fmt.Errorf("%w: %s: timed out after %s: %s", ErrCommand, filepath.Base(name), timeout, tail(out.Bytes()))
-	}
-	return fmt.Errorf("%w: %s: %v: %s", ErrCommand, filepath.Base(name), err, tail(out.Bytes()))
+	_, err := l.output(ctx, timeout, name, args...)
+	return err
 }
 
 // tail keeps the last lines of command output, folded onto one line.
@@ -222,6 +217,75 @@ func (l *Local) Booted() (string, error) {
 
 func (l *Local) Reboot(ctx context.Context) error {
 	return l.run(ctx, orDefault(l.CommandTimeout, 2*time.Minute), "systemctl", "reboot")
+}
+
+func (l *Local) Cleanup(ctx context.Context, profile string, keep int, minFree uint64) (string, error) {
+	var done []string
+	if keep > 0 {
+		out, err := l.output(ctx, orDefault(l.CommandTimeout, 5*time.Minute), l.bin("nix-env"), "--profile", profile, "--delete-generations", fmt.Sprintf("+%d", keep))
+		if err != nil {
+			return "", err
+		}
+		if n := strings.Count(out, "removing profile version"); n > 0 {
+			done = append(done, fmt.Sprintf("removed %d old generations", n))
+		}
+	}
+	if minFree > 0 {
+		free, err := FreeSpace(builtinStoreDir)
+		if err != nil {
+			return strings.Join(done, "; "), err
+		}
+		if free < minFree {
+			args := []string{"--gc"}
+			if l.GCStore != "" {
+				args = append([]string{"--store", l.GCStore}, args...)
+			}
+			out, err := l.output(ctx, orDefault(l.CommandTimeout, 30*time.Minute), l.bin("nix-store"), args...)
+			if err != nil {
+				return strings.Join(done, "; "), err
+			}
+			done = append(done, fmt.Sprintf("store GC (free %s < %s): %s", bytesText(free), bytesText(minFree), lastLine(out)))
+		}
+	}
+	return strings.Join(done, "; "), nil
+}
+
+const builtinStoreDir = "/nix/store"
+
+// FreeSpace is the space available to root on path's file system.
+func FreeSpace(path string) (uint64, error) {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(path, &st); err != nil {
+		return 0, err
+	}
+	return st.Bavail * uint64(st.Bsize), nil
+}
+
+func bytesText(n uint64) string { return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30)) }
+
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return strings.TrimSpace(lines[len(lines)-1])
+}
+
+// output runs a command like run and returns its combined output.
+func (l *Local) output(ctx context.Context, timeout time.Duration, name string, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Env = append(os.Environ(), l.Env...)
+	cmd.WaitDelay = 5 * time.Second
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	l.logf("run: %s %s", name, strings.Join(args, " "))
+	err := cmd.Run()
+	if err == nil {
+		return out.String(), nil
+	}
+	if ctx.Err() == context.DeadlineExceeded {
+		return out.String(), fmt.Errorf("%w: %s: timed out after %s: %s", ErrCommand, filepath.Base(name), timeout, tail(out.Bytes()))
+	}
+	return out.String(), fmt.Errorf("%w: %s: %v: %s", ErrCommand, filepath.Base(name), err, tail(out.Bytes()))
 }
 
 // bootFiles are what a running kernel cannot pick up without a reboot.

@@ -3,6 +3,7 @@ package nix_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -117,5 +118,62 @@ func TestSwitchViaSystemdRun(t *testing.T) {
 	}
 	if got, _ := os.ReadFile(log); !strings.HasPrefix(string(got), "boot ") {
 		t.Fatalf("switch did not run: %q", got)
+	}
+}
+
+// TestCleanupGenerations: real nix-env keeps the newest generations and
+// never the current one goes.
+func TestCleanupGenerations(t *testing.T) {
+	ctx := context.Background()
+	l := &nix.Local{SystemdRun: "never"}
+	profile := filepath.Join(t.TempDir(), "profiles", "system")
+	var systems []string
+	for i := range 5 {
+		sp := testenv.BuildSystem(t, fmt.Sprintf("gen%d", i), testenv.SystemOptions{})
+		systems = append(systems, sp)
+		if err := l.SetProfile(ctx, profile, sp); err != nil {
+			t.Fatal(err)
+		}
+	}
+	done, err := l.Cleanup(ctx, profile, 2, 0)
+	if err != nil || done != "removed 3 old generations" {
+		t.Fatalf("cleanup: %q %v", done, err)
+	}
+	gens := strings.Split(strings.TrimSpace(testenv.Cmd(t, "nix-env", "--profile", profile, "--list-generations")), "\n")
+	if len(gens) != 2 || !strings.Contains(gens[1], "(current)") {
+		t.Fatalf("generations after cleanup: %q", gens)
+	}
+	if got, _ := l.ProfileTarget(profile); got != systems[4] {
+		t.Fatalf("profile moved: %s", got)
+	}
+}
+
+// TestCleanupGC runs the real garbage collector, on a store of its own so
+// no other test's paths are touched.
+func TestCleanupGC(t *testing.T) {
+	ctx := context.Background()
+	sp := testenv.BuildSystem(t, "garbage", testenv.SystemOptions{})
+	root := t.TempDir()
+	store := "local?root=" + root
+	testenv.Cmd(t, "nix", "--extra-experimental-features", "nix-command", "copy", "--no-check-sigs", "--to", store, sp)
+	if _, err := os.Stat(filepath.Join(root, sp)); err != nil {
+		t.Fatalf("setup: %v", err)
+	}
+	l := &nix.Local{SystemdRun: "never", GCStore: store}
+	free, err := nix.FreeSpace("/nix/store")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Below the threshold (more than is free): collect.
+	done, err := l.Cleanup(ctx, filepath.Join(t.TempDir(), "none"), 0, free+1<<40)
+	if err != nil || !strings.Contains(done, "store GC") || !strings.Contains(done, "freed") {
+		t.Fatalf("cleanup: %q %v", done, err)
+	}
+	if _, err := os.Stat(filepath.Join(root, sp)); err == nil {
+		t.Fatal("garbage survived the collection")
+	}
+	// Enough space: nothing happens.
+	if done, err := l.Cleanup(ctx, "", 0, 1); err != nil || done != "" {
+		t.Fatalf("cleanup with space to spare: %q %v", done, err)
 	}
 }

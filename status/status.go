@@ -51,6 +51,7 @@ type Status struct {
 	NeedsReboot      bool      `json:"needsReboot"`
 	LastError        string    `json:"lastError,omitempty"`
 	Note             string    `json:"note,omitempty"`
+	Cleanup          string    `json:"cleanup,omitempty"` // what the last device-side cleanup freed
 	CheckedAt        time.Time `json:"checkedAt"`
 	ChangedAt        time.Time `json:"changedAt"`
 	AgentVersion     string    `json:"agentVersion"`
@@ -80,7 +81,7 @@ func Parse(deviceID string, b []byte) (*Status, error) {
 	if !known {
 		return nil, fmt.Errorf("%w: unknown state %q", ErrInvalid, clip(s.State, 32))
 	}
-	for _, f := range []*string{&s.Channel, &s.Class, &s.StorePath, &s.BootedStorePath, &s.LastError, &s.Note, &s.AgentVersion} {
+	for _, f := range []*string{&s.Channel, &s.Class, &s.StorePath, &s.BootedStorePath, &s.LastError, &s.Note, &s.Cleanup, &s.AgentVersion} {
 		*f = clip(*f, maxField)
 	}
 	return &s, nil
