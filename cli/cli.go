@@ -55,7 +55,7 @@ type Env struct {
 
 func commands() []*command {
 	return []*command{
-		keygenCmd(), pubkeyCmd(), initCmd(), pushCmd(), publishCmd(), rolloutCmd(), rollbackCmd(), resignCmd(), verifyCmd(), historyCmd(), statusCmd(), dashboardCmd(), gcCmd(), versionCmd(),
+		keygenCmd(), pubkeyCmd(), initCmd(), pushCmd(), publishCmd(), rolloutCmd(), rollbackCmd(), resignCmd(), doctorCmd(), verifyCmd(), historyCmd(), statusCmd(), dashboardCmd(), gcCmd(), versionCmd(),
 	}
 }
 

@@ -1,0 +1,213 @@
+package cli
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/nix-ota/nix-ota/bucket"
+	"github.com/nix-ota/nix-ota/cache"
+	dashboard "github.com/nix-ota/nix-ota/dashboard-static"
+	"github.com/nix-ota/nix-ota/manifest"
+)
+
+func doctorCmd() *command {
+	return &command{
+		name:    "doctor",
+		summary: "check that a bucket is ready to serve a fleet",
+		about: `Checks what the seed's /healthz stood for, and more: the bucket is reachable,
+the credentials can list and write (a probe object is written and deleted,
+unless --read-only), the layout marker is there, the binary cache has its
+nix-cache-info, every channel's manifest verifies (with --public-key) and is
+not about to expire, devices can read the channels anonymously at
+--public-url (default for s3://: the endpoint's path-style URL), and how many
+devices are failing or offline. Prints one line per check; exits 1 if any
+check FAILs (warnings do not fail).`,
+		examples: `  nix-ota doctor --bucket s3://fleet?endpoint=minio.lan:9000 --public-key "$(cat sign.pub)"
+  nix-ota doctor --bucket s3://fleet --public-url https://fleet.example.org --read-only`,
+		flags: func(fs *pflag.FlagSet) func(context.Context, *Env, []string) error {
+			bkt := fs.String("bucket", "", "bucket URL (or $NIX_OTA_BUCKET)")
+			publicURL := fs.String("public-url", "", "where devices read the bucket anonymously (https://…); \"none\" skips the check")
+			readOnly := fs.Bool("read-only", false, "do not test writing")
+			warnWithin := fs.Duration("expiry-warning", 7*24*time.Hour, "warn when a manifest expires within this long")
+			tf := addTrustFlags(fs)
+			return func(ctx context.Context, env *Env, args []string) error {
+				if err := noArgs(args); err != nil {
+					return err
+				}
+				trust, err := optionalTrust(tf)
+				if err != nil {
+					return err
+				}
+				s, err := openBucket(ctx, env, *bkt, false)
+				if err != nil {
+					return err
+				}
+				d := &doctor{env: env}
+				d.run(ctx, s, *bkt, *publicURL, *readOnly, *warnWithin, trust)
+				if d.failed > 0 {
+					return fmt.Errorf("%d check(s) failed, %d warning(s)", d.failed, d.warned)
+				}
+				fmt.Fprintf(env.Stdout, "doctor: all checks passed (%d warning(s))\n", d.warned)
+				return nil
+			}
+		},
+	}
+}
+
+type doctor struct {
+	env            *Env
+	failed, warned int
+}
+
+func (d *doctor) ok(format string, a ...any) { fmt.Fprintf(d.env.Stdout, "ok    "+format+"\n", a...) }
+func (d *doctor) warn(format string, a ...any) {
+	d.warned++
+	fmt.Fprintf(d.env.Stdout, "WARN  "+format+"\n", a...)
+}
+func (d *doctor) fail(format string, a ...any) {
+	d.failed++
+	fmt.Fprintf(d.env.Stdout, "FAIL  "+format+"\n", a...)
+}
+
+func (d *doctor) run(ctx context.Context, s bucket.Store, rawURL, publicURL string, readOnly bool, warnWithin time.Duration, trust *manifest.Trust) {
+	if _, err := s.Stat(ctx, bucket.LayoutKey); err != nil && !errors.Is(err, bucket.ErrNotFound) {
+		d.fail("reach %s: %s", s, oneLine(err.Error(), 200))
+		return
+	}
+	d.ok("reach %s", s)
+	if err := bucket.CheckLayout(ctx, s); err != nil {
+		d.fail("layout marker: %s", oneLine(err.Error(), 200))
+		return
+	}
+	d.ok("layout marker %s", bucket.LayoutKey)
+
+	var channels []string
+	err := s.List(ctx, bucket.ChannelsPrefix, func(i bucket.Info) error {
+		if n, ok := strings.CutSuffix(strings.TrimPrefix(i.Key, bucket.ChannelsPrefix), ".json"); ok && !strings.Contains(n, "/") {
+			channels = append(channels, n)
+		}
+		return nil
+	})
+	switch {
+	case errors.Is(err, bucket.ErrUnsupported):
+		d.warn("list: %s cannot list (read-only URL); channel and device checks need s3:// or file://", s)
+	case err != nil:
+		d.fail("list channels/: %s", oneLine(err.Error(), 200))
+	default:
+		d.ok("list channels/ (%d channels)", len(channels))
+	}
+
+	if !readOnly {
+		probe := "doctor/probe-" + randomHex(6) + ".txt"
+		if _, err := bucket.PutBytes(ctx, s, probe, []byte("nix-ota doctor write probe\n"), bucket.PutOptions{ContentType: "text/plain"}); err != nil {
+			d.fail("write %s: %s", probe, oneLine(err.Error(), 200))
+		} else if err := s.Delete(ctx, probe); err != nil {
+			d.fail("delete %s: %s", probe, oneLine(err.Error(), 200))
+		} else {
+			d.ok("credentials can write and delete")
+		}
+	}
+
+	if o, err := s.Get(ctx, cache.InfoKey, bucket.GetOptions{MaxSize: 4096}); err != nil {
+		d.warn("binary cache: no %s (fine if devices use another cache; nix-ota push creates it)", cache.InfoKey)
+	} else if !strings.Contains(string(o.Data), "StoreDir: /nix/store") {
+		d.fail("binary cache: %s does not say StoreDir: /nix/store", cache.InfoKey)
+	} else {
+		d.ok("binary cache %s", cache.InfoKey)
+	}
+
+	now := time.Now()
+	for _, ch := range channels {
+		if manifest.ValidateName("channel", ch) != nil {
+			d.warn("channel object %q has an invalid name; agents cannot follow it", ch)
+			continue
+		}
+		p, rev, err := currentPayload(ctx, s, ch)
+		if err != nil {
+			d.fail("channel %s: %s", ch, oneLine(err.Error(), 200))
+			continue
+		}
+		if trust != nil {
+			ptr, _ := s.Get(ctx, bucket.ChannelKey(ch), bucket.GetOptions{MaxSize: manifest.MaxBodySize})
+			if ptr == nil {
+				d.fail("channel %s: unreadable", ch)
+				continue
+			}
+			if _, err := manifest.Verify(*trust, ch, manifest.State{}, ptr.Data, now); err != nil {
+				d.fail("channel %s revision %d: devices would reject it: %s", ch, rev, oneLine(err.Error(), 200))
+				continue
+			}
+		}
+		switch left := p.ExpiresAt.Sub(now); {
+		case left <= 0:
+			d.fail("channel %s revision %d expired %s ago: devices refuse it; run nix-ota resign", ch, rev, humanDuration(-left))
+		case left < warnWithin:
+			d.warn("channel %s revision %d expires in %s: run nix-ota resign (e.g. from a scheduled job)", ch, rev, humanDuration(left))
+		default:
+			d.ok("channel %s revision %d: %s, expires in %s", ch, rev, strings.Join(p.StorePaths(), " "), humanDuration(left))
+		}
+	}
+
+	d.checkAnonymous(ctx, rawURL, publicURL, channels)
+
+	if len(channels) > 0 {
+		f, err := dashboard.Collect(ctx, s, dashboard.Options{})
+		if err == nil {
+			c := f.Counts
+			msg := fmt.Sprintf("devices: %d checked in, %d failed, %d offline, %d invalid status", c.Devices, c.Failed, c.Offline, c.Invalid)
+			if c.Failed+c.Offline+c.Invalid > 0 {
+				d.warn("%s (nix-ota status shows which)", msg)
+			} else {
+				d.ok("%s", msg)
+			}
+		}
+	}
+}
+
+// checkAnonymous reads a channel without credentials, as devices polling
+// over https do.
+func (d *doctor) checkAnonymous(ctx context.Context, rawURL, publicURL string, channels []string) {
+	if publicURL == "none" || len(channels) == 0 {
+		return
+	}
+	if publicURL == "" && strings.HasPrefix(rawURL, "s3://") {
+		if c, err := bucket.ParseS3URL(rawURL); err == nil {
+			scheme := "https"
+			if !c.Secure {
+				scheme = "http"
+			}
+			publicURL = fmt.Sprintf("%s://%s/%s", scheme, c.Endpoint, c.Bucket)
+			if c.Prefix != "" {
+				publicURL += "/" + c.Prefix
+			}
+		}
+	}
+	if publicURL == "" {
+		return
+	}
+	h, err := bucket.Open(publicURL, bucket.Options{HTTPClient: &http.Client{Timeout: 15 * time.Second}})
+	if err != nil {
+		d.fail("anonymous read: %s", oneLine(err.Error(), 200))
+		return
+	}
+	key := bucket.ChannelKey(channels[0])
+	if _, err := h.Get(ctx, key, bucket.GetOptions{MaxSize: manifest.MaxBodySize}); err != nil {
+		d.warn("anonymous read of %s/%s: %s (devices then need credentials to poll)", publicURL, key, oneLine(err.Error(), 160))
+		return
+	}
+	d.ok("anonymous read of %s/%s (how devices poll over https)", publicURL, key)
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
