@@ -37,9 +37,16 @@ every path against the cache's public key. Needs Nix on this machine.`,
 				if err := noArgs(args); err != nil {
 					return err
 				}
-				p := &manifest.Payload{}
-				if err := parseStorePaths(env, *paths, p); err != nil {
-					return err
+				if len(*paths) == 0 {
+					return usagef("--store-path is required")
+				}
+				var storePaths []string
+				for _, v := range *paths {
+					_, sp, err := resolveStorePath(env, v)
+					if err != nil {
+						return err
+					}
+					storePaths = append(storePaths, sp)
 				}
 				s, err := openBucket(ctx, env, *bkt, false)
 				if err != nil {
@@ -48,7 +55,7 @@ every path against the cache's public key. Needs Nix on this machine.`,
 				if err := bucket.CheckLayout(ctx, s); err != nil {
 					return err
 				}
-				_, err = push(ctx, env, s, *key, p.StorePaths())
+				_, err = push(ctx, env, s, *key, storePaths)
 				return err
 			}
 		},

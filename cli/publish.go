@@ -210,35 +210,22 @@ For mixed fleets give --store-path CLASS=PATH once per device class.`,
 	}
 }
 
-// parseStorePaths fills StorePath / Systems from --store-path values. A
-// path that is a symlink into the store (./result) is resolved.
+// parseStorePaths fills StorePath / Systems from --store-path values.
 func parseStorePaths(env *Env, vals []string, p *manifest.Payload) error {
 	if len(vals) == 0 {
 		return usagef("--store-path is required (the system's /nix/store path, e.g. $(readlink -f ./result))")
 	}
 	for _, v := range vals {
-		class, path, hasClass := strings.Cut(v, "=")
-		if !hasClass {
-			class, path = "", v
+		class, path, err := resolveStorePath(env, v)
+		if err != nil {
+			return err
 		}
-		if !strings.HasPrefix(path, "/nix/store/") {
-			if r, err := filepath.EvalSymlinks(path); err == nil && strings.HasPrefix(r, "/nix/store/") {
-				fmt.Fprintf(env.Stderr, "resolved %s to %s\n", path, r)
-				path = r
-			}
-		}
-		if err := manifest.ValidateStorePath(path); err != nil {
-			return usageError{err}
-		}
-		if !hasClass {
+		if class == "" {
 			if p.StorePath != "" {
 				return usagef("--store-path given twice without a class; use CLASS=PATH for mixed fleets")
 			}
 			p.StorePath = path
 			continue
-		}
-		if err := manifest.ValidateName("device class", class); err != nil {
-			return usageError{err}
 		}
 		if p.Systems == nil {
 			p.Systems = manifest.Systems{}
@@ -249,6 +236,30 @@ func parseStorePaths(env *Env, vals []string, p *manifest.Payload) error {
 		p.Systems[class] = path
 	}
 	return nil
+}
+
+// resolveStorePath reads one --store-path value: PATH or CLASS=PATH, where
+// a symlink into the store (./result) is resolved.
+func resolveStorePath(env *Env, v string) (class, path string, err error) {
+	class, path, hasClass := strings.Cut(v, "=")
+	if !hasClass {
+		class, path = "", v
+	}
+	if !strings.HasPrefix(path, "/nix/store/") {
+		if r, err := filepath.EvalSymlinks(path); err == nil && strings.HasPrefix(r, "/nix/store/") {
+			fmt.Fprintf(env.Stderr, "resolved %s to %s\n", path, r)
+			path = r
+		}
+	}
+	if err := manifest.ValidateStorePath(path); err != nil {
+		return "", "", usageError{err}
+	}
+	if hasClass {
+		if err := manifest.ValidateName("device class", class); err != nil {
+			return "", "", usageError{err}
+		}
+	}
+	return class, path, nil
 }
 
 // trustFlags are the flags that describe what a device trusts.

@@ -35,9 +35,8 @@ sys0=$(nix-build --no-out-link nix/tests/test-system.nix --argstr name demo-init
 echo "system A: $sysA"
 echo "system B: $sysB"
 nix-store --generate-binary-cache-key demo-cache-1 "$demo/keys/cache.sk" "$demo/keys/cache.pk"
-nix --extra-experimental-features nix-command copy --to "file://$demo/bucket/cache?secret-key=$demo/keys/cache.sk" "$sysA" "$sysB"
+show "$ota" push --bucket "$bucket" --store-path "$sysA" --store-path "$sysB" --cache-key "$demo/keys/cache.sk"
 nix-store --delete "$sysA" "$sysB" >/dev/null 2>&1 || true   # the device must fetch them from the cache
-echo "cache: $(find "$demo/bucket/cache" -name '*.narinfo' | wc -l) narinfo files, signed by $(cut -d: -f1 "$demo/keys/cache.pk")"
 
 step "3. The device: booted into an initial system, agent configured with the keys"
 nix-env --profile "$demo/device/profiles/system" --set "$sys0" 2>/dev/null || { mkdir -p "$demo/device/profiles"; nix-env --profile "$demo/device/profiles/system" --set "$sys0"; }
@@ -81,15 +80,21 @@ step "8. What the device reported (devices/fridge-007/status.json in the bucket)
 cat "$demo/bucket/devices/fridge-007/status.json"
 echo "switch-to-configuration calls on the device:"
 sed "s|/bin/switch-to-configuration||" "$demo/device/switch.log"
-current=$(readlink -f "$demo/device/profiles/system")
-if [ "$current" != "$sysB" ]; then echo "demo FAILED: device runs $current, expected $sysB" >&2; exit 1; fi
 
-step "9. The fleet at a glance: terminal and static dashboard"
+step "9. Roll back: system A again, as a new revision (devices never accept an older one)"
+show "$ota" rollback --bucket "$bucket" --key "$demo/keys/sign.key" --channel prod
+show "$agent" once --config "$demo/device/agent.json"
+
+step "10. The fleet at a glance: terminal and static dashboard"
 show "$ota" status --bucket "$bucket" --public-key "$pub"
 show "$ota" dashboard --bucket "$bucket" --public-key "$pub"
 
+current=$(readlink -f "$demo/device/profiles/system")
+if [ "$current" != "$sysA" ]; then echo "demo FAILED: device runs $current, expected $sysA" >&2; exit 1; fi
+show "$ota" doctor --bucket "$bucket" --public-key "$pub" || true
+
 step "Done"
-echo "The device runs system B ($sysB)."
+echo "The device went A -> B -> A (rollback) and runs $sysA."
 echo "Everything is under ./demo: bucket/ (what S3 would hold), keys/, device/."
 echo "Dashboard: $demo/bucket/index.html"
 echo "  open it with: xdg-open file://$demo/bucket/index.html"
