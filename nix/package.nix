@@ -21,7 +21,7 @@ buildGoModule {
   };
 
   # `go mod vendor` output hash; scripts/vendor-hash.sh recomputes it.
-  vendorHash = "sha256-TJ9nmWR0PmqnimNpK2ayQfxqxi/Xx2eO9pj7e4POxsM=";
+  vendorHash = "sha256-ekIV++ic7WUXJfbzCelLHhpaV9XsM3uzNj8dRsnDTdE=";
 
   subPackages = [ "cmd/${component}" ];
   env.CGO_ENABLED = 0;
