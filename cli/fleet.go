@@ -113,7 +113,7 @@ against --public-key when given.`,
 				if err := checkChannel(*ch); err != nil {
 					return err
 				}
-				signer, err := kf.load(env)
+				signers, err := kf.load(ctx, env)
 				if err != nil {
 					return err
 				}
@@ -133,7 +133,7 @@ against --public-key when given.`,
 				p.Rollout.Percent = 100
 				p.Message = fmt.Sprintf("rollback from revision %d (%s) to revision %d", curRev, strings.Join(cur.StorePaths(), " "), targetRev)
 				p.Publisher = publisherName()
-				res, err := republish(ctx, env, s, signer, &p, *expires, *noDash)
+				res, err := republish(ctx, env, s, signers, &p, *expires, *noDash)
 				if err != nil {
 					return err
 				}
@@ -209,14 +209,14 @@ func pickRollbackTarget(ctx context.Context, s bucket.Store, ch string, cur *man
 
 // republish signs p as the channel's next revision, keeping its systems,
 // substituters and salt, with a fresh publish time and expiry.
-func republish(ctx context.Context, env *Env, s bucket.Store, signer manifest.Signer, p *manifest.Payload, expires time.Duration, noDash bool) (channel.Result, error) {
+func republish(ctx context.Context, env *Env, s bucket.Store, signers []manifest.Signer, p *manifest.Payload, expires time.Duration, noDash bool) (channel.Result, error) {
 	if err := bucket.CheckLayout(ctx, s); err != nil {
 		return channel.Result{}, err
 	}
 	res, err := channel.Publish(ctx, s, p.Channel, func(rev uint64) ([]byte, error) {
 		now := time.Now().UTC().Truncate(time.Second)
 		p.Revision, p.PublishedAt, p.ExpiresAt = rev, now, now.Add(expires)
-		return manifest.Sign(ctx, p, signer)
+		return manifest.Sign(ctx, p, signers...)
 	})
 	if err != nil {
 		return res, err
@@ -254,7 +254,7 @@ from a scheduled CI job or cron, e.g. weekly with --expires 720h; with
 				if err := checkChannel(*ch); err != nil {
 					return err
 				}
-				signer, err := kf.load(env)
+				signers, err := kf.load(ctx, env)
 				if err != nil {
 					return err
 				}
@@ -274,7 +274,7 @@ from a scheduled CI job or cron, e.g. weekly with --expires 720h; with
 				if !strings.HasPrefix(p.Message, "re-signed") {
 					p.Message = fmt.Sprintf("re-signed revision %d: %s", curRev, p.Message)
 				}
-				res, err := republish(ctx, env, s, signer, &p, *expires, false)
+				res, err := republish(ctx, env, s, signers, &p, *expires, false)
 				if err != nil {
 					return err
 				}

@@ -93,25 +93,28 @@ written into signatures as the keyid; use a new NAME when you rotate keys.`,
 
 func pubkeyCmd() *command {
 	return &command{
-		name:     "pubkey",
-		summary:  "print the public key of a signing key",
-		about:    `Prints the public key (NAME:BASE64) that belongs to a private signing key, for device configuration.`,
-		examples: `  nix-ota pubkey --key ~/.config/nix-ota/sign.key`,
+		name:    "pubkey",
+		summary: "print the public key of a signing key",
+		about:   `Prints the public key that belongs to a signing key (a key file, or a KMS key), in the form device configuration takes: NAME:BASE64 for ed25519, NAME:ecdsa-p256:BASE64 for ECDSA.`,
+		examples: `  nix-ota pubkey --key ~/.config/nix-ota/sign.key
+  nix-ota pubkey --key fleet-kms=awskms:///arn:aws:kms:eu-central-1:123456789012:key/…`,
 		flags: func(fs *pflag.FlagSet) func(context.Context, *Env, []string) error {
 			kf := addKeyFlags(fs)
 			return func(ctx context.Context, env *Env, args []string) error {
 				if err := noArgs(args); err != nil {
 					return err
 				}
-				s, err := kf.load(env)
+				signers, err := kf.load(ctx, env)
 				if err != nil {
 					return err
 				}
-				pub, err := s.Public()
-				if err != nil {
-					return err
+				for _, s := range signers {
+					pub, err := s.Public()
+					if err != nil {
+						return fmt.Errorf("key %s: %w", s.Name, err)
+					}
+					fmt.Fprintln(env.Stdout, pub.String())
 				}
-				fmt.Fprintln(env.Stdout, pub.String())
 				return nil
 			}
 		},
@@ -120,45 +123,81 @@ func pubkeyCmd() *command {
 
 // keyFlags are the flags every signing command shares.
 type keyFlags struct {
-	key, name, pwFile *string
+	keys   *[]string
+	name   *string
+	pwFile *string
 }
 
 func addKeyFlags(fs *pflag.FlagSet) keyFlags {
 	return keyFlags{
-		key:    fs.String("key", "", "private signing key file (or $NIX_OTA_KEY)"),
-		name:   fs.String("key-name", "", "override the key name stored in the key file"),
+		keys:   fs.StringArray("key", nil, "signing key: a key file, or a KMS URI as NAME=awskms://…, gcpkms://…, hashivault://… (repeatable, for --threshold; default $NIX_OTA_KEY)"),
+		name:   fs.String("key-name", "", "override the key name stored in a single key file, or name a single KMS key"),
 		pwFile: fs.String("password-file", "", "password of an encrypted key (else $NIX_OTA_KEY_PASSWORD, else prompt)"),
 	}
 }
 
-// load reads the signing key before any bucket I/O, so a missing or wrong
+// load reads the signing keys before any bucket I/O, so a missing or wrong
 // key never leaves a half-done publish behind.
-func (k keyFlags) load(env *Env) (manifest.Signer, error) {
-	path := *k.key
-	if path == "" {
-		path = env.Getenv("NIX_OTA_KEY")
+func (k keyFlags) load(ctx context.Context, env *Env) ([]manifest.Signer, error) {
+	refs := *k.keys
+	if len(refs) == 0 && env.Getenv("NIX_OTA_KEY") != "" {
+		refs = []string{env.Getenv("NIX_OTA_KEY")}
 	}
-	if path == "" {
-		return manifest.Signer{}, usagef("--key is required (a key file from nix-ota keygen)")
+	if len(refs) == 0 {
+		return nil, usagef("--key is required (a key file from nix-ota keygen, or a KMS URI)")
 	}
-	pemBytes, err := os.ReadFile(path)
+	if len(refs) > 1 && *k.name != "" {
+		return nil, usagef("--key-name names one key; with several --key give KMS keys as NAME=URI")
+	}
+	var signers []manifest.Signer
+	seen := map[string]bool{}
+	for _, ref := range refs {
+		s, err := k.loadOne(ctx, env, ref)
+		if err != nil {
+			return nil, err
+		}
+		if seen[s.Name] {
+			return nil, usagef("two signing keys are named %q; names must differ", s.Name)
+		}
+		seen[s.Name] = true
+		signers = append(signers, s)
+	}
+	return signers, nil
+}
+
+func (k keyFlags) loadOne(ctx context.Context, env *Env, ref string) (manifest.Signer, error) {
+	if name, uri, ok := strings.Cut(ref, "="); ok && strings.Contains(uri, "://") {
+		return loadKMS(ctx, name, uri)
+	}
+	if strings.Contains(ref, "://") {
+		return loadKMS(ctx, *k.name, ref)
+	}
+	pemBytes, err := os.ReadFile(ref)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
-			return manifest.Signer{}, fmt.Errorf("key %s: file does not exist (create one with nix-ota keygen --out %s)", path, path)
+			return manifest.Signer{}, fmt.Errorf("key %s: file does not exist (create one with nix-ota keygen --out %s)", ref, ref)
 		}
-		return manifest.Signer{}, fmt.Errorf("key %s: %w", path, err)
+		return manifest.Signer{}, fmt.Errorf("key %s: %w", ref, err)
 	}
 	var pw []byte
 	if manifest.IsEncryptedKey(pemBytes) {
 		if pw, err = readPassword(env, *k.pwFile, false); err != nil {
-			return manifest.Signer{}, fmt.Errorf("key %s: %w", path, err)
+			return manifest.Signer{}, fmt.Errorf("key %s: %w", ref, err)
 		}
 	}
 	s, err := manifest.LoadSigner(pemBytes, *k.name, pw)
 	if err != nil {
-		return manifest.Signer{}, fmt.Errorf("key %s: %w", path, err)
+		return manifest.Signer{}, fmt.Errorf("key %s: %w", ref, err)
 	}
 	return s, nil
+}
+
+func signerNames(ss []manifest.Signer) string {
+	var n []string
+	for _, s := range ss {
+		n = append(n, s.Name)
+	}
+	return strings.Join(n, "+")
 }
 
 func readPassword(env *Env, file string, confirm bool) ([]byte, error) {

@@ -164,7 +164,7 @@ For mixed fleets give --store-path CLASS=PATH once per device class.`,
 				if p.Publisher == "" {
 					p.Publisher = publisherName()
 				}
-				signer, err := kf.load(env)
+				signers, err := kf.load(ctx, env)
 				if err != nil {
 					return err
 				}
@@ -183,7 +183,7 @@ For mixed fleets give --store-path CLASS=PATH once per device class.`,
 				res, err := channel.Publish(ctx, s, *ch, func(rev uint64) ([]byte, error) {
 					now := time.Now().UTC().Truncate(time.Second)
 					p.Revision, p.PublishedAt, p.ExpiresAt = rev, now, now.Add(*expires)
-					return manifest.Sign(ctx, p, signer)
+					return manifest.Sign(ctx, p, signers...)
 				})
 				if err != nil {
 					return err
@@ -192,7 +192,7 @@ For mixed fleets give --store-path CLASS=PATH once per device class.`,
 					fmt.Fprintf(env.Stderr, "note: a concurrent publish moved channel %q to revision %d while this one wrote revision %d\n", *ch, res.Superseded, res.Revision)
 				}
 				fmt.Fprintf(env.Stdout, "published channel %s revision %d: %s (signed by %s, rollout %d%%, expires %s)\n",
-					*ch, res.Revision, strings.Join(p.StorePaths(), " "), signer.Name, p.Rollout.Percent, p.ExpiresAt.Format(time.RFC3339))
+					*ch, res.Revision, strings.Join(p.StorePaths(), " "), signerNames(signers), p.Rollout.Percent, p.ExpiresAt.Format(time.RFC3339))
 				if !*noDash {
 					// The publish stands whatever happens here.
 					if where, _, err := regenerate(ctx, s, "", nil); err != nil {

@@ -57,7 +57,7 @@ the percentage only adds devices.`,
 				if err != nil {
 					return err
 				}
-				signer, err := kf.load(env)
+				signers, err := kf.load(ctx, env)
 				if err != nil {
 					return err
 				}
@@ -65,7 +65,7 @@ the percentage only adds devices.`,
 				if err != nil {
 					return err
 				}
-				r := &rollout{env: env, s: s, signer: signer, ch: *ch, wait: *wait, interval: *interval, limit: limit, expires: *expires}
+				r := &rollout{env: env, s: s, signers: signers, ch: *ch, wait: *wait, interval: *interval, limit: limit, expires: *expires}
 				return r.run(ctx, steps)
 			}
 		},
@@ -126,7 +126,7 @@ func (l failLimit) String() string {
 type rollout struct {
 	env            *Env
 	s              bucket.Store
-	signer         manifest.Signer
+	signers        []manifest.Signer
 	ch             string
 	wait, interval time.Duration
 	expires        time.Duration
@@ -159,7 +159,7 @@ func (r *rollout) run(ctx context.Context, steps []int) error {
 			p := *cur
 			p.Rollout.Percent = pct
 			p.Message = fmt.Sprintf("rollout step %d%%: %s", pct, strings.TrimPrefix(stripStep(cur.Message), ": "))
-			res, err := republish(ctx, r.env, r.s, r.signer, &p, r.expires, false)
+			res, err := republish(ctx, r.env, r.s, r.signers, &p, r.expires, false)
 			if err != nil {
 				return err
 			}
@@ -288,7 +288,7 @@ func (r *rollout) halt(ctx context.Context, cur *manifest.Payload, first uint64,
 		p.Message = fmt.Sprintf("rollout halted at %d%%: %s; no earlier system, paused at 0%%", pct, why)
 	}
 	p.Publisher = publisherName()
-	res, err := republish(ctx, r.env, r.s, r.signer, &p, r.expires, false)
+	res, err := republish(ctx, r.env, r.s, r.signers, &p, r.expires, false)
 	if err != nil {
 		return fmt.Errorf("rollout halted (%s) but the revert failed: %w", why, err)
 	}

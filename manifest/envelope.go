@@ -2,6 +2,7 @@ package manifest
 
 import (
 	"context"
+	"crypto"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
@@ -208,7 +209,7 @@ func decodeEnvelope(body []byte) (*ssldsse.Envelope, []byte, error) {
 func verifySignatures(t Trust, env *ssldsse.Envelope) ([]string, error) {
 	verifiers := make([]ssldsse.Verifier, 0, len(t.Keys))
 	for _, k := range t.Keys {
-		v, err := signature.LoadVerifier(k.Key, 0)
+		v, err := signature.LoadVerifier(k.Key, crypto.SHA256)
 		if err != nil {
 			return nil, fmt.Errorf("%w: trusted key %s: %v", ErrInvalidKey, k.Name, err)
 		}

@@ -2,7 +2,10 @@ package manifest
 
 import (
 	"crypto"
+	"crypto/ecdsa"
 	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/x509"
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/pem"
@@ -17,40 +20,68 @@ import (
 // signer knows which keyid to write without a separate flag.
 const keyNameHeader = "Nix-Ota-Key-Name"
 
-// PublicKey is a trusted key as it appears in device configuration,
-// "NAME:BASE64" in Nix's style, where BASE64 is the raw 32-byte ed25519 key.
+// PublicKey is a trusted key as it appears in device configuration:
+//
+//	NAME:BASE64             ed25519, Nix's style: the raw 32-byte key
+//	NAME:ed25519:BASE64     the same, algorithm stated
+//	NAME:ecdsa-p256:BASE64  ECDSA P-256 (what cloud KMS keys usually are), PKIX DER
+//
 // NAME is the keyid written into signatures.
 type PublicKey struct {
 	Name string
 	Key  crypto.PublicKey
 }
 
-// String renders the key as NAME:BASE64.
+// String renders the key in the form ParsePublicKey reads.
 func (k PublicKey) String() string {
-	if pk, ok := k.Key.(ed25519.PublicKey); ok {
+	switch pk := k.Key.(type) {
+	case ed25519.PublicKey:
 		return k.Name + ":" + base64.StdEncoding.EncodeToString(pk)
+	case *ecdsa.PublicKey:
+		der, err := x509.MarshalPKIXPublicKey(pk)
+		if err == nil {
+			return k.Name + ":ecdsa-p256:" + base64.StdEncoding.EncodeToString(der)
+		}
 	}
 	return k.Name + ":?"
 }
 
-// ParsePublicKey parses "NAME:BASE64".
+// ParsePublicKey parses a key in one of the forms PublicKey documents.
 func ParsePublicKey(s string) (PublicKey, error) {
 	s = strings.TrimSpace(s)
-	name, b64, ok := strings.Cut(s, ":")
+	name, rest, ok := strings.Cut(s, ":")
 	if !ok {
-		return PublicKey{}, fmt.Errorf("%w: public key %q: want NAME:BASE64", ErrInvalidKey, s)
+		return PublicKey{}, fmt.Errorf("%w: public key %q: want NAME:BASE64 or NAME:ecdsa-p256:BASE64", ErrInvalidKey, s)
 	}
 	if err := ValidateName("key", name); err != nil {
 		return PublicKey{}, fmt.Errorf("%w: public key: %v", ErrInvalidKey, err)
+	}
+	alg, b64, hasAlg := strings.Cut(rest, ":")
+	if !hasAlg {
+		alg, b64 = "ed25519", rest
 	}
 	raw, err := base64.StdEncoding.DecodeString(b64)
 	if err != nil {
 		return PublicKey{}, fmt.Errorf("%w: public key %q: bad base64: %v", ErrInvalidKey, name, err)
 	}
-	if len(raw) != ed25519.PublicKeySize {
-		return PublicKey{}, fmt.Errorf("%w: public key %q: %d bytes, an ed25519 key has %d", ErrInvalidKey, name, len(raw), ed25519.PublicKeySize)
+	switch alg {
+	case "ed25519":
+		if len(raw) != ed25519.PublicKeySize {
+			return PublicKey{}, fmt.Errorf("%w: public key %q: %d bytes, an ed25519 key has %d", ErrInvalidKey, name, len(raw), ed25519.PublicKeySize)
+		}
+		return PublicKey{Name: name, Key: ed25519.PublicKey(raw)}, nil
+	case "ecdsa-p256":
+		pk, err := x509.ParsePKIXPublicKey(raw)
+		if err != nil {
+			return PublicKey{}, fmt.Errorf("%w: public key %q: %v", ErrInvalidKey, name, err)
+		}
+		ek, ok := pk.(*ecdsa.PublicKey)
+		if !ok || ek.Curve != elliptic.P256() {
+			return PublicKey{}, fmt.Errorf("%w: public key %q: not an ECDSA P-256 key", ErrInvalidKey, name)
+		}
+		return PublicKey{Name: name, Key: ek}, nil
 	}
-	return PublicKey{Name: name, Key: ed25519.PublicKey(raw)}, nil
+	return PublicKey{}, fmt.Errorf("%w: public key %q: unknown algorithm %q (want ed25519 or ecdsa-p256)", ErrInvalidKey, name, alg)
 }
 
 // Signer is a named signing key. The name is the DSSE keyid.

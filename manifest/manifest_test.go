@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sigstore/sigstore/pkg/signature"
 )
 
 var (
@@ -309,6 +311,39 @@ func TestValidateName(t *testing.T) {
 	}
 	for _, bad := range []string{"", ".hidden", "-x", "a/b", "..", "a b", strings.Repeat("x", 65), "ü", "a\x00"} {
 		if err := ValidateName("channel", bad); !errors.Is(err, ErrInvalidName) {
+			t.Errorf("%q: %v", bad, err)
+		}
+	}
+}
+
+// TestECDSAKeys: ECDSA P-256 keys (as cloud KMS keys are) sign and verify,
+// and their NAME:ecdsa-p256:BASE64 form round-trips.
+func TestECDSAKeys(t *testing.T) {
+	sv, _, err := signature.NewDefaultECDSASignerVerifier()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := Signer{Name: "kms-1", Signer: sv}
+	pub, err := s.Public()
+	if err != nil {
+		t.Fatal(err)
+	}
+	parsed, err := ParsePublicKey(pub.String())
+	if err != nil || !strings.HasPrefix(pub.String(), "kms-1:ecdsa-p256:") {
+		t.Fatalf("round trip %q: %v", pub.String(), err)
+	}
+	body := mustSign(t, payload(1), s)
+	if _, err := Verify(Trust{Keys: []PublicKey{parsed}}, "prod", State{}, body, testNow); err != nil {
+		t.Fatalf("verify ECDSA: %v", err)
+	}
+	// Mixed: an ed25519 key and an ECDSA key, threshold 2.
+	ed, edPub := newKey(t, "ed")
+	both := mustSign(t, payload(1), ed, s)
+	if _, err := Verify(Trust{Keys: []PublicKey{edPub, parsed}, Threshold: 2}, "prod", State{}, both, testNow); err != nil {
+		t.Fatalf("verify ed25519+ECDSA threshold 2: %v", err)
+	}
+	for _, bad := range []string{"k:ecdsa-p256:AAAA", "k:rsa:AAAA", "k:ed25519:" + base64.StdEncoding.EncodeToString(make([]byte, 31))} {
+		if _, err := ParsePublicKey(bad); !errors.Is(err, ErrInvalidKey) {
 			t.Errorf("%q: %v", bad, err)
 		}
 	}

@@ -21,7 +21,7 @@ buildGoModule {
   };
 
   # `go mod vendor` output hash; scripts/vendor-hash.sh recomputes it.
-  vendorHash = "sha256-ekIV++ic7WUXJfbzCelLHhpaV9XsM3uzNj8dRsnDTdE=";
+  vendorHash = "sha256-hAENOZfYr8r/0L2lHlSmIvt6OgA4CF4fkISZN2thjTA=";
 
   subPackages = [ "cmd/${component}" ];
   env.CGO_ENABLED = 0;
