@@ -6,11 +6,16 @@ import (
 	"fmt"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/nix-ota/nix-ota/bucket"
 	"github.com/nix-ota/nix-ota/internal/atomicfile"
 	"github.com/nix-ota/nix-ota/status"
 )
+
+// ExpiryWarning is how long before the accepted manifest expires the
+// status starts warning about it.
+const ExpiryWarning = 7 * 24 * time.Hour
 
 // report builds the device's status and writes it (bucket, local file,
 // Prometheus textfile) when its facts changed or a heartbeat is due; an
@@ -29,6 +34,12 @@ func (a *Agent) report(ctx context.Context, state string, lastErr error, note st
 	}
 	if lastErr != nil {
 		st.LastError = oneLine(lastErr.Error())
+	}
+	// Freeze protection cuts both ways: a channel nobody re-signs stops
+	// being accepted. Say so while there is time (a fixed text, so the
+	// warning does not count as a change at every poll).
+	if exp := a.state.channel(a.Config.Channel).ExpiresAt; st.Note == "" && !exp.IsZero() && exp.Sub(now) < ExpiryWarning && exp.After(now) {
+		st.Note = fmt.Sprintf("the channel manifest expires at %s; the publisher must re-sign it (nix-ota resign)", exp.UTC().Format(time.RFC3339))
 	}
 	st.Attempted, st.Cleanup = a.state.Attempted, a.state.Cleanup
 	if ap := a.state.Applied; ap != nil {

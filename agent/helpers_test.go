@@ -1,0 +1,17 @@
+package agent
+
+import (
+	"context"
+
+	"github.com/nix-ota/nix-ota/bucket"
+	"github.com/nix-ota/nix-ota/channel"
+	"github.com/nix-ota/nix-ota/manifest"
+)
+
+// channelPublish publishes p signed by every signer, as nix-ota publish does.
+func channelPublish(ctx context.Context, st bucket.Store, p *manifest.Payload, signers ...manifest.Signer) (channel.Result, error) {
+	return channel.Publish(ctx, st, p.Channel, func(rev uint64) ([]byte, error) {
+		p.Revision = rev
+		return manifest.Sign(ctx, p, signers...)
+	})
+}
