@@ -33,6 +33,10 @@ import (
 // Version is set at build time with -ldflags.
 var Version = "dev"
 
+// RequestTimeout bounds each bucket request (manifest, reachability check,
+// status write), so a hung bucket cannot hang the agent.
+const RequestTimeout = 60 * time.Second
+
 // Agent is one device's agent.
 type Agent struct {
 	Config Config
@@ -90,7 +94,9 @@ func (a *Agent) device() Device {
 func (a *Agent) Poll(ctx context.Context) Outcome {
 	cs := a.state.channel(a.Config.Channel)
 	key := bucket.ChannelKey(a.Config.Channel)
-	obj, err := a.Store.Get(ctx, key, bucket.GetOptions{MaxSize: manifest.MaxBodySize, IfNoneMatch: cs.ETag})
+	gctx, cancel := context.WithTimeout(ctx, RequestTimeout)
+	obj, err := a.Store.Get(gctx, key, bucket.GetOptions{MaxSize: manifest.MaxBodySize, IfNoneMatch: cs.ETag})
+	cancel()
 	switch {
 	case errors.Is(err, bucket.ErrNotModified):
 		return a.idle(ctx, cs)
@@ -132,7 +138,7 @@ func (a *Agent) idle(ctx context.Context, cs *ChannelState) Outcome {
 		a.report(ctx, st.State, err, st.Note)
 		return Outcome{Action: "idle", Err: err, Request: 1}
 	}
-	if a.state.RemoteAt.IsZero() || now.Sub(a.state.RemoteAt) >= a.Config.Heartbeat.Duration {
+	if a.state.RemoteAt.IsZero() || now.Sub(a.state.RemoteAt) >= a.Config.Heartbeat.Duration || a.state.RemoteStale {
 		a.report(ctx, st.State, errorFromText(st.LastError), st.Note)
 	}
 	if a.Config.AllowReboot && (st.State == status.WaitingReboot || st.NeedsReboot) && st.StorePath != "" {
@@ -365,7 +371,9 @@ func (a *Agent) healthCheck(ctx context.Context, pd *Pending) error {
 			return err
 		}
 	}
-	_, err := a.Store.Get(ctx, bucket.ChannelKey(pd.Channel), bucket.GetOptions{MaxSize: manifest.MaxBodySize, IfNoneMatch: a.state.channel(pd.Channel).ETag})
+	gctx, cancel := context.WithTimeout(ctx, RequestTimeout)
+	defer cancel()
+	_, err := a.Store.Get(gctx, bucket.ChannelKey(pd.Channel), bucket.GetOptions{MaxSize: manifest.MaxBodySize, IfNoneMatch: a.state.channel(pd.Channel).ETag})
 	if err != nil && !errors.Is(err, bucket.ErrNotModified) {
 		return fmt.Errorf("health check: bucket unreachable after the switch: %w", err)
 	}

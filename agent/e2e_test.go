@@ -61,6 +61,17 @@ type fleet struct {
 	credsFile  string
 	minio      *testenv.MinIO
 	bucketName string
+	agentURL   string // what agents use, when it differs from url (a fault proxy)
+	proxy      *testenv.FaultProxy
+}
+
+// viaProxy routes the agents' bucket and cache traffic through a fault
+// proxy in front of MinIO.
+func (f *fleet) viaProxy(t *testing.T) *testenv.FaultProxy {
+	f.proxy = testenv.StartFaultProxy(t, f.minio.Endpoint)
+	f.agentURL = fmt.Sprintf("s3://%s?endpoint=%s&scheme=http&region=us-east-1", f.bucketName, f.proxy.Addr)
+	f.substitute = fmt.Sprintf("%s/%s/cache", f.proxy.URL, f.bucketName)
+	return f.proxy
 }
 
 func newFleet(t *testing.T, backend string) *fleet {
@@ -146,7 +157,11 @@ func (f *fleet) device(t *testing.T, id string, extra ...string) *device {
 }
 
 func (d *device) args() []string {
-	args := []string{"once", "--bucket", d.f.url, "--channel", "prod", "--public-key", d.f.pub.String(), "--device-id", d.id,
+	url := d.f.url
+	if d.f.agentURL != "" {
+		url = d.f.agentURL
+	}
+	args := []string{"once", "--bucket", url, "--channel", "prod", "--public-key", d.f.pub.String(), "--device-id", d.id,
 		"--state-dir", d.stateDir, "--profile", d.profile, "--substituter", d.f.substitute, "--trusted-cache-key", d.f.cache.PublicKey,
 		"--switch-via", "direct", "--health-timeout", "2s"}
 	if d.f.credsFile != "" {

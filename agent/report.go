@@ -62,7 +62,7 @@ func (a *Agent) report(ctx context.Context, state string, lastErr error, note st
 	if changed || st.ChangedAt.IsZero() {
 		st.ChangedAt = now
 	}
-	heartbeat := a.state.RemoteAt.IsZero() || now.Sub(a.state.RemoteAt) >= a.Config.Heartbeat.Duration
+	heartbeat := a.state.RemoteAt.IsZero() || now.Sub(a.state.RemoteAt) >= a.Config.Heartbeat.Duration || a.state.RemoteStale
 	if !changed && !heartbeat {
 		return
 	}
@@ -78,13 +78,17 @@ func (a *Agent) report(ctx context.Context, state string, lastErr error, note st
 		}
 	}
 	if a.Status != nil {
-		if _, err := bucket.PutBytes(ctx, a.Status, bucket.StatusKey(a.Config.DeviceID), body, bucket.JSONPut()); err != nil {
-			// Keep RemoteAt: the next poll tries again.
+		pctx, cancel := context.WithTimeout(ctx, RequestTimeout)
+		_, err := bucket.PutBytes(pctx, a.Status, bucket.StatusKey(a.Config.DeviceID), body, bucket.JSONPut())
+		cancel()
+		if err != nil {
+			// The next poll tries again.
 			a.logf("status: write %s to %s: %v", bucket.StatusKey(a.Config.DeviceID), a.Status, err)
+			a.state.RemoteStale = true
 			a.save()
 			return
 		}
-		a.state.RemoteAt = now
+		a.state.RemoteAt, a.state.RemoteStale = now, false
 	}
 	if a.Status == nil {
 		a.state.RemoteAt = now

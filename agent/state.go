@@ -37,6 +37,9 @@ type State struct {
 	// decides whether facts changed or a heartbeat is due.
 	Status   status.Status `json:"status"`
 	RemoteAt time.Time     `json:"remoteAt,omitempty"`
+	// RemoteStale: the last status could not be written to the bucket;
+	// the next poll writes it, whatever else happens.
+	RemoteStale bool `json:"remoteStale,omitempty"`
 }
 
 // ChannelState is the anti-rollback memory of one channel (DESIGN.md §3

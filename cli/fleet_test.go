@@ -4,10 +4,13 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
 	"os/exec"
 	"sort"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/nix-ota/nix-ota/bucket"
 	"github.com/nix-ota/nix-ota/cache"
@@ -252,4 +255,49 @@ func TestRollbackAndResign(t *testing.T) {
 		t.Fatalf("resign: %+v (was %+v)", p, old)
 	}
 	mustRun(t, nil, "verify", "--bucket", f.url, "--channel", "prod", "--public-key", pub)
+}
+
+// TestPublisherKilled: a publisher killed between the history write and
+// the channel write leaves the channel pointer as it was (devices see
+// nothing new), verify reports the gap, and the next publish moves on.
+func TestPublisherKilled(t *testing.T) {
+	f := fixtures(t)["minio"](t)
+	m := testenv.SharedMinIO(t)
+	px := testenv.StartFaultProxy(t, m.Endpoint)
+	proxied := strings.Replace(f.url, m.Endpoint, px.Addr, 1)
+	key, pub := keygen(t, "fleet-1")
+	mustRun(t, f.env, "publish", "--bucket", proxied, "--key", key, "--channel", "prod", "--store-path", storePath("a"), "--no-dashboard")
+
+	px.Set(testenv.Hang, testenv.PathHas("PUT", "/channels/prod.json"))
+	cmd := exec.Command(nixOta, "publish", "--bucket", proxied, "--key", key, "--channel", "prod", "--store-path", storePath("b"), "--no-dashboard")
+	cmd.Env = append(append(os.Environ(), "AWS_EC2_METADATA_DISABLED=true"), f.env...)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	px.WaitHanging(t, 60*time.Second)
+	cmd.Process.Signal(syscall.SIGKILL)
+	cmd.Wait()
+	px.Set(testenv.Pass, nil)
+
+	if keys := historyKeys(t, f); len(keys) != 2 {
+		t.Fatalf("history: %v", keys)
+	}
+	v, err := manifest.CheckSigned(mustTrust(t, pub), "prod", getObj(t, f.store, "channels/prod.json"))
+	if err != nil || v.Payload.Revision != 1 {
+		t.Fatalf("the channel pointer moved: %v %+v", err, v)
+	}
+	if r := run(t, f.env, "verify", "--bucket", f.url, "--channel", "prod", "--public-key", pub); r.code != 3 || !strings.Contains(r.stderr, "older than accepted revision 2") {
+		t.Fatalf("verify after an interrupted publish: %d %s", r.code, r.stderr)
+	}
+	out := mustRun(t, f.env, "publish", "--bucket", f.url, "--key", key, "--channel", "prod", "--store-path", storePath("b"), "--no-dashboard")
+	if !strings.Contains(out, "revision 3") {
+		t.Fatalf("next publish: %s", out)
+	}
+	mustRun(t, f.env, "verify", "--bucket", f.url, "--channel", "prod", "--public-key", pub)
+}
+
+func historyKeys(t *testing.T, f fixture) []string {
+	var keys []string
+	f.store.List(context.Background(), "channels/prod/", func(i bucket.Info) error { keys = append(keys, i.Key); return nil })
+	return keys
 }
