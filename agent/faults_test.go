@@ -7,10 +7,12 @@ package agent_test
 
 import (
 	"encoding/json"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -185,6 +187,34 @@ func TestFaults(t *testing.T) {
 		}
 	})
 
+	t.Run("agent killed after recording the update, before the profile moves", func(t *testing.T) {
+		fresh := f.newSystem(t, "fresh2")
+		f.publish(t, fresh)
+		// The second status write of an apply ("switching") comes after the
+		// pending record is saved and before the profile is set: hang it.
+		var puts atomic.Int32
+		px.Set(testenv.Hang, func(r *http.Request) bool {
+			return r.Method == "PUT" && strings.Contains(r.URL.Path, "/devices/") && puts.Add(1) == 2
+		})
+		cmd := d.start(t)
+		px.WaitHanging(t, 60*time.Second)
+		cmd.Process.Signal(syscall.SIGKILL)
+		cmd.Wait()
+		px.Set(testenv.Pass, nil)
+		b, _ := os.ReadFile(filepath.Join(d.stateDir, "state.json"))
+		if !strings.Contains(string(b), `"pending"`) {
+			t.Fatalf("no pending record at the kill point:\n%s", b)
+		}
+		if d.current(t) != f.a {
+			t.Fatal("the profile moved before the kill point")
+		}
+		r := d.mustOnce(t, 0)
+		if !strings.Contains(r.stderr, "the update had not started") {
+			t.Fatalf("recovery did not notice:\n%s", r.stderr)
+		}
+		consistent(t, d, fresh)
+	})
+
 	t.Run("state directory full", func(t *testing.T) {
 		// The state dir on a tiny tmpfs, filled up.
 		small := filepath.Join(t.TempDir(), "small")
@@ -200,11 +230,12 @@ func TestFaults(t *testing.T) {
 		old := d.stateDir
 		d.stateDir = small
 		defer func() { d.stateDir = old }()
+		before := d.current(t)
 		filler := filepath.Join(small, "filler")
 		exec.Command("dd", "if=/dev/zero", "of="+filler, "bs=4k", "count=1000").Run()
 		f.publish(t, f.b)
 		d.mustOnce(t, 1)
-		consistent(t, d, f.a) // could not record the new revision: did not switch
+		consistent(t, d, before) // could not record the new revision: did not switch
 		if st := d.remoteStatus(t); !strings.Contains(st.LastError, "no space left") {
 			t.Fatalf("status does not say why: %+v", st)
 		}
