@@ -108,6 +108,20 @@ pkgs.testers.runNixOSTest {
           s = status()
           assert s["state"] == "up-to-date" and s["revision"] == 1 and s["storePath"] == new, s
 
+      with subtest("a tampered manifest changes nothing"):
+          import base64
+          publish(broken)
+          env_ = json.loads(bucket.succeed("mc cat local/fleet/channels/prod.json"))
+          payload = json.loads(base64.b64decode(env_["payload"]))
+          payload["storePath"] = broken  # unchanged path, but...
+          payload["message"] = "tampered"  # ...one changed byte is enough
+          env_["payload"] = base64.b64encode(json.dumps(payload).encode()).decode()
+          bucket.succeed(f"echo '{json.dumps(env_)}' | mc pipe local/fleet/channels/prod.json")
+          device.fail("systemctl start nix-ota-agent.service")
+          assert current() == new
+          s = status()
+          assert s["state"] == "rejected" and "does not match the payload" in s["lastError"], s
+
       with subtest("an untrusted signature changes nothing"):
           bucket.succeed("nix-ota keygen --out /tmp/intruder.key --name intruder")
           publish(broken, key="/tmp/intruder.key")
