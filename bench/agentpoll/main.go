@@ -18,7 +18,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -41,13 +40,6 @@ func main() {
 	if err := run(*runs); err != nil {
 		log.Fatalf("agentpoll: %v", err)
 	}
-}
-
-func buildSystem() (string, error) {
-	cmd := exec.Command("nix-build", "--no-out-link", "nix/tests/test-system.nix", "--argstr", "name", "bench", "--argstr", "nonce", "bench")
-	cmd.Env = append(os.Environ(), "NIX_CONFIG="+testenv.NixConfig)
-	out, err := cmd.Output()
-	return strings.TrimSpace(string(out)), err
 }
 
 type sample struct {
@@ -103,7 +95,7 @@ func run(runs int) error {
 	if _, err := bucket.Init(ctx, store, "bench", time.Now()); err != nil {
 		return err
 	}
-	sys, err := buildSystem()
+	sys, err := benchutil.BuildSystem("bench")
 	if err != nil {
 		return fmt.Errorf("build test system with nix-build: %w", err)
 	}

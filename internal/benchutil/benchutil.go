@@ -4,12 +4,18 @@ package benchutil
 import (
 	"bufio"
 	"bytes"
+	"encoding/json"
+	"fmt"
 	"io"
 	"net"
+	"os"
+	"os/exec"
+	"runtime"
 	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // Proxy is a loopback TCP proxy that counts bytes and HTTP requests, so a
@@ -18,6 +24,7 @@ type Proxy struct {
 	l        net.Listener
 	Up, Down atomic.Int64
 	Requests atomic.Int64
+	Conns    atomic.Int64
 }
 
 // StartProxy listens on a loopback port and forwards to target.
@@ -65,6 +72,7 @@ func (cw countingWriter) Write(b []byte) (int, error) {
 
 func (p *Proxy) serve(c net.Conn, target string) {
 	defer c.Close()
+	p.Conns.Add(1)
 	u, err := net.Dial("tcp", target)
 	if err != nil {
 		return
@@ -86,7 +94,7 @@ func (p *Proxy) serve(c net.Conn, target string) {
 }
 
 // Reset zeroes the counters.
-func (p *Proxy) Reset() { p.Up.Store(0); p.Down.Store(0); p.Requests.Store(0) }
+func (p *Proxy) Reset() { p.Up.Store(0); p.Down.Store(0); p.Requests.Store(0); p.Conns.Store(0) }
 
 // Addr is the proxy's host:port.
 func (p *Proxy) Addr() string { return p.l.Addr().String() }
@@ -99,4 +107,34 @@ func MinMedMax[T int64 | float64](xs []T) (T, T, T) {
 	s := append([]T(nil), xs...)
 	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
 	return s[0], s[len(s)/2], s[len(s)-1]
+}
+
+// BuildSystem builds nix/tests/test-system.nix with real Nix, off the
+// network (run from the repository root).
+func BuildSystem(name string) (string, error) {
+	cmd := exec.Command("nix-build", "--no-out-link", "nix/tests/test-system.nix", "--argstr", "name", name, "--argstr", "nonce", name)
+	cmd.Env = append(os.Environ(), "NIX_CONFIG=substituters =")
+	out, err := cmd.Output()
+	if err != nil {
+		return "", fmt.Errorf("nix-build test system: %w", err)
+	}
+	return strings.TrimSpace(string(out)), nil
+}
+
+// ResultsFile collects every bench program's figures.
+const ResultsFile = "bench/results.json"
+
+// SaveResult merges one section into bench/results.json.
+func SaveResult(section string, v any) error {
+	all := map[string]any{}
+	if b, err := os.ReadFile(ResultsFile); err == nil {
+		json.Unmarshal(b, &all)
+	}
+	all[section] = v
+	all["machine"] = map[string]any{"cpus": runtime.NumCPU(), "goos": runtime.GOOS, "goarch": runtime.GOARCH, "updated": time.Now().UTC().Format(time.RFC3339)}
+	b, err := json.MarshalIndent(all, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(ResultsFile, append(b, '\n'), 0o644)
 }

@@ -1,0 +1,273 @@
+// Command compare measures an idle poll (nothing changed) of nix-ota-agent
+// side by side with what users would run instead, in one run on one
+// machine, each through a counting loopback proxy:
+//
+//   - nix-ota-agent once, polling s3:// (signed) and http:// (anonymous)
+//   - git fetch of an unchanged repository from a local git daemon (how
+//     comin polls)
+//   - aws s3api head-object against the same MinIO (how npcnix polls)
+//   - curl with a conditional GET (a floor for any HTTP client)
+//
+// It prints min/median/max over -runs whole-process runs (CPU is the
+// process's user+system time including the children it waited for) and
+// the ratios of the medians, and records them in bench/results.json.
+//
+//	go run ./bench/compare [-runs 20]
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/minio/minio-go/v7"
+
+	"github.com/nix-ota/nix-ota/bucket"
+	"github.com/nix-ota/nix-ota/channel"
+	"github.com/nix-ota/nix-ota/internal/benchutil"
+	"github.com/nix-ota/nix-ota/internal/testenv"
+	"github.com/nix-ota/nix-ota/manifest"
+)
+
+func main() {
+	runs := flag.Int("runs", 20, "whole-process runs per tool")
+	flag.Parse()
+	log.SetFlags(0)
+	if err := run(*runs); err != nil {
+		log.Fatalf("bench/compare: %v", err)
+	}
+}
+
+type sample struct{ cpuUs, wallUs, rssKiB, reqs, conns, bytes int64 }
+
+// tool is one way of asking "did anything change?".
+type tool struct {
+	name  string
+	px    *benchutil.Proxy
+	cmd   func() *exec.Cmd
+	reqsH bool // the proxy speaks HTTP: count requests
+}
+
+func measure(t tool, runs int) ([]sample, error) {
+	var out []sample
+	for i := 0; i < runs+1; i++ { // the first run warms caches and is dropped
+		t.px.Reset()
+		cmd := t.cmd()
+		var stderr strings.Builder
+		cmd.Stderr = &stderr
+		start := time.Now()
+		if err := cmd.Run(); err != nil {
+			return nil, fmt.Errorf("%s: %v: %s", t.name, err, stderr.String())
+		}
+		wall := time.Since(start)
+		ru := cmd.ProcessState.SysUsage().(*syscall.Rusage)
+		time.Sleep(20 * time.Millisecond)
+		if i == 0 {
+			continue
+		}
+		out = append(out, sample{
+			cpuUs:  (ru.Utime.Nano() + ru.Stime.Nano()) / 1000,
+			wallUs: wall.Microseconds(),
+			rssKiB: ru.Maxrss,
+			reqs:   t.px.Requests.Load(),
+			conns:  t.px.Conns.Load(),
+			bytes:  t.px.Up.Load() + t.px.Down.Load(),
+		})
+	}
+	return out, nil
+}
+
+func run(runs int) error {
+	ctx := context.Background()
+	dir, err := os.MkdirTemp("", "nix-ota-bench-compare-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	for _, bin := range []string{"git", "aws", "curl"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			return fmt.Errorf("%s is needed for the comparison (make bench installs it): %v", bin, err)
+		}
+	}
+	agentBin := filepath.Join(dir, "nix-ota-agent")
+	build := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", agentBin, "./cmd/nix-ota-agent")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		return fmt.Errorf("build agent: %v\n%s", err, out)
+	}
+
+	// One MinIO, one published channel, anonymous read on channels/.
+	m, err := testenv.StartMinIO()
+	if err != nil {
+		return err
+	}
+	defer m.Stop()
+	if err := m.Admin().MakeBucket(ctx, "fleet", minio.MakeBucketOptions{}); err != nil {
+		return err
+	}
+	policy := `{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"AWS":["*"]},"Action":["s3:GetObject"],"Resource":["arn:aws:s3:::fleet/channels/*"]}]}`
+	if err := m.Admin().SetBucketPolicy(ctx, "fleet", policy); err != nil {
+		return err
+	}
+	s3px, err := benchutil.StartProxy(m.Endpoint)
+	if err != nil {
+		return err
+	}
+	s3url := fmt.Sprintf("s3://fleet?endpoint=%s&scheme=http&region=us-east-1", s3px.Addr())
+	store, err := bucket.Open(s3url, bucket.Options{Credentials: m.Creds()})
+	if err != nil {
+		return err
+	}
+	if _, err := bucket.Init(ctx, store, "bench", time.Now()); err != nil {
+		return err
+	}
+	sys, err := benchutil.BuildSystem("compare")
+	if err != nil {
+		return err
+	}
+	pemBytes, pub, _ := manifest.GenerateKey("bench", nil)
+	signer, _ := manifest.LoadSigner(pemBytes, "", nil)
+	now := time.Now().UTC().Truncate(time.Second)
+	p := &manifest.Payload{Schema: 1, Channel: "prod", StorePath: sys, Substituters: []string{}, PublishedAt: now,
+		ExpiresAt: now.Add(24 * time.Hour), Rollout: manifest.Rollout{Percent: 100, Salt: "s"}, Switch: "switch"}
+	if _, err := channel.Publish(ctx, store, "prod", func(rev uint64) ([]byte, error) { p.Revision = rev; return manifest.Sign(ctx, p, signer) }); err != nil {
+		return err
+	}
+	profile := filepath.Join(dir, "profile")
+	os.Symlink(sys, profile)
+	creds := filepath.Join(dir, "creds")
+	os.WriteFile(creds, []byte(fmt.Sprintf("[default]\naws_access_key_id=%s\naws_secret_access_key=%s\n", m.AccessKey, m.SecretKey)), 0o600)
+	agentCmd := func(bucketURL, stateDir string) func() *exec.Cmd {
+		return func() *exec.Cmd {
+			return exec.Command(agentBin, "once", "--bucket", bucketURL, "--channel", "prod", "--public-key", pub.String(), "--device-id", "bench-1",
+				"--state-dir", stateDir, "--profile", profile, "--status-credentials", creds, "--switch-via", "direct",
+				"--status-bucket", fmt.Sprintf("s3://fleet?endpoint=%s&scheme=http", m.Endpoint))
+		}
+	}
+	httpURL := fmt.Sprintf("http://%s/fleet", s3px.Addr())
+
+	// A git repository served by git daemon on loopback, and a clone.
+	repo := filepath.Join(dir, "git", "fleet.git")
+	work := filepath.Join(dir, "clone")
+	gitPort, _ := testenv.FreePort()
+	for _, args := range [][]string{
+		{"init", "-q", "--bare", repo},
+		{"-C", repo, "config", "daemon.uploadpack", "true"},
+	} {
+		if out, err := exec.Command("git", args...).CombinedOutput(); err != nil {
+			return fmt.Errorf("git %v: %v %s", args, err, out)
+		}
+	}
+	seed := filepath.Join(dir, "seed")
+	sh := func(script string) error {
+		out, err := exec.Command("sh", "-c", script).CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("%s: %v %s", script, err, out)
+		}
+		return nil
+	}
+	if err := sh(fmt.Sprintf(`set -e; git init -q %[1]s; cd %[1]s; echo '{"system":"%[2]s"}' > system.json; git add .; git -c user.email=b@b -c user.name=b commit -qm seed; git push -q %[3]s HEAD:refs/heads/main`, seed, sys, repo)); err != nil {
+		return err
+	}
+	daemon := exec.Command("git", "daemon", "--reuseaddr", "--listen=127.0.0.1", fmt.Sprintf("--port=%d", gitPort), "--base-path="+filepath.Dir(repo), "--export-all", filepath.Dir(repo))
+	daemon.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := daemon.Start(); err != nil {
+		return err
+	}
+	defer daemon.Process.Kill()
+	time.Sleep(500 * time.Millisecond)
+	gitpx, err := benchutil.StartProxy(fmt.Sprintf("127.0.0.1:%d", gitPort))
+	if err != nil {
+		return err
+	}
+	if err := sh(fmt.Sprintf("git clone -q git://%s/fleet.git %s", gitpx.Addr(), work)); err != nil {
+		return err
+	}
+
+	// curl's ETag for the conditional GET.
+	o, err := store.Get(ctx, "channels/prod.json", bucket.GetOptions{})
+	if err != nil {
+		return err
+	}
+	awsEnv := append(os.Environ(), m.Env()...)
+	awsEnv = append(awsEnv, "AWS_CONFIG_FILE=/dev/null", "AWS_SHARED_CREDENTIALS_FILE=/dev/null", "AWS_PAGER=")
+
+	// Prime both agents (first poll: verify, status write), then measure idle.
+	s3state, httpState := filepath.Join(dir, "st-s3"), filepath.Join(dir, "st-http")
+	for _, c := range []*exec.Cmd{agentCmd(s3url, s3state)(), agentCmd(httpURL, httpState)()} {
+		if out, err := c.CombinedOutput(); err != nil {
+			return fmt.Errorf("prime agent: %v %s", err, out)
+		}
+	}
+	tools := []tool{
+		{name: "nix-ota-agent once (s3://, signed)", px: s3px, reqsH: true, cmd: agentCmd(s3url, s3state)},
+		{name: "nix-ota-agent once (https://, anonymous)", px: s3px, reqsH: true, cmd: agentCmd(httpURL, httpState)},
+		{name: "git fetch (unchanged, git://)", px: gitpx, cmd: func() *exec.Cmd {
+			return exec.Command("git", "-C", work, "fetch", "-q", "origin")
+		}},
+		{name: "aws s3api head-object", px: s3px, reqsH: true, cmd: func() *exec.Cmd {
+			c := exec.Command("aws", "s3api", "head-object", "--bucket", "fleet", "--key", "channels/prod.json", "--endpoint-url", "http://"+s3px.Addr(), "--region", "us-east-1")
+			c.Env = awsEnv
+			c.Stdout = nil
+			return c
+		}},
+		{name: "curl conditional GET (304)", px: s3px, reqsH: true, cmd: func() *exec.Cmd {
+			return exec.Command("curl", "-s", "-o", "/dev/null", "-H", `If-None-Match: "`+o.ETag+`"`, httpURL+"/channels/prod.json")
+		}},
+	}
+	results := map[string]any{}
+	fmt.Printf("idle poll, nothing changed: %d whole-process runs each, min / median / max\n\n", runs)
+	fmt.Printf("%-42s %20s %20s %16s %10s %12s\n", "tool", "CPU ms", "wall ms", "peak RSS MiB", "requests", "bytes")
+	medCPU := map[string]int64{}
+	for _, t := range tools {
+		ss, err := measure(t, runs)
+		if err != nil {
+			return err
+		}
+		pick := func(f func(sample) int64) (int64, int64, int64) {
+			var xs []int64
+			for _, s := range ss {
+				xs = append(xs, f(s))
+			}
+			return benchutil.MinMedMax(xs)
+		}
+		c1, c2, c3 := pick(func(s sample) int64 { return s.cpuUs })
+		w1, w2, w3 := pick(func(s sample) int64 { return s.wallUs })
+		r1, r2, r3 := pick(func(s sample) int64 { return s.rssKiB })
+		_, q, _ := pick(func(s sample) int64 {
+			if t.reqsH {
+				return s.reqs
+			}
+			return s.conns
+		})
+		_, b, _ := pick(func(s sample) int64 { return s.bytes })
+		unit := ""
+		if !t.reqsH {
+			unit = " conn"
+		}
+		fmt.Printf("%-42s %6.1f/%6.1f/%6.1f %6.1f/%6.1f/%6.1f %5.0f/%4.0f/%4.0f %10s %12d\n", t.name,
+			float64(c1)/1000, float64(c2)/1000, float64(c3)/1000, float64(w1)/1000, float64(w2)/1000, float64(w3)/1000,
+			float64(r1)/1024, float64(r2)/1024, float64(r3)/1024, fmt.Sprint(q)+unit, b)
+		medCPU[t.name] = c2
+		results[t.name] = map[string]any{"cpu_ms": []float64{float64(c1) / 1000, float64(c2) / 1000, float64(c3) / 1000},
+			"wall_ms":      []float64{float64(w1) / 1000, float64(w2) / 1000, float64(w3) / 1000},
+			"peak_rss_kib": []int64{r1, r2, r3}, "requests": q, "bytes": b}
+	}
+	ours := medCPU[tools[1].name]
+	fmt.Printf("\nratios of median CPU (whole process): aws s3api / nix-ota (https) = %.0fx; aws / nix-ota (s3) = %.0fx; git fetch / nix-ota (https) = %.2fx; curl / nix-ota (https) = %.2fx\n",
+		float64(medCPU[tools[3].name])/float64(ours), float64(medCPU[tools[3].name])/float64(medCPU[tools[0].name]),
+		float64(medCPU[tools[2].name])/float64(ours), float64(medCPU[tools[4].name])/float64(ours))
+	results["ratios"] = map[string]float64{
+		"aws_over_nixota_https": float64(medCPU[tools[3].name]) / float64(ours),
+		"aws_over_nixota_s3":    float64(medCPU[tools[3].name]) / float64(medCPU[tools[0].name]),
+		"git_over_nixota_https": float64(medCPU[tools[2].name]) / float64(ours),
+	}
+	return benchutil.SaveResult("idle_poll_comparison", results)
+}
