@@ -3,6 +3,7 @@ SHELL := /bin/bash
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X github.com/nix-ota/nix-ota/cli.Version=$(VERSION) -X github.com/nix-ota/nix-ota/agent.Version=$(VERSION)
 GO ?= go
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 FUZZTIME ?= 30s
 
 .PHONY: all build demo test test-deps go-test nix-parse fuzz bench clean
@@ -33,10 +34,15 @@ nix-parse:
 	@set -e; n=0; for f in $$(git ls-files '*.nix'); do nix-instantiate --parse "$$f" >/dev/null; n=$$((n+1)); done; echo "nix-parse: $$n files parse"
 	@want=$$(./scripts/vendor-hash.sh 2>/dev/null | tail -n1); grep -q "vendorHash = \"$$want\"" nix/package.nix || { echo "nix/package.nix: vendorHash is stale; set it to $$want"; exit 1; }; echo "nix-parse: vendorHash $$want is current"
 
-## bench: measured figures (idle poll cost, binary size, RSS)
+## bench: every measured figure (docs/cost.md explains them); writes bench/results.json
 bench: test-deps
+	@command -v aws >/dev/null || { echo "bench: installing awscli (the baseline)"; $(SUDO) apt-get install -y -qq awscli >/dev/null; }
+	rm -f bench/results.json
 	$(GO) run ./bench/agentpoll -runs 20
-	$(GO) run ./bench/dashboard -devices 10000 -runs 3
+	$(GO) run ./bench/compare -runs 20
+	$(GO) run ./bench/push -mib 64
+	$(GO) run ./bench/dashboard -devices 10000,100000 -publish-at 10,1000,10000 -runs 3
+	$(GO) run ./bench/fleetsim -n 100,1000,10000 -interval 60s
 
 ## fuzz: run every fuzz target for FUZZTIME each
 fuzz:

@@ -204,5 +204,15 @@ func run(runs int) error {
 	fmt.Printf("  %d ns/poll wall, %d µs CPU/poll (incl. MinIO client), %d allocs/poll, %d B allocated/poll\n",
 		res.NsPerOp(), cpu.Microseconds(), res.AllocsPerOp(), res.AllocedBytesPerOp())
 	fmt.Printf("  HTTP requests: %d for %d idle polls\n", px.Requests.Load(), totalPolls)
-	return nil
+	var cpus, rss, bytes []int64
+	for _, s := range samples {
+		cpus, rss, bytes = append(cpus, s.cpu.Microseconds()), append(rss, s.rss), append(bytes, s.up+s.down)
+	}
+	c1, c2, c3 := benchutil.MinMedMax(cpus)
+	r1, r2, r3 := benchutil.MinMedMax(rss)
+	return benchutil.SaveResult("agent", map[string]any{
+		"binary_bytes": fi.Size(), "once_idle_cpu_us": []int64{c1, c2, c3}, "once_idle_peak_rss_kib": []int64{r1, r2, r3},
+		"once_idle_wire_bytes_s3": bytes[0], "first_poll_requests": first.reqs, "first_poll_bytes": first.up + first.down,
+		"daemon_idle_cpu_us": cpu.Microseconds(), "daemon_idle_allocs": res.AllocsPerOp(), "daemon_idle_bytes_alloc": res.AllocedBytesPerOp(),
+	})
 }

@@ -1,9 +1,11 @@
-// Command dashboard measures `nix-ota dashboard` on a large fleet: N device
-// status blobs in a real MinIO bucket (through a counting loopback proxy)
-// and in a file:// bucket; wall time, CPU, bucket requests and peak RSS of
+// Command dashboard measures the publisher's side on large fleets: the
+// latency of `nix-ota publish` (sign, upload, dashboard) with 10, 1,000 and
+// 10,000 device statuses in the bucket, and `nix-ota dashboard` over 10,000
+// and 100,000 statuses in a real MinIO bucket (through a counting loopback
+// proxy) and in a file:// bucket: wall time, CPU, requests and peak RSS of
 // the whole CLI process, min/median/max over repeated runs.
 //
-//	go run ./bench/dashboard [-devices 10000] [-runs 3]
+//	go run ./bench/dashboard [-devices 10000,100000] [-publish-at 10,1000,10000] [-runs 3]
 package main
 
 import (
@@ -15,6 +17,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -30,29 +34,47 @@ import (
 )
 
 func main() {
-	devices := flag.Int("devices", 10000, "device status blobs in the bucket")
-	runs := flag.Int("runs", 3, "dashboard runs per backend")
+	devices := flag.String("devices", "10000,100000", "fleet sizes for the dashboard")
+	publishAt := flag.String("publish-at", "10,1000,10000", "fleet sizes for the publish latency")
+	runs := flag.Int("runs", 3, "runs per measurement (1 for fleets over 50,000)")
 	flag.Parse()
 	log.SetFlags(0)
-	if err := run(*devices, *runs); err != nil {
+	if err := run(ints(*devices), ints(*publishAt), *runs); err != nil {
 		log.Fatalf("bench/dashboard: %v", err)
 	}
 }
 
-// fill publishes a channel and writes n status blobs, 32 at a time.
-func fill(ctx context.Context, s bucket.Store, n int) error {
+func ints(s string) []int {
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil {
+			log.Fatalf("bench/dashboard: %q is not a number", f)
+		}
+		out = append(out, n)
+	}
+	return out
+}
+
+const sp = "/nix/store/0c5lq2n9xqbq6yv5q9r1lxg7b8c7wjsz-nixos-system-bench"
+
+// setup initialises a bucket and publishes a channel.
+func setup(ctx context.Context, s bucket.Store) error {
 	if _, err := bucket.Init(ctx, s, "bench", time.Now()); err != nil {
 		return err
 	}
 	pemBytes, _, _ := manifest.GenerateKey("bench", nil)
 	signer, _ := manifest.LoadSigner(pemBytes, "", nil)
-	sp := "/nix/store/0c5lq2n9xqbq6yv5q9r1lxg7b8c7wjsz-nixos-system-bench"
 	now := time.Now().UTC().Truncate(time.Second)
 	p := &manifest.Payload{Schema: 1, Channel: "prod", StorePath: sp, Substituters: []string{}, PublishedAt: now,
 		ExpiresAt: now.Add(24 * time.Hour), Rollout: manifest.Rollout{Percent: 100, Salt: "s"}, Switch: "switch"}
-	if _, err := channel.Publish(ctx, s, "prod", func(rev uint64) ([]byte, error) { p.Revision = rev; return manifest.Sign(ctx, p, signer) }); err != nil {
-		return err
-	}
+	_, err := channel.Publish(ctx, s, "prod", func(rev uint64) ([]byte, error) { p.Revision = rev; return manifest.Sign(ctx, p, signer) })
+	return err
+}
+
+// fill writes the status blobs of devices from..to-1, 32 at a time.
+func fill(ctx context.Context, s bucket.Store, from, to int) error {
+	now := time.Now().UTC().Truncate(time.Second)
 	states := status.States
 	work := make(chan int)
 	errs := make(chan error, 1)
@@ -77,7 +99,7 @@ func fill(ctx context.Context, s bucket.Store, n int) error {
 			}
 		}()
 	}
-	for i := range n {
+	for i := from; i < to; i++ {
 		work <- i
 	}
 	close(work)
@@ -123,7 +145,7 @@ func report(name string, ss []sample) {
 	fmt.Printf("%-8s wall %6d/%6d/%6d ms   CPU %6d/%6d/%6d ms   peak RSS %4d/%4d/%4d MiB   requests %s\n", name, w1, w2, w3, c1, c2, c3, r1, r2, r3, reqs)
 }
 
-func run(n, runs int) error {
+func run(sizes, publishAt []int, runs int) error {
 	ctx := context.Background()
 	dir, err := os.MkdirTemp("", "nix-ota-bench-dash-")
 	if err != nil {
@@ -133,6 +155,10 @@ func run(n, runs int) error {
 	bin := filepath.Join(dir, "nix-ota")
 	if out, err := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", bin, "./cmd/nix-ota").CombinedOutput(); err != nil {
 		return fmt.Errorf("build: %v\n%s", err, out)
+	}
+	keyFile := filepath.Join(dir, "sign.key")
+	if out, err := exec.Command(bin, "keygen", "--out", keyFile).CombinedOutput(); err != nil {
+		return fmt.Errorf("keygen: %v %s", err, out)
 	}
 
 	m, err := testenv.StartMinIO()
@@ -147,46 +173,107 @@ func run(n, runs int) error {
 	if err != nil {
 		return err
 	}
-	start := time.Now()
-	if err := fill(ctx, direct, n); err != nil {
-		return err
-	}
-	fmt.Printf("filled MinIO with %d status blobs in %s\n", n, time.Since(start).Round(time.Millisecond))
 	px, err := benchutil.StartProxy(m.Endpoint)
 	if err != nil {
 		return err
 	}
 	defer px.Close()
-
+	s3URL := fmt.Sprintf("s3://fleet?endpoint=%s&scheme=http", px.Addr())
 	fileURL := "file://" + filepath.Join(dir, "bucket")
 	fs, err := bucket.Open(fileURL, bucket.Options{Create: true})
 	if err != nil {
 		return err
 	}
-	if err := fill(ctx, fs, n); err != nil {
-		return err
+	for _, s := range []bucket.Store{direct, fs} {
+		if err := setup(ctx, s); err != nil {
+			return err
+		}
+	}
+	results := map[string]any{}
+	filled := 0
+	grow := func(n int) error {
+		if n <= filled {
+			return nil
+		}
+		start := time.Now()
+		if err := fill(ctx, direct, filled, n); err != nil {
+			return err
+		}
+		if err := fill(ctx, fs, filled, n); err != nil {
+			return err
+		}
+		fmt.Printf("(filled MinIO and file:// up to %d status blobs in %s)\n", n, time.Since(start).Round(time.Second))
+		filled = n
+		return nil
 	}
 
-	fmt.Printf("\nnix-ota dashboard over %d devices, %d runs each (min/median/max); targets: < 15 s, < 200 MiB\n", n, runs)
-	var s3s, files []sample
-	for i := 0; i < runs; i++ {
-		px.Reset()
-		s, err := measure(bin, m.Env(), "dashboard", "--bucket", fmt.Sprintf("s3://fleet?endpoint=%s&scheme=http", px.Addr()), "--out", filepath.Join(dir, "out-s3"))
-		if err != nil {
+	fmt.Printf("\nnix-ota publish (sign, upload, regenerate the dashboard) against MinIO, min/median/max of %d runs\n", runs)
+	pub := map[string]any{}
+	for _, n := range publishAt {
+		if err := grow(n); err != nil {
 			return err
 		}
-		s.reqs = px.Requests.Load()
-		s3s = append(s3s, s)
-		f, err := measure(bin, nil, "dashboard", "--bucket", fileURL, "--out", filepath.Join(dir, "out-file"))
-		if err != nil {
-			return err
+		var ss []sample
+		for i := 0; i < runs; i++ {
+			px.Reset()
+			s, err := measure(bin, m.Env(), "publish", "--bucket", s3URL, "--key", keyFile, "--channel", "prod", "--store-path", sp)
+			if err != nil {
+				return err
+			}
+			s.reqs = px.Requests.Load()
+			ss = append(ss, s)
 		}
-		files = append(files, f)
+		report(fmt.Sprintf("%d devices", n), ss)
+		pub[strconv.Itoa(n)] = summary(ss)
 	}
-	report("minio", s3s)
-	report("file://", files)
-	fi, _ := os.Stat(filepath.Join(dir, "out-s3", "index.html"))
-	fmt.Printf("index.html for %d devices: %.1f MB\n", n, float64(fi.Size())/1e6)
-	fmt.Printf("requests: 1 LIST of channels/ (1 page), 1 GET per channel, LIST of devices/ (%d pages of 1000), 1 GET per device\n", (n+999)/1000)
-	return nil
+	results["publish"] = pub
+
+	fmt.Printf("\nnix-ota dashboard (targets at 10,000: < 15 s, < 200 MiB)\n")
+	dash := map[string]any{}
+	for _, n := range sizes {
+		if err := grow(n); err != nil {
+			return err
+		}
+		r := runs
+		if n > 50000 {
+			r = 1
+		}
+		var s3s, files []sample
+		for i := 0; i < r; i++ {
+			px.Reset()
+			s, err := measure(bin, m.Env(), "dashboard", "--bucket", s3URL, "--out", filepath.Join(dir, "out-s3"))
+			if err != nil {
+				return err
+			}
+			s.reqs = px.Requests.Load()
+			s3s = append(s3s, s)
+			f, err := measure(bin, nil, "dashboard", "--bucket", fileURL, "--out", filepath.Join(dir, "out-file"))
+			if err != nil {
+				return err
+			}
+			files = append(files, f)
+		}
+		fmt.Printf("%d devices (%d run(s)):\n", n, r)
+		report("  minio", s3s)
+		report("  file://", files)
+		fi, _ := os.Stat(filepath.Join(dir, "out-s3", "index.html"))
+		fmt.Printf("  index.html: %.1f MB\n", float64(fi.Size())/1e6)
+		dash[strconv.Itoa(n)] = map[string]any{"minio": summary(s3s), "file": summary(files), "html_bytes": fi.Size()}
+	}
+	results["dashboard"] = dash
+	fmt.Println("requests: 1 LIST of channels/, 1 GET per channel, the LIST pages of devices/ (1000 keys each), 1 GET per device")
+	return benchutil.SaveResult("publisher", results)
+}
+
+func summary(ss []sample) map[string]any {
+	col := func(f func(sample) int64) []int64 {
+		var xs []int64
+		for _, s := range ss {
+			xs = append(xs, f(s))
+		}
+		a, b, c := benchutil.MinMedMax(xs)
+		return []int64{a, b, c}
+	}
+	return map[string]any{"wall_ms": col(func(s sample) int64 { return s.wall }), "cpu_ms": col(func(s sample) int64 { return s.cpu }),
+		"peak_rss_mib": col(func(s sample) int64 { return s.rssMiB }), "requests": col(func(s sample) int64 { return s.reqs })}
 }

@@ -159,6 +159,9 @@ func StopShared() {
 	}
 }
 
+// PID is the server's process id (benchmarks read its CPU time).
+func (m *MinIO) PID() int { return m.cmd.Process.Pid }
+
 // Admin returns a client with the root credentials.
 func (m *MinIO) Admin() *minio.Client { return m.client }
 
