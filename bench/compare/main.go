@@ -30,10 +30,8 @@ import (
 	"github.com/minio/minio-go/v7"
 
 	"github.com/nix-ota/nix-ota/bucket"
-	"github.com/nix-ota/nix-ota/channel"
 	"github.com/nix-ota/nix-ota/internal/benchutil"
 	"github.com/nix-ota/nix-ota/internal/testenv"
-	"github.com/nix-ota/nix-ota/manifest"
 )
 
 func main() {
@@ -132,12 +130,8 @@ func run(runs int) error {
 	if err != nil {
 		return err
 	}
-	pemBytes, pub, _ := manifest.GenerateKey("bench", nil)
-	signer, _ := manifest.LoadSigner(pemBytes, "", nil)
-	now := time.Now().UTC().Truncate(time.Second)
-	p := &manifest.Payload{Schema: 1, Channel: "prod", StorePath: sys, Substituters: []string{}, PublishedAt: now,
-		ExpiresAt: now.Add(24 * time.Hour), Rollout: manifest.Rollout{Percent: 100, Salt: "s"}, Switch: "switch"}
-	if _, err := channel.Publish(ctx, store, "prod", func(rev uint64) ([]byte, error) { p.Revision = rev; return manifest.Sign(ctx, p, signer) }); err != nil {
+	pub, err := benchutil.PublishChannel(ctx, store, sys)
+	if err != nil {
 		return err
 	}
 	profile := filepath.Join(dir, "profile")

@@ -26,10 +26,8 @@ import (
 	"github.com/minio/minio-go/v7"
 
 	"github.com/nix-ota/nix-ota/bucket"
-	"github.com/nix-ota/nix-ota/channel"
 	"github.com/nix-ota/nix-ota/internal/benchutil"
 	"github.com/nix-ota/nix-ota/internal/testenv"
-	"github.com/nix-ota/nix-ota/manifest"
 	"github.com/nix-ota/nix-ota/status"
 )
 
@@ -63,12 +61,7 @@ func setup(ctx context.Context, s bucket.Store) error {
 	if _, err := bucket.Init(ctx, s, "bench", time.Now()); err != nil {
 		return err
 	}
-	pemBytes, _, _ := manifest.GenerateKey("bench", nil)
-	signer, _ := manifest.LoadSigner(pemBytes, "", nil)
-	now := time.Now().UTC().Truncate(time.Second)
-	p := &manifest.Payload{Schema: 1, Channel: "prod", StorePath: sp, Substituters: []string{}, PublishedAt: now,
-		ExpiresAt: now.Add(24 * time.Hour), Rollout: manifest.Rollout{Percent: 100, Salt: "s"}, Switch: "switch"}
-	_, err := channel.Publish(ctx, s, "prod", func(rev uint64) ([]byte, error) { p.Revision = rev; return manifest.Sign(ctx, p, signer) })
+	_, err := benchutil.PublishChannel(ctx, s, sp)
 	return err
 }
 

@@ -4,6 +4,7 @@ package benchutil
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -16,6 +17,10 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/nix-ota/nix-ota/bucket"
+	"github.com/nix-ota/nix-ota/channel"
+	"github.com/nix-ota/nix-ota/manifest"
 )
 
 // Proxy is a loopback TCP proxy that counts bytes and HTTP requests, so a
@@ -137,4 +142,25 @@ func SaveResult(section string, v any) error {
 		return err
 	}
 	return os.WriteFile(ResultsFile, append(b, '\n'), 0o644)
+}
+
+// PublishChannel signs a fresh key's manifest for channel "prod" pointing
+// at storePath and publishes it; it returns the key devices must trust.
+func PublishChannel(ctx context.Context, s bucket.Store, storePath string) (manifest.PublicKey, error) {
+	pemBytes, pub, err := manifest.GenerateKey("bench", nil)
+	if err != nil {
+		return manifest.PublicKey{}, err
+	}
+	signer, err := manifest.LoadSigner(pemBytes, "", nil)
+	if err != nil {
+		return manifest.PublicKey{}, err
+	}
+	now := time.Now().UTC().Truncate(time.Second)
+	p := &manifest.Payload{Schema: 1, Channel: "prod", StorePath: storePath, Substituters: []string{}, PublishedAt: now,
+		ExpiresAt: now.Add(24 * time.Hour), Rollout: manifest.Rollout{Percent: 100, Salt: "s"}, Switch: "switch"}
+	_, err = channel.Publish(ctx, s, "prod", func(rev uint64) ([]byte, error) {
+		p.Revision = rev
+		return manifest.Sign(ctx, p, signer)
+	})
+	return pub, err
 }
