@@ -97,7 +97,7 @@ func run(runs int) error {
 	if err != nil {
 		return fmt.Errorf("build test system with nix-build: %w", err)
 	}
-	pub, err := benchutil.PublishChannel(ctx, store, sys)
+	pub, signer, err := benchutil.PublishChannel(ctx, store, sys)
 	if err != nil {
 		return err
 	}
@@ -158,7 +158,32 @@ func run(runs int) error {
 	col("peak RSS", func(s sample) int64 { return s.rss / 1024 }, " MiB")
 	fmt.Printf("\nfirst poll (verify, up-to-date, status write): %d requests, %d B, CPU %d ms, peak RSS %d MiB\n",
 		first.reqs, first.up+first.down, first.cpu.Milliseconds(), first.rss/1024)
-	fmt.Printf("agent binary (static, stripped): %.1f MB (%d bytes; target <= 12 MB)\n\n", float64(fi.Size())/1e6, fi.Size())
+	fmt.Printf("agent binary (static, stripped): %.1f MB (%d bytes; target <= 12 MB)\n", float64(fi.Size())/1e6, fi.Size())
+
+	// One apply: a new system (already in the store, so no download):
+	// verify, set the profile with nix-env, run its switch-to-configuration,
+	// health-check, write the status. Peak RSS is the largest of the agent
+	// and the commands it waited for.
+	sys2, err := benchutil.BuildSystem("bench-apply")
+	if err != nil {
+		return err
+	}
+	os.Remove(profile)
+	if out, err := exec.Command("nix-env", "--profile", profile, "--set", sys).CombinedOutput(); err != nil {
+		return fmt.Errorf("nix-env: %v %s", err, out)
+	}
+	if _, err := benchutil.PublishChannelAs(ctx, store, sys2, pub, signer); err != nil {
+		return err
+	}
+	apply, err := once()
+	if err != nil {
+		return err
+	}
+	if cur, _ := filepath.EvalSymlinks(profile); cur != sys2 {
+		return fmt.Errorf("the apply did not switch the profile (%s)", cur)
+	}
+	fmt.Printf("one apply (verify, nix-env --set, switch-to-configuration, health check, status): %d requests, CPU %d ms, wall %d ms, peak RSS %d MiB\n\n",
+		apply.reqs, apply.cpu.Milliseconds(), apply.wall.Milliseconds(), apply.rss/1024)
 
 	// In-process (daemon mode): the same idle poll, measured by testing.Benchmark.
 	cfg := agent.Config{Bucket: url, Channel: "prod", PublicKeys: []string{pub.String()}, DeviceID: "bench-2",
@@ -204,6 +229,7 @@ func run(runs int) error {
 	return benchutil.SaveResult("agent", map[string]any{
 		"binary_bytes": fi.Size(), "once_idle_cpu_us": []int64{c1, c2, c3}, "once_idle_peak_rss_kib": []int64{r1, r2, r3},
 		"once_idle_wire_bytes_s3": bytes[0], "first_poll_requests": first.reqs, "first_poll_bytes": first.up + first.down,
+		"apply_cpu_us": apply.cpu.Microseconds(), "apply_peak_rss_kib": apply.rss,
 		"daemon_idle_cpu_us": cpu.Microseconds(), "daemon_idle_allocs": res.AllocsPerOp(), "daemon_idle_bytes_alloc": res.AllocedBytesPerOp(),
 	})
 }

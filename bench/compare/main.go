@@ -130,7 +130,7 @@ func run(runs int) error {
 	if err != nil {
 		return err
 	}
-	pub, err := benchutil.PublishChannel(ctx, store, sys)
+	pub, _, err := benchutil.PublishChannel(ctx, store, sys)
 	if err != nil {
 		return err
 	}

@@ -61,7 +61,7 @@ func setup(ctx context.Context, s bucket.Store) error {
 	if _, err := bucket.Init(ctx, s, "bench", time.Now()); err != nil {
 		return err
 	}
-	_, err := benchutil.PublishChannel(ctx, s, sp)
+	_, _, err := benchutil.PublishChannel(ctx, s, sp)
 	return err
 }
 

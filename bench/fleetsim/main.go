@@ -79,7 +79,7 @@ func run(sizes string, interval time.Duration) error {
 	if err != nil {
 		return err
 	}
-	pub, err := benchutil.PublishChannel(ctx, store, sys)
+	pub, _, err := benchutil.PublishChannel(ctx, store, sys)
 	if err != nil {
 		return err
 	}

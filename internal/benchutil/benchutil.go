@@ -146,21 +146,27 @@ func SaveResult(section string, v any) error {
 
 // PublishChannel signs a fresh key's manifest for channel "prod" pointing
 // at storePath and publishes it; it returns the key devices must trust.
-func PublishChannel(ctx context.Context, s bucket.Store, storePath string) (manifest.PublicKey, error) {
+func PublishChannel(ctx context.Context, s bucket.Store, storePath string) (manifest.PublicKey, manifest.Signer, error) {
 	pemBytes, pub, err := manifest.GenerateKey("bench", nil)
 	if err != nil {
-		return manifest.PublicKey{}, err
+		return manifest.PublicKey{}, manifest.Signer{}, err
 	}
 	signer, err := manifest.LoadSigner(pemBytes, "", nil)
 	if err != nil {
-		return manifest.PublicKey{}, err
+		return manifest.PublicKey{}, manifest.Signer{}, err
 	}
+	_, err = PublishChannelAs(ctx, s, storePath, pub, signer)
+	return pub, signer, err
+}
+
+// PublishChannelAs publishes the next revision of "prod" with signer.
+func PublishChannelAs(ctx context.Context, s bucket.Store, storePath string, pub manifest.PublicKey, signer manifest.Signer) (uint64, error) {
 	now := time.Now().UTC().Truncate(time.Second)
 	p := &manifest.Payload{Schema: 1, Channel: "prod", StorePath: storePath, Substituters: []string{}, PublishedAt: now,
 		ExpiresAt: now.Add(24 * time.Hour), Rollout: manifest.Rollout{Percent: 100, Salt: "s"}, Switch: "switch"}
-	_, err = channel.Publish(ctx, s, "prod", func(rev uint64) ([]byte, error) {
+	res, err := channel.Publish(ctx, s, "prod", func(rev uint64) ([]byte, error) {
 		p.Revision = rev
 		return manifest.Sign(ctx, p, signer)
 	})
-	return pub, err
+	return res.Revision, err
 }
