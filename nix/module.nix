@@ -247,8 +247,13 @@ in
       stopIfChanged = false;
       unitConfig.X-StopOnRemoval = false;
       path = [ config.nix.package config.systemd.package pkgs.coreutils pkgs.bash ];
-      # nix-env wants a writable home; root's is hidden by ProtectHome.
-      environment.HOME = "/var/lib/nix-ota";
+      environment = {
+        # nix-env wants a writable home; root's is hidden by ProtectHome.
+        HOME = "/var/lib/nix-ota";
+        # One poll is I/O and subprocesses: one scheduler thread is enough
+        # and makes each timer run ~17% cheaper in CPU (bench/compare).
+        GOMAXPROCS = "1";
+      };
       serviceConfig = {
         Type = "oneshot";
         ExecStart = "${lib.getExe cfg.package} once --config /etc/nix-ota/agent.json";

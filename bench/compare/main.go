@@ -203,6 +203,11 @@ func run(runs int) error {
 	tools := []tool{
 		{name: "nix-ota-agent once (s3://, signed)", px: s3px, reqsH: true, cmd: agentCmd(s3url, s3state)},
 		{name: "nix-ota-agent once (https://, anonymous)", px: s3px, reqsH: true, cmd: agentCmd(httpURL, httpState)},
+		{name: "nix-ota-agent once (https://, as the module runs it)", px: s3px, reqsH: true, cmd: func() *exec.Cmd {
+			c := agentCmd(httpURL, httpState)()
+			c.Env = append(os.Environ(), "GOMAXPROCS=1") // the NixOS module's environment
+			return c
+		}},
 		{name: "git fetch (unchanged, git://)", px: gitpx, cmd: func() *exec.Cmd {
 			return exec.Command("git", "-C", work, "fetch", "-q", "origin")
 		}},
@@ -218,7 +223,7 @@ func run(runs int) error {
 	}
 	results := map[string]any{}
 	fmt.Printf("idle poll, nothing changed: %d whole-process runs each, min / median / max\n\n", runs)
-	fmt.Printf("%-42s %20s %20s %16s %10s %12s\n", "tool", "CPU ms", "wall ms", "peak RSS MiB", "requests", "bytes")
+	fmt.Printf("%-52s %20s %20s %16s %10s %12s\n", "tool", "CPU ms", "wall ms", "peak RSS MiB", "requests", "bytes")
 	medCPU := map[string]int64{}
 	for _, t := range tools {
 		ss, err := measure(t, runs)
@@ -246,7 +251,7 @@ func run(runs int) error {
 		if !t.reqsH {
 			unit = " conn"
 		}
-		fmt.Printf("%-42s %6.1f/%6.1f/%6.1f %6.1f/%6.1f/%6.1f %5.0f/%4.0f/%4.0f %10s %12d\n", t.name,
+		fmt.Printf("%-52s %6.1f/%6.1f/%6.1f %6.1f/%6.1f/%6.1f %5.0f/%4.0f/%4.0f %10s %12d\n", t.name,
 			float64(c1)/1000, float64(c2)/1000, float64(c3)/1000, float64(w1)/1000, float64(w2)/1000, float64(w3)/1000,
 			float64(r1)/1024, float64(r2)/1024, float64(r3)/1024, fmt.Sprint(q)+unit, b)
 		medCPU[t.name] = c2
@@ -254,14 +259,16 @@ func run(runs int) error {
 			"wall_ms":      []float64{float64(w1) / 1000, float64(w2) / 1000, float64(w3) / 1000},
 			"peak_rss_kib": []int64{r1, r2, r3}, "requests": q, "bytes": b}
 	}
-	ours := medCPU[tools[1].name]
-	fmt.Printf("\nratios of median CPU (whole process): aws s3api / nix-ota (https) = %.0fx; aws / nix-ota (s3) = %.0fx; git fetch / nix-ota (https) = %.2fx; curl / nix-ota (https) = %.2fx\n",
-		float64(medCPU[tools[3].name])/float64(ours), float64(medCPU[tools[3].name])/float64(medCPU[tools[0].name]),
-		float64(medCPU[tools[2].name])/float64(ours), float64(medCPU[tools[4].name])/float64(ours))
+	ours, module := medCPU[tools[1].name], medCPU[tools[2].name]
+	aws, git, curl := float64(medCPU[tools[4].name]), float64(medCPU[tools[3].name]), float64(medCPU[tools[5].name])
+	fmt.Printf("\nratios of median CPU (whole process):\n")
+	fmt.Printf("  aws s3api / nix-ota: https %.0fx, s3 %.0fx, as the module runs it %.0fx\n", aws/float64(ours), aws/float64(medCPU[tools[0].name]), aws/float64(module))
+	fmt.Printf("  git fetch / nix-ota: https %.2fx, as the module runs it %.2fx\n", git/float64(ours), git/float64(module))
+	fmt.Printf("  curl / nix-ota: https %.2fx, as the module runs it %.2fx\n", curl/float64(ours), curl/float64(module))
 	results["ratios"] = map[string]float64{
-		"aws_over_nixota_https": float64(medCPU[tools[3].name]) / float64(ours),
-		"aws_over_nixota_s3":    float64(medCPU[tools[3].name]) / float64(medCPU[tools[0].name]),
-		"git_over_nixota_https": float64(medCPU[tools[2].name]) / float64(ours),
+		"aws_over_nixota_https": aws / float64(ours), "aws_over_nixota_s3": aws / float64(medCPU[tools[0].name]),
+		"aws_over_nixota_module": aws / float64(module), "git_over_nixota_https": git / float64(ours),
+		"git_over_nixota_module": git / float64(module),
 	}
 	return benchutil.SaveResult("idle_poll_comparison", results)
 }
