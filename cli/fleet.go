@@ -110,18 +110,7 @@ against --public-key when given.`,
 				if err := noArgs(args); err != nil {
 					return err
 				}
-				if err := checkChannel(*ch); err != nil {
-					return err
-				}
-				signers, err := kf.load(ctx, env)
-				if err != nil {
-					return err
-				}
-				s, err := openBucket(ctx, env, *bkt, false)
-				if err != nil {
-					return err
-				}
-				cur, curRev, err := currentPayload(ctx, s, *ch)
+				signers, s, cur, curRev, err := openChannelForSigning(ctx, env, *bkt, kf, *ch)
 				if err != nil {
 					return err
 				}
@@ -142,6 +131,29 @@ against --public-key when given.`,
 			}
 		},
 	}
+}
+
+// openChannelForSigning does what every command that re-signs a channel's
+// current manifest does first, in the order that keeps a bad flag or a
+// missing key from touching the bucket: check the channel, load the keys,
+// open the bucket, read the current payload.
+func openChannelForSigning(ctx context.Context, env *Env, bkt string, kf keyFlags, ch string) ([]manifest.Signer, bucket.Store, *manifest.Payload, uint64, error) {
+	if err := checkChannel(ch); err != nil {
+		return nil, nil, nil, 0, err
+	}
+	signers, err := kf.load(ctx, env)
+	if err != nil {
+		return nil, nil, nil, 0, err
+	}
+	s, err := openBucket(ctx, env, bkt, false)
+	if err != nil {
+		return nil, nil, nil, 0, err
+	}
+	cur, curRev, err := currentPayload(ctx, s, ch)
+	if err != nil {
+		return nil, nil, nil, 0, err
+	}
+	return signers, s, cur, curRev, nil
 }
 
 // currentPayload reads the channel's current manifest (unverified: the
@@ -251,18 +263,7 @@ from a scheduled CI job or cron, e.g. weekly with --expires 720h; with
 				if err := noArgs(args); err != nil {
 					return err
 				}
-				if err := checkChannel(*ch); err != nil {
-					return err
-				}
-				signers, err := kf.load(ctx, env)
-				if err != nil {
-					return err
-				}
-				s, err := openBucket(ctx, env, *bkt, false)
-				if err != nil {
-					return err
-				}
-				cur, curRev, err := currentPayload(ctx, s, *ch)
+				signers, s, cur, curRev, err := openChannelForSigning(ctx, env, *bkt, kf, *ch)
 				if err != nil {
 					return err
 				}

@@ -22,12 +22,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/minio/minio-go/v7"
-
 	"github.com/nix-ota/nix-ota/agent"
 	"github.com/nix-ota/nix-ota/bucket"
 	"github.com/nix-ota/nix-ota/internal/benchutil"
-	"github.com/nix-ota/nix-ota/internal/testenv"
 	"github.com/nix-ota/nix-ota/nix"
 )
 
@@ -73,14 +70,11 @@ func run(runs int) error {
 		return err
 	}
 
-	m, err := testenv.StartMinIO()
+	m, err := benchutil.StartMinIOBucket(ctx, "fleet")
 	if err != nil {
 		return err
 	}
 	defer m.Stop()
-	if err := m.Admin().MakeBucket(ctx, "fleet", minio.MakeBucketOptions{}); err != nil {
-		return err
-	}
 	px, err := benchutil.StartProxy(m.Endpoint)
 	if err != nil {
 		return err

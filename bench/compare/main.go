@@ -27,8 +27,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/minio/minio-go/v7"
-
 	"github.com/nix-ota/nix-ota/bucket"
 	"github.com/nix-ota/nix-ota/internal/benchutil"
 	"github.com/nix-ota/nix-ota/internal/testenv"
@@ -102,14 +100,11 @@ func run(runs int) error {
 	}
 
 	// One MinIO, one published channel, anonymous read on channels/.
-	m, err := testenv.StartMinIO()
+	m, err := benchutil.StartMinIOBucket(ctx, "fleet")
 	if err != nil {
 		return err
 	}
 	defer m.Stop()
-	if err := m.Admin().MakeBucket(ctx, "fleet", minio.MakeBucketOptions{}); err != nil {
-		return err
-	}
 	policy := `{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"AWS":["*"]},"Action":["s3:GetObject"],"Resource":["arn:aws:s3:::fleet/channels/*"]}]}`
 	if err := m.Admin().SetBucketPolicy(ctx, "fleet", policy); err != nil {
 		return err

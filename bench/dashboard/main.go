@@ -23,11 +23,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/minio/minio-go/v7"
-
 	"github.com/nix-ota/nix-ota/bucket"
 	"github.com/nix-ota/nix-ota/internal/benchutil"
-	"github.com/nix-ota/nix-ota/internal/testenv"
 	"github.com/nix-ota/nix-ota/status"
 )
 
@@ -154,14 +151,11 @@ func run(sizes, publishAt []int, runs int) error {
 		return fmt.Errorf("keygen: %v %s", err, out)
 	}
 
-	m, err := testenv.StartMinIO()
+	m, err := benchutil.StartMinIOBucket(ctx, "fleet")
 	if err != nil {
 		return err
 	}
 	defer m.Stop()
-	if err := m.Admin().MakeBucket(ctx, "fleet", minio.MakeBucketOptions{}); err != nil {
-		return err
-	}
 	direct, err := bucket.Open(fmt.Sprintf("s3://fleet?endpoint=%s&scheme=http", m.Endpoint), bucket.Options{Credentials: m.Creds()})
 	if err != nil {
 		return err

@@ -24,12 +24,9 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/minio/minio-go/v7"
-
 	"github.com/nix-ota/nix-ota/agent"
 	"github.com/nix-ota/nix-ota/bucket"
 	"github.com/nix-ota/nix-ota/internal/benchutil"
-	"github.com/nix-ota/nix-ota/internal/testenv"
 	"github.com/nix-ota/nix-ota/nix"
 )
 
@@ -62,14 +59,11 @@ func run(sizes string, interval time.Duration) error {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	m, err := testenv.StartMinIO()
+	m, err := benchutil.StartMinIOBucket(ctx, "fleet")
 	if err != nil {
 		return err
 	}
 	defer m.Stop()
-	if err := m.Admin().MakeBucket(ctx, "fleet", minio.MakeBucketOptions{}); err != nil {
-		return err
-	}
 	url := fmt.Sprintf("s3://fleet?endpoint=%s&scheme=http&region=us-east-1", m.Endpoint)
 	store, err := bucket.Open(url, bucket.Options{Credentials: m.Creds()})
 	if err != nil {

@@ -16,11 +16,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/minio/minio-go/v7"
-
 	"github.com/nix-ota/nix-ota/bucket"
 	"github.com/nix-ota/nix-ota/internal/benchutil"
-	"github.com/nix-ota/nix-ota/internal/testenv"
 )
 
 func main() {
@@ -67,12 +64,11 @@ func run(mib int) error {
 	if _, _, err := sh(nil, "nix-store", "--generate-binary-cache-key", "bench-1", key, key+".pub"); err != nil {
 		return err
 	}
-	m, err := testenv.StartMinIO()
+	m, err := benchutil.StartMinIOBucket(ctx, "fleet")
 	if err != nil {
 		return err
 	}
 	defer m.Stop()
-	m.Admin().MakeBucket(ctx, "fleet", minio.MakeBucketOptions{})
 	url := fmt.Sprintf("s3://fleet?endpoint=%s&scheme=http", m.Endpoint)
 	if _, _, err := sh(m.Env(), bin, "init", "--bucket", url); err != nil {
 		return err

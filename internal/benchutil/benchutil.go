@@ -18,8 +18,10 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/minio/minio-go/v7"
 	"github.com/nix-ota/nix-ota/bucket"
 	"github.com/nix-ota/nix-ota/channel"
+	"github.com/nix-ota/nix-ota/internal/testenv"
 	"github.com/nix-ota/nix-ota/manifest"
 )
 
@@ -169,4 +171,17 @@ func PublishChannelAs(ctx context.Context, s bucket.Store, storePath string, pub
 		return manifest.Sign(ctx, p, signer)
 	})
 	return res.Revision, err
+}
+
+// StartMinIOBucket starts a MinIO server on loopback with one empty bucket.
+func StartMinIOBucket(ctx context.Context, name string) (*testenv.MinIO, error) {
+	m, err := testenv.StartMinIO()
+	if err != nil {
+		return nil, err
+	}
+	if err := m.Admin().MakeBucket(ctx, name, minio.MakeBucketOptions{}); err != nil {
+		m.Stop()
+		return nil, err
+	}
+	return m, nil
 }
