@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -269,5 +270,34 @@ func TestVerifiedChannels(t *testing.T) {
 		if !strings.HasPrefix(ch.Signature, "REJECTED") {
 			t.Errorf("%s: signature %q with an untrusted key", ch.Name, ch.Signature)
 		}
+	}
+}
+
+// TestRowCap: a large fleet's page lists the first MaxRows devices,
+// problems first, and says how many it left out; the JSON has them all.
+func TestRowCap(t *testing.T) {
+	f := &dashboard.Fleet{GeneratedAt: now}
+	for i := range dashboard.MaxRows + 500 {
+		state := status.UpToDate
+		if i%1000 == 999 {
+			state = status.Failed
+		}
+		f.Devices = append(f.Devices, dashboard.Device{ID: fmt.Sprintf("d%05d", i), State: state})
+	}
+	// Problems first, as Collect sorts them.
+	sort.SliceStable(f.Devices, func(i, j int) bool { return f.Devices[i].State == status.Failed && f.Devices[j].State != status.Failed })
+	html, err := dashboard.HTML(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(string(html), `<tr class="device"`); n != dashboard.MaxRows {
+		t.Fatalf("%d rows, want %d", n, dashboard.MaxRows)
+	}
+	if !strings.Contains(string(html), "500 more devices") || !strings.Contains(string(html), `data-device="d00999"`) {
+		t.Fatal("the cap hid a failed device or did not say what it left out")
+	}
+	js, _ := dashboard.JSON(f)
+	if n := strings.Count(string(js), `"id":`); n != dashboard.MaxRows+500 {
+		t.Fatalf("dashboard.json has %d devices", n)
 	}
 }

@@ -29,6 +29,11 @@ var page = template.Must(template.New("index.html").Funcs(template.FuncMap{
 // RefreshSeconds is how often the page reloads itself.
 const RefreshSeconds = 60
 
+// MaxRows caps the device table: rows are sorted problems first, so the
+// page keeps every device that needs attention up to the cap and stays
+// light enough for a phone; dashboard.json always has every device.
+const MaxRows = 2000
+
 // HTML renders the self-contained page: inline CSS, no script, no request
 // to anywhere (it works from file://, any static host or a bucket).
 func HTML(f *Fleet) ([]byte, error) {
@@ -42,10 +47,16 @@ func HTML(f *Fleet) ([]byte, error) {
 		"until": func(x time.Time) string { return untilText(x.Sub(now)) },
 	})
 	var b bytes.Buffer
+	rows, hidden := f.Devices, 0
+	if len(rows) > MaxRows {
+		rows, hidden = rows[:MaxRows], len(rows)-MaxRows
+	}
 	if err := t.Execute(&b, struct {
 		F       *Fleet
+		Rows    []Device
+		Hidden  int
 		Refresh int
-	}{f, RefreshSeconds}); err != nil {
+	}{f, rows, hidden, RefreshSeconds}); err != nil {
 		return nil, err
 	}
 	return b.Bytes(), nil
