@@ -17,13 +17,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/nix-ota/nix-ota/agent"
-	"github.com/nix-ota/nix-ota/bucket"
 	"github.com/nix-ota/nix-ota/internal/benchutil"
 	"github.com/nix-ota/nix-ota/nix"
 )
@@ -42,12 +40,6 @@ type sample struct {
 	rss       int64 // KiB
 	reqs      int64
 	up, down  int64
-}
-
-func stats[T int64 | time.Duration](xs []T) (T, T, T) {
-	s := append([]T(nil), xs...)
-	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
-	return s[0], s[len(s)/2], s[len(s)-1]
 }
 
 func run(runs int) error {
@@ -75,16 +67,8 @@ func run(runs int) error {
 		return err
 	}
 	defer m.Stop()
-	px, err := benchutil.StartProxy(m.Endpoint)
+	px, url, store, err := benchutil.ProxiedBucket(ctx, m)
 	if err != nil {
-		return err
-	}
-	url := fmt.Sprintf("s3://fleet?endpoint=%s&scheme=http&region=us-east-1", px.Addr())
-	store, err := bucket.Open(url, bucket.Options{Credentials: m.Creds()})
-	if err != nil {
-		return err
-	}
-	if _, err := bucket.Init(ctx, store, "bench", time.Now()); err != nil {
 		return err
 	}
 	sys, err := benchutil.BuildSystem("bench")
@@ -136,11 +120,7 @@ func run(runs int) error {
 	fmt.Printf("nix-ota-agent idle poll (manifest unchanged), %d whole-process runs of `nix-ota-agent once` against MinIO on loopback\n\n", runs)
 	fmt.Printf("%-34s %12s %12s %12s\n", "metric", "min", "median", "max")
 	col := func(name string, f func(sample) int64, unit string) {
-		var xs []int64
-		for _, s := range samples {
-			xs = append(xs, f(s))
-		}
-		a, b, c := stats(xs)
+		a, b, c := benchutil.Column(samples, f)
 		fmt.Printf("%-34s %12s %12s %12s\n", name, fmt.Sprint(a)+unit, fmt.Sprint(b)+unit, fmt.Sprint(c)+unit)
 	}
 	col("HTTP requests per poll", func(s sample) int64 { return s.reqs }, "")
@@ -214,15 +194,11 @@ func run(runs int) error {
 	fmt.Printf("  %d ns/poll wall, %d µs CPU/poll (incl. MinIO client), %d allocs/poll, %d B allocated/poll\n",
 		res.NsPerOp(), cpu.Microseconds(), res.AllocsPerOp(), res.AllocedBytesPerOp())
 	fmt.Printf("  HTTP requests: %d for %d idle polls\n", px.Requests.Load(), totalPolls)
-	var cpus, rss, bytes []int64
-	for _, s := range samples {
-		cpus, rss, bytes = append(cpus, s.cpu.Microseconds()), append(rss, s.rss), append(bytes, s.up+s.down)
-	}
-	c1, c2, c3 := benchutil.MinMedMax(cpus)
-	r1, r2, r3 := benchutil.MinMedMax(rss)
+	c1, c2, c3 := benchutil.Column(samples, func(s sample) int64 { return s.cpu.Microseconds() })
+	r1, r2, r3 := benchutil.Column(samples, func(s sample) int64 { return s.rss })
 	return benchutil.SaveResult("agent", map[string]any{
 		"binary_bytes": fi.Size(), "once_idle_cpu_us": []int64{c1, c2, c3}, "once_idle_peak_rss_kib": []int64{r1, r2, r3},
-		"once_idle_wire_bytes_s3": bytes[0], "first_poll_requests": first.reqs, "first_poll_bytes": first.up + first.down,
+		"once_idle_wire_bytes_s3": samples[0].up + samples[0].down, "first_poll_requests": first.reqs, "first_poll_bytes": first.up + first.down,
 		"apply_cpu_us": apply.cpu.Microseconds(), "apply_peak_rss_kib": apply.rss,
 		"daemon_idle_cpu_us": cpu.Microseconds(), "daemon_idle_allocs": res.AllocsPerOp(), "daemon_idle_bytes_alloc": res.AllocedBytesPerOp(),
 	})

@@ -109,16 +109,8 @@ func run(runs int) error {
 	if err := m.Admin().SetBucketPolicy(ctx, "fleet", policy); err != nil {
 		return err
 	}
-	s3px, err := benchutil.StartProxy(m.Endpoint)
+	s3px, s3url, store, err := benchutil.ProxiedBucket(ctx, m)
 	if err != nil {
-		return err
-	}
-	s3url := fmt.Sprintf("s3://fleet?endpoint=%s&scheme=http&region=us-east-1", s3px.Addr())
-	store, err := bucket.Open(s3url, bucket.Options{Credentials: m.Creds()})
-	if err != nil {
-		return err
-	}
-	if _, err := bucket.Init(ctx, store, "bench", time.Now()); err != nil {
 		return err
 	}
 	sys, err := benchutil.BuildSystem("compare")
@@ -225,13 +217,7 @@ func run(runs int) error {
 		if err != nil {
 			return err
 		}
-		pick := func(f func(sample) int64) (int64, int64, int64) {
-			var xs []int64
-			for _, s := range ss {
-				xs = append(xs, f(s))
-			}
-			return benchutil.MinMedMax(xs)
-		}
+		pick := func(f func(sample) int64) (int64, int64, int64) { return benchutil.Column(ss, f) }
 		c1, c2, c3 := pick(func(s sample) int64 { return s.cpuUs })
 		w1, w2, w3 := pick(func(s sample) int64 { return s.wallUs })
 		r1, r2, r3 := pick(func(s sample) int64 { return s.rssKiB })

@@ -117,13 +117,7 @@ func measure(bin string, env []string, args ...string) (sample, error) {
 }
 
 func report(name string, ss []sample) {
-	col := func(f func(sample) int64) (int64, int64, int64) {
-		var xs []int64
-		for _, s := range ss {
-			xs = append(xs, f(s))
-		}
-		return benchutil.MinMedMax(xs)
-	}
+	col := func(f func(sample) int64) (int64, int64, int64) { return benchutil.Column(ss, f) }
 	w1, w2, w3 := col(func(s sample) int64 { return s.wall })
 	c1, c2, c3 := col(func(s sample) int64 { return s.cpu })
 	r1, r2, r3 := col(func(s sample) int64 { return s.rssMiB })
@@ -254,11 +248,7 @@ func run(sizes, publishAt []int, runs int) error {
 
 func summary(ss []sample) map[string]any {
 	col := func(f func(sample) int64) []int64 {
-		var xs []int64
-		for _, s := range ss {
-			xs = append(xs, f(s))
-		}
-		a, b, c := benchutil.MinMedMax(xs)
+		a, b, c := benchutil.Column(ss, f)
 		return []int64{a, b, c}
 	}
 	return map[string]any{"wall_ms": col(func(s sample) int64 { return s.wall }), "cpu_ms": col(func(s sample) int64 { return s.cpu }),

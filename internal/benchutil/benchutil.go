@@ -185,3 +185,30 @@ func StartMinIOBucket(ctx context.Context, name string) (*testenv.MinIO, error) 
 	}
 	return m, nil
 }
+
+// Column returns the minimum, median and maximum of one field of samples.
+func Column[S any](samples []S, field func(S) int64) (int64, int64, int64) {
+	xs := make([]int64, 0, len(samples))
+	for _, s := range samples {
+		xs = append(xs, field(s))
+	}
+	return MinMedMax(xs)
+}
+
+// ProxiedBucket puts a counting proxy in front of a MinIO server and
+// returns an initialised nix-ota bucket, "fleet", reached through it.
+func ProxiedBucket(ctx context.Context, m *testenv.MinIO) (*Proxy, string, bucket.Store, error) {
+	px, err := StartProxy(m.Endpoint)
+	if err != nil {
+		return nil, "", nil, err
+	}
+	url := fmt.Sprintf("s3://fleet?endpoint=%s&scheme=http&region=us-east-1", px.Addr())
+	store, err := bucket.Open(url, bucket.Options{Credentials: m.Creds()})
+	if err != nil {
+		return nil, "", nil, err
+	}
+	if _, err := bucket.Init(ctx, store, "bench", time.Now()); err != nil {
+		return nil, "", nil, err
+	}
+	return px, url, store, nil
+}
