@@ -43,14 +43,7 @@ status blob that is malformed, oversized or claims another id is shown as
 			watch := fs.Bool("watch", false, "regenerate every --interval until interrupted")
 			interval := fs.Duration("interval", 10*time.Second, "regeneration interval with --watch")
 			return func(ctx context.Context, env *Env, args []string) error {
-				if err := noArgs(args); err != nil {
-					return err
-				}
-				trust, err := optionalTrust(tf)
-				if err != nil {
-					return err
-				}
-				s, err := openBucket(ctx, env, *bkt, false)
+				trust, s, err := openForReading(ctx, env, args, tf, *bkt)
 				if err != nil {
 					return err
 				}
@@ -72,6 +65,20 @@ status blob that is malformed, oversized or claims another id is shown as
 			}
 		},
 	}
+}
+
+// openForReading is the start of the commands that read a fleet: no stray
+// arguments, optional trusted keys (to check signatures), the bucket.
+func openForReading(ctx context.Context, env *Env, args []string, tf trustFlags, bkt string) (*manifest.Trust, bucket.Store, error) {
+	if err := noArgs(args); err != nil {
+		return nil, nil, err
+	}
+	trust, err := optionalTrust(tf)
+	if err != nil {
+		return nil, nil, err
+	}
+	s, err := openBucket(ctx, env, bkt, false)
+	return trust, s, err
 }
 
 func optionalTrust(tf trustFlags) (*manifest.Trust, error) {
@@ -161,19 +168,12 @@ interrupted: the serverless way to watch a rollout happen.`,
 			watch := fs.Bool("watch", false, "refresh every --interval until interrupted")
 			interval := fs.Duration("interval", 5*time.Second, "refresh interval with --watch")
 			return func(ctx context.Context, env *Env, args []string) error {
-				if err := noArgs(args); err != nil {
-					return err
-				}
 				if *ch != "" {
 					if err := manifest.ValidateName("channel", *ch); err != nil {
 						return err
 					}
 				}
-				trust, err := optionalTrust(tf)
-				if err != nil {
-					return err
-				}
-				s, err := openBucket(ctx, env, *bkt, false)
+				trust, s, err := openForReading(ctx, env, args, tf, *bkt)
 				if err != nil {
 					return err
 				}

@@ -39,14 +39,7 @@ check FAILs (warnings do not fail).`,
 			warnWithin := fs.Duration("expiry-warning", 7*24*time.Hour, "warn when a manifest expires within this long")
 			tf := addTrustFlags(fs)
 			return func(ctx context.Context, env *Env, args []string) error {
-				if err := noArgs(args); err != nil {
-					return err
-				}
-				trust, err := optionalTrust(tf)
-				if err != nil {
-					return err
-				}
-				s, err := openBucket(ctx, env, *bkt, false)
+				trust, s, err := openForReading(ctx, env, args, tf, *bkt)
 				if err != nil {
 					return err
 				}
