@@ -9,6 +9,7 @@ import (
 
 	"github.com/nix-ota/nix-ota/internal/testenv"
 	"github.com/nix-ota/nix-ota/manifest"
+	"github.com/nix-ota/nix-ota/manifest/signing"
 )
 
 const (
@@ -18,21 +19,21 @@ const (
 
 var t0 = time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
 
-func signed(t *testing.T, s manifest.Signer, mut func(*manifest.Payload)) []byte {
+func signed(t *testing.T, s signing.Key, mut func(*manifest.Payload)) []byte {
 	t.Helper()
 	p := &manifest.Payload{Schema: 1, Channel: "prod", Revision: 5, StorePath: spB, Substituters: []string{},
 		PublishedAt: t0.Add(-time.Hour), ExpiresAt: t0.Add(time.Hour), Rollout: manifest.Rollout{Percent: 100, Salt: "x"}, Switch: "switch"}
 	if mut != nil {
 		mut(p)
 	}
-	b, err := manifest.Sign(context.Background(), p, s)
+	b, err := signing.Sign(context.Background(), p, s)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return b
 }
 
-func key(t *testing.T, name string) (manifest.Signer, manifest.PublicKey) {
+func key(t *testing.T, name string) (signing.Key, manifest.PublicKey) {
 	return testenv.NewSigner(t, name)
 }
 

@@ -20,8 +20,10 @@ import (
 	"github.com/minio/minio-go/v7/pkg/credentials"
 
 	"github.com/nix-ota/nix-ota/bucket"
+	"github.com/nix-ota/nix-ota/bucket/s3store"
 	"github.com/nix-ota/nix-ota/internal/testenv"
 	"github.com/nix-ota/nix-ota/manifest"
+	"github.com/nix-ota/nix-ota/manifest/signing"
 	"github.com/nix-ota/nix-ota/status"
 )
 
@@ -52,7 +54,7 @@ type fleet struct {
 	url        string       // what the agent reads
 	substitute string       // the cache URL the agent substitutes from
 	cache      *testenv.Cache
-	signer     manifest.Signer
+	signer     signing.Key
 	pub        manifest.PublicKey
 	s0, a, b   string
 	c, d       string
@@ -99,7 +101,7 @@ func newFleet(t *testing.T, backend string) *fleet {
 		m := testenv.SharedMinIO(t)
 		f.minio = m
 		f.bucketName, f.url = m.NewBucket(t)
-		s, err := bucket.Open(f.url, bucket.Options{Credentials: m.Creds()})
+		s, err := s3store.Open(f.url, bucket.Options{}, m.Creds())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -319,7 +321,7 @@ func TestRejections(t *testing.T) {
 	}
 	genuine, _ := f.store.Get(context.Background(), "channels/prod.json", bucket.GetOptions{})
 	intruder, _ := testenv.NewSigner(t, "intruder")
-	sign := func(s manifest.Signer, mut func(*manifest.Payload)) []byte {
+	sign := func(s signing.Key, mut func(*manifest.Payload)) []byte {
 		p := testenv.Payload("prod", 3, f.a, f.substitute)
 		mut(p)
 		return testenv.SignRaw(t, s, testenv.MustJSON(t, p))
@@ -568,7 +570,7 @@ func TestScopedCredentials(t *testing.T) {
 	if d.current(t) != f.a || d.remoteStatus(t).Revision != 1 {
 		t.Fatal("device with scoped credentials did not update and check in")
 	}
-	dev, err := bucket.Open(f.url, bucket.Options{Credentials: credentials.NewStaticV4(v.AccessKeyID, v.SecretAccessKey, v.SessionToken)})
+	dev, err := bucket.Open(f.url, bucket.Options{Credentials: bucket.StaticCredentials(v.AccessKeyID, v.SecretAccessKey, v.SessionToken)})
 	if err != nil {
 		t.Fatal(err)
 	}

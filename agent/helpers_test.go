@@ -6,12 +6,13 @@ import (
 	"github.com/nix-ota/nix-ota/bucket"
 	"github.com/nix-ota/nix-ota/channel"
 	"github.com/nix-ota/nix-ota/manifest"
+	"github.com/nix-ota/nix-ota/manifest/signing"
 )
 
 // channelPublish publishes p signed by every signer, as nix-ota publish does.
-func channelPublish(ctx context.Context, st bucket.Store, p *manifest.Payload, signers ...manifest.Signer) (channel.Result, error) {
+func channelPublish(ctx context.Context, st bucket.Store, p *manifest.Payload, signers ...signing.Key) (channel.Result, error) {
 	return channel.Publish(ctx, st, p.Channel, func(rev uint64) ([]byte, error) {
 		p.Revision = rev
-		return manifest.Sign(ctx, p, signers...)
+		return signing.Sign(ctx, p, signers...)
 	})
 }

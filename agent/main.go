@@ -15,7 +15,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/minio/minio-go/v7/pkg/credentials"
 	"github.com/spf13/pflag"
 
 	"github.com/nix-ota/nix-ota/bucket"
@@ -223,13 +222,15 @@ func New(cfg Config, trust manifest.Trust, logf func(string, ...any)) (*Agent, f
 	if err != nil {
 		return nil, nil, err
 	}
-	var creds *credentials.Credentials
+	var creds bucket.CredentialsFunc // nil: the environment, else anonymous
 	if cfg.StatusCredentials != "" {
-		if _, err := os.Stat(cfg.StatusCredentials); err != nil {
+		// Read on every request, so rotated keys need no restart; checked
+		// once here so a broken file fails at start with its reason.
+		creds = bucket.FileCredentials(cfg.StatusCredentials, "default")
+		if _, err := creds(context.Background()); err != nil {
 			unlock()
 			return nil, nil, fmt.Errorf("status credentials: %w", err)
 		}
-		creds = credentials.NewFileAWSCredentials(cfg.StatusCredentials, "default")
 	}
 	store, err := bucket.Open(cfg.Bucket, bucket.Options{Credentials: creds})
 	if err != nil {

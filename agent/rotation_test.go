@@ -11,6 +11,7 @@ import (
 	"github.com/nix-ota/nix-ota/bucket"
 	"github.com/nix-ota/nix-ota/internal/testenv"
 	"github.com/nix-ota/nix-ota/manifest"
+	"github.com/nix-ota/nix-ota/manifest/signing"
 	"github.com/nix-ota/nix-ota/status"
 )
 
@@ -44,7 +45,7 @@ func TestKeyRotation(t *testing.T) {
 		}
 		return ag
 	}
-	publish := func(sp string, signers ...manifest.Signer) {
+	publish := func(sp string, signers ...signing.Key) {
 		p := testenv.Payload("prod", 0, sp)
 		_, err := channelPublish(ctx, st, p, signers...)
 		if err != nil {

@@ -110,8 +110,8 @@ func ValidateKey(key string) error {
 	return nil
 }
 
-// readLimited reads at most max bytes from r, failing with ErrTooLarge past it.
-func readLimited(r io.Reader, max int64) ([]byte, error) {
+// ReadLimited reads at most max bytes from r, failing with ErrTooLarge past it.
+func ReadLimited(r io.Reader, max int64) ([]byte, error) {
 	b, err := io.ReadAll(io.LimitReader(r, max+1))
 	if err != nil {
 		return nil, err
@@ -122,7 +122,8 @@ func readLimited(r io.Reader, max int64) ([]byte, error) {
 	return b, nil
 }
 
-func maxSize(o GetOptions) int64 {
+// Limit is the most bytes a Get with these options may return.
+func (o GetOptions) Limit() int64 {
 	if o.MaxSize <= 0 {
 		return DefaultMaxSize
 	}
@@ -134,7 +135,8 @@ func PutBytes(ctx context.Context, s Store, key string, data []byte, opts PutOpt
 	return s.Put(ctx, key, bytes.NewReader(data), int64(len(data)), opts)
 }
 
-func trimETag(e string) string {
+// TrimETag turns an ETag header value into the bare form Stores use.
+func TrimETag(e string) string {
 	e = strings.TrimPrefix(e, "W/")
 	return strings.Trim(e, "\"")
 }

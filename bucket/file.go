@@ -99,15 +99,15 @@ func (s *fileStore) Get(ctx context.Context, key string, opts GetOptions) (*Obje
 	if st.IsDir() {
 		return nil, fmt.Errorf("get %s: %w", key, ErrNotFound)
 	}
-	if max := maxSize(opts); st.Size() > max {
+	if max := opts.Limit(); st.Size() > max {
 		return nil, fmt.Errorf("get %s: %w: %d bytes, limit %d", key, ErrTooLarge, st.Size(), max)
 	}
-	data, err := readLimited(f, maxSize(opts))
+	data, err := ReadLimited(f, opts.Limit())
 	if err != nil {
 		return nil, fmt.Errorf("get %s: %w", key, err)
 	}
 	etag, _ := fileETag(bytes.NewReader(data))
-	if opts.IfNoneMatch != "" && trimETag(opts.IfNoneMatch) == etag {
+	if opts.IfNoneMatch != "" && TrimETag(opts.IfNoneMatch) == etag {
 		return nil, fmt.Errorf("get %s: %w", key, ErrNotModified)
 	}
 	return &Object{Data: data, ETag: etag, ModTime: st.ModTime()}, nil
@@ -153,7 +153,7 @@ func (s *fileStore) Put(ctx context.Context, key string, r io.Reader, size int64
 		if err != nil {
 			return "", s.mapErr("put", key, err)
 		}
-		if curTag != trimETag(opts.IfMatch) {
+		if curTag != TrimETag(opts.IfMatch) {
 			return "", fmt.Errorf("put %s: %w", key, ErrChanged)
 		}
 		if err := os.Rename(tmp, dst); err != nil {

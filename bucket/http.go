@@ -45,7 +45,7 @@ func (s *httpStore) do(ctx context.Context, method, key, ifNoneMatch string) (*h
 		return nil, err
 	}
 	if ifNoneMatch != "" {
-		req.Header.Set("If-None-Match", strconv.Quote(trimETag(ifNoneMatch)))
+		req.Header.Set("If-None-Match", strconv.Quote(TrimETag(ifNoneMatch)))
 	}
 	resp, err := s.client.Do(req)
 	if err != nil {
@@ -74,16 +74,16 @@ func (s *httpStore) Get(ctx context.Context, key string, opts GetOptions) (*Obje
 		return nil, err
 	}
 	defer resp.Body.Close()
-	max := maxSize(opts)
+	max := opts.Limit()
 	if resp.ContentLength > max {
 		return nil, fmt.Errorf("get %s: %w: %d bytes, limit %d", key, ErrTooLarge, resp.ContentLength, max)
 	}
-	data, err := readLimited(resp.Body, max)
+	data, err := ReadLimited(resp.Body, max)
 	if err != nil {
 		return nil, fmt.Errorf("get %s: %w", key, err)
 	}
 	mod, _ := http.ParseTime(resp.Header.Get("Last-Modified"))
-	return &Object{Data: data, ETag: trimETag(resp.Header.Get("ETag")), ContentType: resp.Header.Get("Content-Type"), ModTime: mod}, nil
+	return &Object{Data: data, ETag: TrimETag(resp.Header.Get("ETag")), ContentType: resp.Header.Get("Content-Type"), ModTime: mod}, nil
 }
 
 func (s *httpStore) Stat(ctx context.Context, key string) (Info, error) {
@@ -93,7 +93,7 @@ func (s *httpStore) Stat(ctx context.Context, key string) (Info, error) {
 	}
 	resp.Body.Close()
 	mod, _ := http.ParseTime(resp.Header.Get("Last-Modified"))
-	return Info{Key: key, Size: resp.ContentLength, ETag: trimETag(resp.Header.Get("ETag")), ModTime: mod}, nil
+	return Info{Key: key, Size: resp.ContentLength, ETag: TrimETag(resp.Header.Get("ETag")), ModTime: mod}, nil
 }
 
 func (s *httpStore) Put(ctx context.Context, key string, r io.Reader, size int64, opts PutOptions) (string, error) {

@@ -5,21 +5,21 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-
-	"github.com/minio/minio-go/v7/pkg/credentials"
 )
 
 // Options tune Open.
 type Options struct {
 	// Create makes a file:// bucket's directory if it is missing (init).
 	Create bool
-	// Credentials for s3://. Nil means the environment (AWS_ACCESS_KEY_ID /
-	// AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN, then MINIO_ROOT_USER /
-	// MINIO_ROOT_PASSWORD), else anonymous. The CLI passes the full AWS
-	// chain here (package bucket/awscreds); the agent a static or file one.
-	Credentials *credentials.Credentials
-	// Transport for s3:// and the client for http(s)://; nil means default.
-	Transport  http.RoundTripper
+	// S3 opens s3:// URLs. Nil means the built-in client (Get, Put, Stat,
+	// Delete: what a device needs); publisher tools pass bucket/s3store's
+	// minio-go backend, which also lists and uploads large objects.
+	S3 func(S3Config) (Store, error)
+	// Credentials for the built-in s3:// client. Nil means EnvCredentials;
+	// the agent passes FileCredentials.
+	Credentials CredentialsFunc
+	// HTTPClient for the built-in s3:// client and for http(s)://; nil
+	// means a default client with a 60 s timeout.
 	HTTPClient *http.Client
 }
 
@@ -47,7 +47,10 @@ func Open(raw string, opts Options) (Store, error) {
 		if err != nil {
 			return nil, err
 		}
-		return openS3(cfg, opts.Credentials, opts.Transport)
+		if opts.S3 != nil {
+			return opts.S3(cfg)
+		}
+		return openS3HTTP(cfg, opts.Credentials, opts.HTTPClient)
 	case "http", "https":
 		return openHTTP(u, opts.HTTPClient)
 	case "":

@@ -9,9 +9,11 @@ import (
 	"time"
 
 	"github.com/nix-ota/nix-ota/bucket"
+	"github.com/nix-ota/nix-ota/bucket/s3store"
 	"github.com/nix-ota/nix-ota/channel"
 	"github.com/nix-ota/nix-ota/internal/testenv"
 	"github.com/nix-ota/nix-ota/manifest"
+	"github.com/nix-ota/nix-ota/manifest/signing"
 )
 
 const sp = "/nix/store/0c5lq2n9xqbq6yv5q9r1lxg7b8c7wjsz-nixos-system-a"
@@ -25,16 +27,16 @@ func stores(t *testing.T) map[string]bucket.Store {
 	}
 	m := testenv.SharedMinIO(t)
 	_, url := m.NewBucket(t)
-	s3, err := bucket.Open(url, bucket.Options{Credentials: m.Creds()})
+	s3, err := s3store.Open(url, bucket.Options{}, m.Creds())
 	if err != nil {
 		t.Fatal(err)
 	}
 	return map[string]bucket.Store{"file": f, "minio": s3}
 }
 
-func signer(s manifest.Signer, ch string) channel.Signer {
+func signer(s signing.Key, ch string) channel.Signer {
 	return func(rev uint64) ([]byte, error) {
-		return manifest.Sign(context.Background(), testenv.Payload(ch, rev, sp), s)
+		return signing.Sign(context.Background(), testenv.Payload(ch, rev, sp), s)
 	}
 }
 

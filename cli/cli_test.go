@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/nix-ota/nix-ota/bucket"
+	"github.com/nix-ota/nix-ota/bucket/s3store"
 	"github.com/nix-ota/nix-ota/internal/testenv"
 	"github.com/nix-ota/nix-ota/manifest"
 )
@@ -114,7 +115,7 @@ func fixtures(t *testing.T) map[string]func(t *testing.T) fixture {
 			m := testenv.SharedMinIO(t)
 			_, url := m.NewBucket(t)
 			mustRun(t, m.Env(), "init", "--bucket", url)
-			s, err := bucket.Open(url, bucket.Options{Credentials: m.Creds()})
+			s, err := s3store.Open(url, bucket.Options{}, m.Creds())
 			if err != nil {
 				t.Fatal(err)
 			}

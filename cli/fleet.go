@@ -14,6 +14,7 @@ import (
 	"github.com/nix-ota/nix-ota/cache"
 	"github.com/nix-ota/nix-ota/channel"
 	"github.com/nix-ota/nix-ota/manifest"
+	"github.com/nix-ota/nix-ota/manifest/signing"
 )
 
 func pushCmd() *command {
@@ -137,7 +138,7 @@ against --public-key when given.`,
 // current manifest does first, in the order that keeps a bad flag or a
 // missing key from touching the bucket: check the channel, load the keys,
 // open the bucket, read the current payload.
-func openChannelForSigning(ctx context.Context, env *Env, bkt string, kf keyFlags, ch string) ([]manifest.Signer, bucket.Store, *manifest.Payload, uint64, error) {
+func openChannelForSigning(ctx context.Context, env *Env, bkt string, kf keyFlags, ch string) ([]signing.Key, bucket.Store, *manifest.Payload, uint64, error) {
 	if err := checkChannel(ch); err != nil {
 		return nil, nil, nil, 0, err
 	}
@@ -221,14 +222,14 @@ func pickRollbackTarget(ctx context.Context, s bucket.Store, ch string, cur *man
 
 // republish signs p as the channel's next revision, keeping its systems,
 // substituters and salt, with a fresh publish time and expiry.
-func republish(ctx context.Context, env *Env, s bucket.Store, signers []manifest.Signer, p *manifest.Payload, expires time.Duration, noDash bool) (channel.Result, error) {
+func republish(ctx context.Context, env *Env, s bucket.Store, signers []signing.Key, p *manifest.Payload, expires time.Duration, noDash bool) (channel.Result, error) {
 	if err := bucket.CheckLayout(ctx, s); err != nil {
 		return channel.Result{}, err
 	}
 	res, err := channel.Publish(ctx, s, p.Channel, func(rev uint64) ([]byte, error) {
 		now := time.Now().UTC().Truncate(time.Second)
 		p.Revision, p.PublishedAt, p.ExpiresAt = rev, now, now.Add(expires)
-		return manifest.Sign(ctx, p, signers...)
+		return signing.Sign(ctx, p, signers...)
 	})
 	if err != nil {
 		return res, err

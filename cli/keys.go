@@ -13,6 +13,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/nix-ota/nix-ota/manifest"
+	"github.com/nix-ota/nix-ota/manifest/signing"
 )
 
 // passwordEnv names the environment variable holding a key's password, for
@@ -57,7 +58,7 @@ written into signatures as the keyid; use a new NAME when you rotate keys.`,
 						return err
 					}
 				}
-				pemBytes, pub, err := manifest.GenerateKey(*name, pw)
+				pemBytes, pub, err := signing.Generate(*name, pw)
 				if err != nil {
 					return err
 				}
@@ -138,7 +139,7 @@ func addKeyFlags(fs *pflag.FlagSet) keyFlags {
 
 // load reads the signing keys before any bucket I/O, so a missing or wrong
 // key never leaves a half-done publish behind.
-func (k keyFlags) load(ctx context.Context, env *Env) ([]manifest.Signer, error) {
+func (k keyFlags) load(ctx context.Context, env *Env) ([]signing.Key, error) {
 	refs := *k.keys
 	if len(refs) == 0 && env.Getenv("NIX_OTA_KEY") != "" {
 		refs = []string{env.Getenv("NIX_OTA_KEY")}
@@ -149,7 +150,7 @@ func (k keyFlags) load(ctx context.Context, env *Env) ([]manifest.Signer, error)
 	if len(refs) > 1 && *k.name != "" {
 		return nil, usagef("--key-name names one key; with several --key give KMS keys as NAME=URI")
 	}
-	var signers []manifest.Signer
+	var signers []signing.Key
 	seen := map[string]bool{}
 	for _, ref := range refs {
 		s, err := k.loadOne(ctx, env, ref)
@@ -165,7 +166,7 @@ func (k keyFlags) load(ctx context.Context, env *Env) ([]manifest.Signer, error)
 	return signers, nil
 }
 
-func (k keyFlags) loadOne(ctx context.Context, env *Env, ref string) (manifest.Signer, error) {
+func (k keyFlags) loadOne(ctx context.Context, env *Env, ref string) (signing.Key, error) {
 	if name, uri, ok := strings.Cut(ref, "="); ok && strings.Contains(uri, "://") {
 		return loadKMS(ctx, name, uri)
 	}
@@ -175,24 +176,24 @@ func (k keyFlags) loadOne(ctx context.Context, env *Env, ref string) (manifest.S
 	pemBytes, err := os.ReadFile(ref)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
-			return manifest.Signer{}, fmt.Errorf("key %s: file does not exist (create one with nix-ota keygen --out %s)", ref, ref)
+			return signing.Key{}, fmt.Errorf("key %s: file does not exist (create one with nix-ota keygen --out %s)", ref, ref)
 		}
-		return manifest.Signer{}, fmt.Errorf("key %s: %w", ref, err)
+		return signing.Key{}, fmt.Errorf("key %s: %w", ref, err)
 	}
 	var pw []byte
-	if manifest.IsEncryptedKey(pemBytes) {
+	if signing.IsEncrypted(pemBytes) {
 		if pw, err = readPassword(env, *k.pwFile, false); err != nil {
-			return manifest.Signer{}, fmt.Errorf("key %s: %w", ref, err)
+			return signing.Key{}, fmt.Errorf("key %s: %w", ref, err)
 		}
 	}
-	s, err := manifest.LoadSigner(pemBytes, *k.name, pw)
+	s, err := signing.Load(pemBytes, *k.name, pw)
 	if err != nil {
-		return manifest.Signer{}, fmt.Errorf("key %s: %w", ref, err)
+		return signing.Key{}, fmt.Errorf("key %s: %w", ref, err)
 	}
 	return s, nil
 }
 
-func signerNames(ss []manifest.Signer) string {
+func signerNames(ss []signing.Key) string {
 	var n []string
 	for _, s := range ss {
 		n = append(n, s.Name)

@@ -17,8 +17,10 @@ import (
 
 	"github.com/nix-ota/nix-ota/bucket"
 	"github.com/nix-ota/nix-ota/bucket/awscreds"
+	"github.com/nix-ota/nix-ota/bucket/s3store"
 	"github.com/nix-ota/nix-ota/channel"
 	"github.com/nix-ota/nix-ota/manifest"
+	"github.com/nix-ota/nix-ota/manifest/signing"
 )
 
 // openBucket opens --bucket (or $NIX_OTA_BUCKET). s3:// URLs get the full
@@ -36,9 +38,11 @@ func openBucket(ctx context.Context, env *Env, raw string, create bool) (bucket.
 		if err != nil {
 			return nil, err
 		}
-		if opts.Credentials, err = awscreds.New(ctx, cfg.Profile); err != nil {
+		creds, err := awscreds.New(ctx, cfg.Profile)
+		if err != nil {
 			return nil, err
 		}
+		return s3store.Open(raw, opts, creds)
 	}
 	return bucket.Open(raw, opts)
 }
@@ -183,7 +187,7 @@ For mixed fleets give --store-path CLASS=PATH once per device class.`,
 				res, err := channel.Publish(ctx, s, *ch, func(rev uint64) ([]byte, error) {
 					now := time.Now().UTC().Truncate(time.Second)
 					p.Revision, p.PublishedAt, p.ExpiresAt = rev, now, now.Add(*expires)
-					return manifest.Sign(ctx, p, signers...)
+					return signing.Sign(ctx, p, signers...)
 				})
 				if err != nil {
 					return err

@@ -14,6 +14,7 @@ import (
 	"github.com/nix-ota/nix-ota/channel"
 	dashboard "github.com/nix-ota/nix-ota/dashboard-static"
 	"github.com/nix-ota/nix-ota/manifest"
+	"github.com/nix-ota/nix-ota/manifest/signing"
 	"github.com/nix-ota/nix-ota/status"
 )
 
@@ -126,7 +127,7 @@ func (l failLimit) String() string {
 type rollout struct {
 	env            *Env
 	s              bucket.Store
-	signers        []manifest.Signer
+	signers        []signing.Key
 	ch             string
 	wait, interval time.Duration
 	expires        time.Duration

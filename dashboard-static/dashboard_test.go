@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/nix-ota/nix-ota/bucket"
+	"github.com/nix-ota/nix-ota/bucket/s3store"
 	dashboard "github.com/nix-ota/nix-ota/dashboard-static"
 	"github.com/nix-ota/nix-ota/internal/testenv"
 	"github.com/nix-ota/nix-ota/manifest"
@@ -100,7 +101,7 @@ func fileStore(t testing.TB) bucket.Store {
 func TestCollect(t *testing.T) {
 	m := testenv.SharedMinIO(t)
 	_, url := m.NewBucket(t)
-	s3, err := bucket.Open(url, bucket.Options{Credentials: m.Creds()})
+	s3, err := s3store.Open(url, bucket.Options{}, m.Creds())
 	if err != nil {
 		t.Fatal(err)
 	}

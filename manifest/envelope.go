@@ -2,62 +2,19 @@ package manifest
 
 import (
 	"context"
-	"crypto"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"time"
 
 	ssldsse "github.com/secure-systems-lab/go-securesystemslib/dsse"
-	"github.com/sigstore/sigstore/pkg/signature"
-	sigdsse "github.com/sigstore/sigstore/pkg/signature/dsse"
 )
 
 // MaxSignatures bounds the work one envelope can ask of a verifier: each
 // signature is checked against each trusted key.
 const MaxSignatures = 16
-
-// Sign validates p, encodes it and signs the bytes with every signer,
-// returning the DSSE envelope as JSON.
-func Sign(ctx context.Context, p *Payload, signers ...Signer) ([]byte, error) {
-	if len(signers) == 0 {
-		return nil, errors.New("sign: no signing key")
-	}
-	if err := p.Validate(); err != nil {
-		return nil, err
-	}
-	body, err := json.Marshal(p)
-	if err != nil {
-		return nil, err
-	}
-	adapters := make([]ssldsse.Signer, 0, len(signers))
-	for _, s := range signers {
-		if err := ValidateName("key", s.Name); err != nil {
-			return nil, err
-		}
-		pub, err := s.Signer.PublicKey()
-		if err != nil {
-			return nil, fmt.Errorf("sign: key %s: %w", s.Name, err)
-		}
-		adapters = append(adapters, &sigdsse.SignerAdapter{SignatureSigner: s.Signer, Pub: pub, PubKeyID: s.Name})
-	}
-	es, err := ssldsse.NewEnvelopeSigner(adapters...)
-	if err != nil {
-		return nil, err
-	}
-	env, err := es.SignPayload(ctx, PayloadType, body)
-	if err != nil {
-		return nil, fmt.Errorf("sign: %w", err)
-	}
-	out, err := json.MarshalIndent(env, "", "  ")
-	if err != nil {
-		return nil, err
-	}
-	return append(out, '\n'), nil
-}
 
 // Trust is what a device trusts: its configured public keys and how many
 // distinct ones must have signed (DESIGN.md §3 rule 2).
@@ -209,11 +166,11 @@ func decodeEnvelope(body []byte) (*ssldsse.Envelope, []byte, error) {
 func verifySignatures(t Trust, env *ssldsse.Envelope) ([]string, error) {
 	verifiers := make([]ssldsse.Verifier, 0, len(t.Keys))
 	for _, k := range t.Keys {
-		v, err := signature.LoadVerifier(k.Key, crypto.SHA256)
+		v, err := newKeyVerifier(k)
 		if err != nil {
-			return nil, fmt.Errorf("%w: trusted key %s: %v", ErrInvalidKey, k.Name, err)
+			return nil, err
 		}
-		verifiers = append(verifiers, &sigdsse.VerifierAdapter{SignatureVerifier: v, Pub: k.Key, PubKeyID: k.Name})
+		verifiers = append(verifiers, v)
 	}
 	ev, err := ssldsse.NewMultiEnvelopeVerifier(t.threshold(), verifiers...)
 	if err != nil {

@@ -1,24 +1,18 @@
 package manifest
 
 import (
+	"context"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/elliptic"
-	"crypto/rand"
+	"crypto/sha256"
 	"crypto/x509"
 	"encoding/base64"
-	"encoding/pem"
+	"errors"
 	"fmt"
 	"strings"
-
-	"github.com/sigstore/sigstore/pkg/cryptoutils"
-	"github.com/sigstore/sigstore/pkg/signature"
 )
-
-// keyNameHeader carries the key's name inside the private key PEM so that a
-// signer knows which keyid to write without a separate flag.
-const keyNameHeader = "Nix-Ota-Key-Name"
 
 // PublicKey is a trusted key as it appears in device configuration:
 //
@@ -84,82 +78,43 @@ func ParsePublicKey(s string) (PublicKey, error) {
 	return PublicKey{}, fmt.Errorf("%w: public key %q: unknown algorithm %q (want ed25519 or ecdsa-p256)", ErrInvalidKey, name, alg)
 }
 
-// Signer is a named signing key. The name is the DSSE keyid.
-type Signer struct {
-	Name   string
-	Signer signature.Signer
+// keyVerifier checks one trusted key's signature over DSSE's
+// pre-authentication encoding with the standard library: ed25519 over the
+// message itself, ECDSA P-256 over its SHA-256 with an ASN.1 signature.
+// These are the constructions sigstore's signers (key files and KMS keys)
+// produce; package signing's tests hold the two sides together.
+type keyVerifier struct{ key PublicKey }
+
+func newKeyVerifier(k PublicKey) (keyVerifier, error) {
+	switch pk := k.Key.(type) {
+	case ed25519.PublicKey:
+		if len(pk) == ed25519.PublicKeySize {
+			return keyVerifier{k}, nil
+		}
+	case *ecdsa.PublicKey:
+		if pk != nil && pk.Curve == elliptic.P256() {
+			return keyVerifier{k}, nil
+		}
+	}
+	return keyVerifier{}, fmt.Errorf("%w: trusted key %s: %T is not an ed25519 or ECDSA P-256 key", ErrInvalidKey, k.Name, k.Key)
 }
 
-// Public returns the signer's public key in NAME:BASE64 form.
-func (s Signer) Public() (PublicKey, error) {
-	pub, err := s.Signer.PublicKey()
-	if err != nil {
-		return PublicKey{}, err
-	}
-	return PublicKey{Name: s.Name, Key: pub}, nil
-}
+func (v keyVerifier) KeyID() (string, error)   { return v.key.Name, nil }
+func (v keyVerifier) Public() crypto.PublicKey { return v.key.Key }
 
-// GenerateKey makes a new ed25519 key named name. When password is not nil
-// the PEM is encrypted with sigstore's scheme (scrypt + secretbox).
-func GenerateKey(name string, password []byte) (pemBytes []byte, pub PublicKey, err error) {
-	if err := ValidateName("key", name); err != nil {
-		return nil, PublicKey{}, err
+func (v keyVerifier) Verify(_ context.Context, msg, sig []byte) error {
+	ok := false
+	switch pk := v.key.Key.(type) {
+	case ed25519.PublicKey:
+		ok = ed25519.Verify(pk, msg, sig)
+	case *ecdsa.PublicKey:
+		digest := sha256.Sum256(msg)
+		ok = ecdsa.VerifyASN1(pk, digest[:], sig)
 	}
-	pk, sk, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		return nil, PublicKey{}, err
-	}
-	block := &pem.Block{Headers: map[string]string{keyNameHeader: name}}
-	if password == nil {
-		block.Type = string(cryptoutils.PrivateKeyPEMType)
-		block.Bytes, err = cryptoutils.MarshalPrivateKeyToDER(sk)
-	} else {
-		block.Type = string(cryptoutils.EncryptedSigstorePrivateKeyPEMType)
-		block.Bytes, err = cryptoutils.MarshalPrivateKeyToEncryptedDER(sk, cryptoutils.StaticPasswordFunc(password))
-	}
-	if err != nil {
-		return nil, PublicKey{}, err
-	}
-	return pem.EncodeToMemory(block), PublicKey{Name: name, Key: pk}, nil
-}
-
-// IsEncryptedKey reports whether a private key PEM needs a password.
-func IsEncryptedKey(pemBytes []byte) bool {
-	b, _ := pem.Decode(pemBytes)
-	return b != nil && strings.HasPrefix(b.Type, "ENCRYPTED")
-}
-
-// LoadSigner reads a private key PEM written by GenerateKey (or any PKCS#8
-// ed25519 key; then name must be given). A non-empty name overrides the
-// name stored in the PEM.
-func LoadSigner(pemBytes []byte, name string, password []byte) (Signer, error) {
-	block, _ := pem.Decode(pemBytes)
-	if block == nil {
-		return Signer{}, fmt.Errorf("%w: not a PEM private key", ErrInvalidKey)
-	}
-	if name == "" {
-		name = block.Headers[keyNameHeader]
-	}
-	if err := ValidateName("key", name); err != nil {
-		return Signer{}, fmt.Errorf("%w: key name (set one with --key-name): %v", ErrInvalidKey, err)
-	}
-	pf := cryptoutils.SkipPassword
-	if password != nil {
-		pf = cryptoutils.StaticPasswordFunc(password)
-	} else if IsEncryptedKey(pemBytes) {
-		return Signer{}, fmt.Errorf("%w: key is encrypted and no password was given", ErrInvalidKey)
-	}
-	sk, err := cryptoutils.UnmarshalPEMToPrivateKey(pemBytes, pf)
-	if err != nil {
-		return Signer{}, fmt.Errorf("%w: %v", ErrInvalidKey, err)
-	}
-	edk, ok := sk.(ed25519.PrivateKey)
 	if !ok {
-		return Signer{}, fmt.Errorf("%w: %T is not an ed25519 key", ErrInvalidKey, sk)
+		return errBadSignature
 	}
-	s, err := signature.LoadED25519Signer(edk)
-	if err != nil {
-		return Signer{}, fmt.Errorf("%w: %v", ErrInvalidKey, err)
-	}
-	return Signer{Name: name, Signer: s}, nil
+	return nil
 }
+
+var errBadSignature = errors.New("signature does not match")

@@ -3,6 +3,12 @@ package manifest
 import (
 	"bytes"
 	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -10,8 +16,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/sigstore/sigstore/pkg/signature"
 )
 
 var (
@@ -20,17 +24,50 @@ var (
 	spB     = "/nix/store/1m8v1fvjz0w4mkrq3p5kqk3n2b9ffx6l-nixos-system-b"
 )
 
-func newKey(t testing.TB, name string) (Signer, PublicKey) {
+// testKey signs with the standard library directly, independently of
+// package signing (which uses sigstore): the verifier is tested against an
+// implementation written from the DSSE spec, and package signing's tests
+// check it against sigstore's.
+type testKey struct {
+	Name string
+	key  crypto.Signer
+}
+
+func newKey(t testing.TB, name string) (testKey, PublicKey) {
 	t.Helper()
-	pemBytes, pub, err := GenerateKey(name, nil)
+	pk, sk, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := LoadSigner(pemBytes, "", nil)
+	return testKey{Name: name, key: sk}, PublicKey{Name: name, Key: pk}
+}
+
+func newECDSAKey(t testing.TB, name string) (testKey, PublicKey) {
+	t.Helper()
+	sk, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return s, pub
+	return testKey{Name: name, key: sk}, PublicKey{Name: name, Key: &sk.PublicKey}
+}
+
+// sign signs msg the way sigstore's signers do: ed25519 over the message,
+// ECDSA over its SHA-256.
+func (k testKey) sign(t testing.TB, msg []byte) []byte {
+	t.Helper()
+	var sig []byte
+	var err error
+	switch sk := k.key.(type) {
+	case ed25519.PrivateKey:
+		sig = ed25519.Sign(sk, msg)
+	case *ecdsa.PrivateKey:
+		d := sha256.Sum256(msg)
+		sig, err = ecdsa.SignASN1(rand.Reader, sk, d[:])
+	}
+	if err != nil || sig == nil {
+		t.Fatalf("sign: %v", err)
+	}
+	return sig
 }
 
 func payload(rev uint64) *Payload {
@@ -48,29 +85,32 @@ func payload(rev uint64) *Payload {
 	}
 }
 
-func mustSign(t testing.TB, p *Payload, signers ...Signer) []byte {
+// mustSign signs a payload that passed Validate, as a publisher does.
+func mustSign(t testing.TB, p *Payload, keys ...testKey) []byte {
 	t.Helper()
-	b, err := Sign(context.Background(), p, signers...)
-	if err != nil {
+	if err := p.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	return b
+	return resign(t, mustJSON(p), keys...)
 }
 
-// resign builds an envelope over raw payload bytes, bypassing Sign's
-// validation, to test what an agent does with a validly signed bad payload.
-func resign(t testing.TB, raw []byte, s Signer) []byte {
+// resign builds an envelope over raw payload bytes, bypassing validation,
+// to test what an agent does with a validly signed bad payload.
+func resign(t testing.TB, raw []byte, keys ...testKey) []byte {
 	t.Helper()
-	var p Payload
-	_ = json.Unmarshal(raw, &p)
-	env := map[string]any{"payloadType": PayloadType, "payload": base64.StdEncoding.EncodeToString(raw)}
-	sig, err := s.Signer.SignMessage(bytes.NewReader(pae(PayloadType, raw)))
-	if err != nil {
-		t.Fatal(err)
+	type sig struct {
+		KeyID string `json:"keyid"`
+		Sig   string `json:"sig"`
 	}
-	env["signatures"] = []map[string]string{{"keyid": s.Name, "sig": base64.StdEncoding.EncodeToString(sig)}}
-	b, _ := json.Marshal(env)
-	return b
+	env := struct {
+		PayloadType string `json:"payloadType"`
+		Payload     string `json:"payload"`
+		Signatures  []sig  `json:"signatures"`
+	}{PayloadType: PayloadType, Payload: base64.StdEncoding.EncodeToString(raw)}
+	for _, k := range keys {
+		env.Signatures = append(env.Signatures, sig{k.Name, base64.StdEncoding.EncodeToString(k.sign(t, pae(PayloadType, raw)))})
+	}
+	return mustJSON(env)
 }
 
 // pae is DSSE's pre-authentication encoding, written out here from the
@@ -112,30 +152,6 @@ func TestPublicKeyRoundTrip(t *testing.T) {
 	}
 	if got.String() != pub.String() || !strings.HasPrefix(pub.String(), "fleet-1:") {
 		t.Fatalf("round trip: %s != %s", got, pub)
-	}
-}
-
-func TestEncryptedKey(t *testing.T) {
-	pemBytes, pub, err := GenerateKey("enc", []byte("hunter2"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !IsEncryptedKey(pemBytes) {
-		t.Fatal("key not marked encrypted")
-	}
-	if _, err := LoadSigner(pemBytes, "", nil); !errors.Is(err, ErrInvalidKey) {
-		t.Fatalf("no password: got %v", err)
-	}
-	if _, err := LoadSigner(pemBytes, "", []byte("wrong")); !errors.Is(err, ErrInvalidKey) {
-		t.Fatalf("wrong password: got %v", err)
-	}
-	s, err := LoadSigner(pemBytes, "", []byte("hunter2"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	body := mustSign(t, payload(1), s)
-	if _, err := Verify(Trust{Keys: []PublicKey{pub}}, "prod", State{}, body, testNow); err != nil {
-		t.Fatal(err)
 	}
 }
 
@@ -263,29 +279,6 @@ func TestThresholdTwoDistinctKeys(t *testing.T) {
 	}
 }
 
-func TestSignRefusesInvalidPayload(t *testing.T) {
-	s, _ := newKey(t, "k")
-	for name, mut := range map[string]func(*Payload){
-		"bad channel":      func(p *Payload) { p.Channel = "../etc" },
-		"store path /tmp":  func(p *Payload) { p.StorePath = "/tmp/x" },
-		"store path below": func(p *Payload) { p.StorePath = spA + "/bin" },
-		"no path":          func(p *Payload) { p.StorePath = "" },
-		"rollout 101":      func(p *Payload) { p.Rollout.Percent = 101 },
-		"switch test":      func(p *Payload) { p.Switch = "test" },
-		"revision 0":       func(p *Payload) { p.Revision = 0 },
-		"expires before":   func(p *Payload) { p.ExpiresAt = p.PublishedAt },
-		"substituter opt":  func(p *Payload) { p.Substituters = []string{"--option"} },
-		"substituter ftp":  func(p *Payload) { p.Substituters = []string{"ftp://x"} },
-		"bad class":        func(p *Payload) { p.Systems = Systems{"a b": spA} },
-	} {
-		p := payload(1)
-		mut(p)
-		if _, err := Sign(context.Background(), p, s); err == nil {
-			t.Errorf("%s: signed an invalid payload", name)
-		}
-	}
-}
-
 func TestStorePathFor(t *testing.T) {
 	p := payload(1)
 	p.Systems = Systems{"rpi4": spB}
@@ -316,18 +309,11 @@ func TestValidateName(t *testing.T) {
 	}
 }
 
-// TestECDSAKeys: ECDSA P-256 keys (as cloud KMS keys are) sign and verify,
-// and their NAME:ecdsa-p256:BASE64 form round-trips.
+// TestECDSAKeys: ECDSA P-256 keys (as cloud KMS keys are) verify, alone
+// and next to ed25519 keys, and their NAME:ecdsa-p256:BASE64 form
+// round-trips.
 func TestECDSAKeys(t *testing.T) {
-	sv, _, err := signature.NewDefaultECDSASignerVerifier()
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := Signer{Name: "kms-1", Signer: sv}
-	pub, err := s.Public()
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, pub := newECDSAKey(t, "kms-1")
 	parsed, err := ParsePublicKey(pub.String())
 	if err != nil || !strings.HasPrefix(pub.String(), "kms-1:ecdsa-p256:") {
 		t.Fatalf("round trip %q: %v", pub.String(), err)
@@ -342,9 +328,36 @@ func TestECDSAKeys(t *testing.T) {
 	if _, err := Verify(Trust{Keys: []PublicKey{edPub, parsed}, Threshold: 2}, "prod", State{}, both, testNow); err != nil {
 		t.Fatalf("verify ed25519+ECDSA threshold 2: %v", err)
 	}
+	// An ECDSA signature presented under the ed25519 key's name, and the
+	// reverse, do not verify.
+	swapped := resign(t, mustJSON(payload(1)), testKey{Name: "ed", key: s.key})
+	if _, err := Verify(Trust{Keys: []PublicKey{edPub}}, "prod", State{}, swapped, testNow); !errors.Is(err, ErrSignature) {
+		t.Fatalf("ECDSA signature under an ed25519 key: %v", err)
+	}
 	for _, bad := range []string{"k:ecdsa-p256:AAAA", "k:rsa:AAAA", "k:ed25519:" + base64.StdEncoding.EncodeToString(make([]byte, 31))} {
 		if _, err := ParsePublicKey(bad); !errors.Is(err, ErrInvalidKey) {
 			t.Errorf("%q: %v", bad, err)
+		}
+	}
+}
+
+// TestTrustRejectsUnusableKeys: a key of another type or curve in a trust
+// configuration is refused up front, not silently never matched.
+func TestTrustRejectsUnusableKeys(t *testing.T) {
+	good := mustSign(t, payload(1), func() testKey { k, _ := newKey(t, "k"); return k }())
+	p384, err := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, key := range map[string]crypto.PublicKey{
+		"P-384":          &p384.PublicKey,
+		"short ed25519":  ed25519.PublicKey(make([]byte, 31)),
+		"nil":            nil,
+		"rsa-like bytes": []byte("x"),
+	} {
+		_, err := Verify(Trust{Keys: []PublicKey{{Name: "k", Key: key}}}, "prod", State{}, good, testNow)
+		if !errors.Is(err, ErrInvalidKey) {
+			t.Errorf("%s: %v, want ErrInvalidKey", name, err)
 		}
 	}
 }

@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/nix-ota/nix-ota/bucket"
+	"github.com/nix-ota/nix-ota/bucket/s3store"
 	"github.com/nix-ota/nix-ota/internal/benchutil"
 	"github.com/nix-ota/nix-ota/status"
 )
@@ -150,7 +151,7 @@ func run(sizes, publishAt []int, runs int) error {
 		return err
 	}
 	defer m.Stop()
-	direct, err := bucket.Open(fmt.Sprintf("s3://fleet?endpoint=%s&scheme=http", m.Endpoint), bucket.Options{Credentials: m.Creds()})
+	direct, err := s3store.Open(fmt.Sprintf("s3://fleet?endpoint=%s&scheme=http", m.Endpoint), bucket.Options{}, m.Creds())
 	if err != nil {
 		return err
 	}

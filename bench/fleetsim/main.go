@@ -26,6 +26,7 @@ import (
 
 	"github.com/nix-ota/nix-ota/agent"
 	"github.com/nix-ota/nix-ota/bucket"
+	"github.com/nix-ota/nix-ota/bucket/s3store"
 	"github.com/nix-ota/nix-ota/internal/benchutil"
 	"github.com/nix-ota/nix-ota/nix"
 )
@@ -65,7 +66,7 @@ func run(sizes string, interval time.Duration) error {
 	}
 	defer m.Stop()
 	url := fmt.Sprintf("s3://fleet?endpoint=%s&scheme=http&region=us-east-1", m.Endpoint)
-	store, err := bucket.Open(url, bucket.Options{Credentials: m.Creds()})
+	store, err := s3store.Open(url, bucket.Options{}, m.Creds())
 	if err != nil {
 		return err
 	}

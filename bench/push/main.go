@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/nix-ota/nix-ota/bucket"
+	"github.com/nix-ota/nix-ota/bucket/s3store"
 	"github.com/nix-ota/nix-ota/internal/benchutil"
 )
 
@@ -85,7 +86,7 @@ func run(mib int) error {
 	if err != nil {
 		return err
 	}
-	store, _ := bucket.Open(url, bucket.Options{Credentials: m.Creds()})
+	store, _ := s3store.Open(url, bucket.Options{}, m.Creds())
 	n := 0
 	store.List(ctx, "cache/", func(bucket.Info) error { n++; return nil })
 	line("nix-ota push -> MinIO (zstd)", d, n)

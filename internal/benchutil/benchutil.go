@@ -20,9 +20,11 @@ import (
 
 	"github.com/minio/minio-go/v7"
 	"github.com/nix-ota/nix-ota/bucket"
+	"github.com/nix-ota/nix-ota/bucket/s3store"
 	"github.com/nix-ota/nix-ota/channel"
 	"github.com/nix-ota/nix-ota/internal/testenv"
 	"github.com/nix-ota/nix-ota/manifest"
+	"github.com/nix-ota/nix-ota/manifest/signing"
 )
 
 // Proxy is a loopback TCP proxy that counts bytes and HTTP requests, so a
@@ -148,27 +150,27 @@ func SaveResult(section string, v any) error {
 
 // PublishChannel signs a fresh key's manifest for channel "prod" pointing
 // at storePath and publishes it; it returns the key devices must trust.
-func PublishChannel(ctx context.Context, s bucket.Store, storePath string) (manifest.PublicKey, manifest.Signer, error) {
-	pemBytes, pub, err := manifest.GenerateKey("bench", nil)
+func PublishChannel(ctx context.Context, s bucket.Store, storePath string) (manifest.PublicKey, signing.Key, error) {
+	pemBytes, pub, err := signing.Generate("bench", nil)
 	if err != nil {
-		return manifest.PublicKey{}, manifest.Signer{}, err
+		return manifest.PublicKey{}, signing.Key{}, err
 	}
-	signer, err := manifest.LoadSigner(pemBytes, "", nil)
+	signer, err := signing.Load(pemBytes, "", nil)
 	if err != nil {
-		return manifest.PublicKey{}, manifest.Signer{}, err
+		return manifest.PublicKey{}, signing.Key{}, err
 	}
 	_, err = PublishChannelAs(ctx, s, storePath, pub, signer)
 	return pub, signer, err
 }
 
 // PublishChannelAs publishes the next revision of "prod" with signer.
-func PublishChannelAs(ctx context.Context, s bucket.Store, storePath string, pub manifest.PublicKey, signer manifest.Signer) (uint64, error) {
+func PublishChannelAs(ctx context.Context, s bucket.Store, storePath string, pub manifest.PublicKey, signer signing.Key) (uint64, error) {
 	now := time.Now().UTC().Truncate(time.Second)
 	p := &manifest.Payload{Schema: 1, Channel: "prod", StorePath: storePath, Substituters: []string{}, PublishedAt: now,
 		ExpiresAt: now.Add(24 * time.Hour), Rollout: manifest.Rollout{Percent: 100, Salt: "s"}, Switch: "switch"}
 	res, err := channel.Publish(ctx, s, "prod", func(rev uint64) ([]byte, error) {
 		p.Revision = rev
-		return manifest.Sign(ctx, p, signer)
+		return signing.Sign(ctx, p, signer)
 	})
 	return res.Revision, err
 }
@@ -203,7 +205,7 @@ func ProxiedBucket(ctx context.Context, m *testenv.MinIO) (*Proxy, string, bucke
 		return nil, "", nil, err
 	}
 	url := fmt.Sprintf("s3://fleet?endpoint=%s&scheme=http&region=us-east-1", px.Addr())
-	store, err := bucket.Open(url, bucket.Options{Credentials: m.Creds()})
+	store, err := s3store.Open(url, bucket.Options{}, m.Creds())
 	if err != nil {
 		return nil, "", nil, err
 	}

@@ -1,6 +1,7 @@
 package testenv
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"io/fs"
@@ -9,22 +10,20 @@ import (
 	"testing"
 	"time"
 
-	ssldsse "github.com/secure-systems-lab/go-securesystemslib/dsse"
-	sigdsse "github.com/sigstore/sigstore/pkg/signature/dsse"
-
 	"github.com/nix-ota/nix-ota/bucket"
 	"github.com/nix-ota/nix-ota/channel"
 	"github.com/nix-ota/nix-ota/manifest"
+	"github.com/nix-ota/nix-ota/manifest/signing"
 )
 
 // NewSigner makes a fresh manifest signing key.
-func NewSigner(t testing.TB, name string) (manifest.Signer, manifest.PublicKey) {
+func NewSigner(t testing.TB, name string) (signing.Key, manifest.PublicKey) {
 	t.Helper()
-	pemBytes, pub, err := manifest.GenerateKey(name, nil)
+	pemBytes, pub, err := signing.Generate(name, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := manifest.LoadSigner(pemBytes, "", nil)
+	s, err := signing.Load(pemBytes, "", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -46,7 +45,7 @@ func Payload(ch string, rev uint64, storePath string, substituters ...string) *m
 
 // Publish signs p with s and publishes it the way `nix-ota publish` does;
 // p.Revision is set to the revision claimed.
-func Publish(t testing.TB, st bucket.Store, s manifest.Signer, p *manifest.Payload) uint64 {
+func Publish(t testing.TB, st bucket.Store, s signing.Key, p *manifest.Payload) uint64 {
 	t.Helper()
 	ctx := context.Background()
 	if err := bucket.CheckLayout(ctx, st); err != nil {
@@ -56,7 +55,7 @@ func Publish(t testing.TB, st bucket.Store, s manifest.Signer, p *manifest.Paylo
 	}
 	res, err := channel.Publish(ctx, st, p.Channel, func(rev uint64) ([]byte, error) {
 		p.Revision = rev
-		return manifest.Sign(ctx, p, s)
+		return signing.Sign(ctx, p, s)
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -66,22 +65,17 @@ func Publish(t testing.TB, st bucket.Store, s manifest.Signer, p *manifest.Paylo
 
 // SignRaw signs arbitrary payload bytes without any validation: a
 // publisher gone wrong, or a stolen key used carelessly.
-func SignRaw(t testing.TB, s manifest.Signer, payload []byte) []byte {
+func SignRaw(t testing.TB, s signing.Key, payload []byte) []byte {
 	t.Helper()
-	pub, err := s.Signer.PublicKey()
+	b, err := signing.SignRaw(context.Background(), payload, s)
 	if err != nil {
 		t.Fatal(err)
 	}
-	es, err := ssldsse.NewEnvelopeSigner(&sigdsse.SignerAdapter{SignatureSigner: s.Signer, Pub: pub, PubKeyID: s.Name})
-	if err != nil {
+	var compact bytes.Buffer // one line, so tests can edit it with bytes.Replace
+	if err := json.Compact(&compact, b); err != nil {
 		t.Fatal(err)
 	}
-	env, err := es.SignPayload(context.Background(), manifest.PayloadType, payload)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, _ := json.Marshal(env)
-	return b
+	return compact.Bytes()
 }
 
 // MustJSON marshals v or fails.
