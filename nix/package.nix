@@ -21,7 +21,7 @@ buildGoModule {
   };
 
   # `go mod vendor` output hash; scripts/vendor-hash.sh recomputes it.
-  vendorHash = "sha256-hAENOZfYr8r/0L2lHlSmIvt6OgA4CF4fkISZN2thjTA=";
+  vendorHash = "sha256-5bbXJ2Z/y7vZphzvairk3nu0Rs3gEDbbFMwJ0SzHbBM=";
 
   subPackages = [ "cmd/${component}" ];
   env.CGO_ENABLED = 0;
