@@ -12,7 +12,7 @@ all: build
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/nix-ota ./cmd/nix-ota
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/nix-ota-agent ./cmd/nix-ota-agent
+	CGO_ENABLED=0 $(GO) build -trimpath -tags nethttpomithttp2 -ldflags '$(LDFLAGS)' -o bin/nix-ota-agent ./cmd/nix-ota-agent
 
 ## demo: the main job end to end on a file:// bucket under ./demo
 demo: build

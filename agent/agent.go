@@ -46,12 +46,24 @@ type Agent struct {
 	System nix.System
 	Now    func() time.Time
 	Logf   func(format string, args ...any)
-	state  *State
+	// BeforeWork, if set, is called before the agent starts changing
+	// the system (fetch and switch, crash recovery). Main starts catching
+	// SIGINT and SIGTERM there rather than at start: an idle poll has
+	// nothing to protect, and catching signals costs every timer-driven
+	// poll two threads (docs/perf.md).
+	BeforeWork func()
+	state      *State
+}
+
+func (a *Agent) beforeWork() {
+	if a.BeforeWork != nil {
+		a.BeforeWork()
+	}
 }
 
 // Outcome summarises one poll, for exit codes and tests.
 type Outcome struct {
-	Action  string // idle, reject, skip-bad, not-in-cohort, up-to-date, applied, failed, rolled-back, waiting-reboot
+	Action  string // idle, reject, skip-bad, not-in-cohort, up-to-date, applied, failed, rolled-back, waiting-reboot, interrupted
 	Err     error
 	Request int // bucket requests made for the manifest
 }
@@ -207,6 +219,7 @@ func (a *Agent) act(ctx context.Context, cs *ChannelState, d Decision, etag, cur
 // apply fetches, switches and health-checks a new system (DESIGN.md §5
 // steps 4-6).
 func (a *Agent) apply(ctx context.Context, cs *ChannelState, d Decision, etag, previous string) Outcome {
+	a.beforeWork()
 	ch, p := a.Config.Channel, d.Verified.Payload
 	a.logf("poll %s: revision %d: new system %s (%s), fetching closure", ch, p.Revision, d.StorePath, oneLine(p.Message))
 	a.state.Attempted = p.Revision
@@ -273,6 +286,21 @@ func (a *Agent) finish(ctx context.Context, etag string) Outcome {
 	return Outcome{Action: "applied"}
 }
 
+// interrupted ends a poll that a stop signal (systemctl stop, shutdown) cut
+// short in the middle of an update. A failure caused by being stopped says
+// nothing about the update, so nothing is marked bad and nothing is rolled
+// back: the pending transaction stays in the state file and the next start
+// finishes or undoes it (Recover), as after a crash.
+func (a *Agent) interrupted(ctx context.Context, pd *Pending, cause error) Outcome {
+	err := fmt.Errorf("stopped during the update to revision %d (%v); the next start resumes it", pd.Revision, cause)
+	a.logf("poll %s: %v", pd.Channel, err)
+	a.save()
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	a.report(rctx, status.Switching, err, "")
+	return Outcome{Action: "interrupted", Err: err}
+}
+
 // cleanup keeps small devices from filling up after months of updates:
 // old generations go, and the store is collected when space runs low.
 func (a *Agent) cleanup(ctx context.Context) {
@@ -332,6 +360,9 @@ func (a *Agent) commit(etag string) {
 // is never retried (DESIGN.md §5 step 6).
 func (a *Agent) rollback(ctx context.Context, reason error, etag string) Outcome {
 	pd := a.state.Pending
+	if ctx.Err() != nil {
+		return a.interrupted(ctx, pd, reason)
+	}
 	cs := a.state.channel(pd.Channel)
 	a.logf("poll %s: revision %d failed: %v; rolling back to %s", pd.Channel, pd.Revision, reason, orNone(pd.Previous))
 	cs.markBad(pd.Revision, pd.StorePath, oneLine(reason.Error()))
@@ -408,6 +439,7 @@ func (a *Agent) Recover(ctx context.Context) Outcome {
 	if pd == nil {
 		return Outcome{Action: "idle"}
 	}
+	a.beforeWork()
 	if pd.Installed {
 		return a.confirmBoot(ctx, pd)
 	}

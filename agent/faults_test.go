@@ -7,6 +7,7 @@ package agent_test
 
 import (
 	"encoding/json"
+	"errors"
 	"net/http"
 	"os"
 	"os/exec"
@@ -285,5 +286,45 @@ func waitFor(t *testing.T, ok func() bool) {
 			t.Fatal("timed out waiting")
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestSIGTERMDuringUpdate: stopping the agent (systemctl stop, shutdown)
+// while an update's health check runs neither marks the revision bad nor
+// strands the device: the next start finishes the transaction.
+func TestSIGTERMDuringUpdate(t *testing.T) {
+	f := newFleet(t, "file")
+	d := f.device(t, "kiosk-1")
+	f.publish(t, f.a)
+	d.mustOnce(t, 0)
+	f.publish(t, f.b)
+	marker := filepath.Join(t.TempDir(), "checking")
+	cmd := d.start(t, "--health-check", "touch "+marker+"; sleep 30")
+	waitFor(t, func() bool { _, err := os.Stat(marker); return err == nil })
+	start := time.Now()
+	cmd.Process.Signal(syscall.SIGTERM)
+	err := cmd.Wait()
+	if time.Since(start) > 10*time.Second {
+		t.Fatalf("agent took %s to stop", time.Since(start))
+	}
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+		t.Fatalf("agent after SIGTERM: %v, want exit code 1 (not killed by the signal)", err)
+	}
+	if st := d.localStatus(t); st.State != status.Switching || !strings.Contains(st.LastError, "next start resumes it") {
+		t.Fatalf("status after SIGTERM: %+v", st)
+	}
+	if d.current(t) != f.b {
+		t.Fatalf("profile moved back to %s; a stop must not roll back", d.current(t))
+	}
+	// The next start, with a passing health check, completes revision 2
+	// (not marked bad, not rolled back).
+	d.mustOnce(t, 0)
+	expectSwitches(t, d, "switch "+f.a, "switch "+f.b, "switch "+f.b)
+	if d.current(t) != f.b {
+		t.Fatalf("after restart: on %s, want B", d.current(t))
+	}
+	if st := d.localStatus(t); st.State != status.UpToDate || st.Revision != 2 {
+		t.Fatalf("status %+v", st)
 	}
 }

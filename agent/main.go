@@ -12,6 +12,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -52,11 +53,23 @@ Flags (each overrides the same field of --config):
 Exit codes (once): 0 ok, 1 failed or rolled back, 2 usage, 3 manifest rejected.
 `
 
-// Main runs the agent with the process's arguments and exits.
+// Main runs the agent with the process's arguments and exits. SIGINT and
+// SIGTERM cancel the work in progress (child processes are killed, a
+// switch is rolled back); they are caught from the moment there is work,
+// see Agent.BeforeWork. Before that the default action, exiting, is right.
 func Main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := Run(ctx, os.Args[1:], os.Stdout, os.Stderr)
-	stop()
+	ctx, cancel := context.WithCancel(context.Background())
+	catch := sync.OnceFunc(func() {
+		sigs := make(chan os.Signal, 1)
+		signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+		go func() {
+			<-sigs
+			cancel()
+			signal.Stop(sigs) // a second signal exits at once
+		}()
+	})
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr, catch)
+	cancel()
 	os.Exit(code)
 }
 
@@ -94,6 +107,10 @@ func flagSet(c *Config, configFile *string) *pflag.FlagSet {
 
 // Run executes one agent command line and returns the exit code.
 func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	return run(ctx, args, stdout, stderr, nil)
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer, beforeWork func()) int {
 	logger := log.New(stderr, "", 0)
 	var flagCfg Config
 	var configFile string
@@ -159,6 +176,10 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return ExitFailed
 	}
 	defer unlock()
+	a.BeforeWork = beforeWork
+	if cmd == "daemon" {
+		a.beforeWork()
+	}
 	if out := a.Recover(ctx); out.Err != nil {
 		logger.Printf("nix-ota-agent: recover: %v", out.Err)
 	}
@@ -206,7 +227,7 @@ func exitCode(o Outcome) int {
 	switch o.Action {
 	case "reject":
 		return ExitRejected
-	case "failed", "rolled-back":
+	case "failed", "rolled-back", "interrupted":
 		return ExitFailed
 	}
 	return ExitOK

@@ -1,6 +1,9 @@
 package manifest
 
 import (
+	"errors"
+	"regexp"
+	"strings"
 	"testing"
 )
 
@@ -51,6 +54,24 @@ func FuzzParsePublicKey(f *testing.F) {
 			if _, err := ParsePublicKey(k.String()); err != nil {
 				t.Fatalf("round trip of %q: %v", s, err)
 			}
+		}
+	})
+}
+
+// FuzzValidateName holds the hand-written name check to the grammar of
+// DESIGN.md §2, written as a regular expression here.
+func FuzzValidateName(f *testing.F) {
+	grammar := regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+	for _, s := range []string{"prod", "a", "-x", ".x", "a.b_c-d", strings.Repeat("x", 64), strings.Repeat("x", 65), "ü", "a\x00", "a/b", ""} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		err := ValidateName("channel", s)
+		if (err == nil) != grammar.MatchString(s) {
+			t.Fatalf("ValidateName(%q) = %v, grammar match %v", s, err, grammar.MatchString(s))
+		}
+		if err != nil && !errors.Is(err, ErrInvalidName) {
+			t.Fatalf("wrong error type %v", err)
 		}
 	})
 }

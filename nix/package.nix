@@ -25,6 +25,10 @@ buildGoModule {
 
   subPackages = [ "cmd/${component}" ];
   env.CGO_ENABLED = 0;
+  # The agent leaves HTTP/2 out of net/http: one small GET per poll gains
+  # nothing from it, and every timer-driven start is cheaper without it
+  # (docs/perf.md; internal/testenv.AgentTags says the same).
+  tags = lib.optionals (component == "nix-ota-agent") [ "nethttpomithttp2" ];
   ldflags = [
     "-s"
     "-w"

@@ -23,6 +23,7 @@ import (
 
 	"github.com/nix-ota/nix-ota/agent"
 	"github.com/nix-ota/nix-ota/internal/benchutil"
+	"github.com/nix-ota/nix-ota/internal/testenv"
 	"github.com/nix-ota/nix-ota/nix"
 )
 
@@ -52,10 +53,8 @@ func run(runs int) error {
 
 	// The agent binary, as shipped: static, stripped.
 	bin := filepath.Join(dir, "nix-ota-agent")
-	build := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", bin, "./cmd/nix-ota-agent")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		return fmt.Errorf("build agent: %v\n%s", err, out)
+	if err := testenv.BuildAgent(bin); err != nil {
+		return err
 	}
 	fi, err := os.Stat(bin)
 	if err != nil {

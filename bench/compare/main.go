@@ -93,10 +93,8 @@ func run(runs int) error {
 		}
 	}
 	agentBin := filepath.Join(dir, "nix-ota-agent")
-	build := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", agentBin, "./cmd/nix-ota-agent")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		return fmt.Errorf("build agent: %v\n%s", err, out)
+	if err := testenv.BuildAgent(agentBin); err != nil {
+		return err
 	}
 
 	// One MinIO, one published channel, anonymous read on channels/.
