@@ -37,6 +37,7 @@ nix-parse:
 ## bench: every measured figure (docs/cost.md explains them); writes bench/results.json
 bench: test-deps
 	@command -v aws >/dev/null || { echo "bench: installing awscli (the baseline)"; $(SUDO) apt-get install -y -qq awscli >/dev/null; }
+	@[ -x /usr/bin/time ] || { echo "bench: installing GNU time (peak RSS)"; $(SUDO) apt-get install -y -qq time >/dev/null; }
 	rm -f bench/results.json
 	$(GO) run ./bench/agentpoll -runs 20
 	$(GO) run ./bench/compare -runs 20

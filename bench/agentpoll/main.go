@@ -88,9 +88,19 @@ func run(runs int) error {
 	args := []string{"once", "--bucket", url, "--channel", "prod", "--public-key", pub.String(), "--device-id", "bench-1",
 		"--state-dir", stateDir, "--profile", profile, "--status-credentials", creds, "--switch-via", "direct"}
 
-	once := func() (sample, error) {
+	// once runs the agent. Unwrapped, CPU comes from wait4 (µs); wrapped in
+	// GNU time, peak RSS is the agent's own and CPU has 10 ms resolution
+	// (see benchutil.WrapTime).
+	once := func(wrap bool) (sample, error) {
 		px.Reset()
 		cmd := exec.Command(bin, args...)
+		var read func() (benchutil.Timed, error)
+		if wrap {
+			var err error
+			if read, err = benchutil.WrapTime(cmd); err != nil {
+				return sample{}, err
+			}
+		}
 		var stderr bytes.Buffer
 		cmd.Stderr = &stderr
 		start := time.Now()
@@ -99,22 +109,39 @@ func run(runs int) error {
 		}
 		wall := time.Since(start)
 		ru := cmd.ProcessState.SysUsage().(*syscall.Rusage)
-		cpu := time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+		s := sample{cpu: time.Duration(ru.Utime.Nano() + ru.Stime.Nano()), wall: wall}
+		if wrap {
+			t, err := read()
+			if err != nil {
+				return sample{}, err
+			}
+			s.cpu, s.rss = t.CPU, t.PeakRSSKiB
+		}
 		time.Sleep(20 * time.Millisecond) // let the proxy finish counting
-		return sample{cpu: cpu, wall: wall, rss: ru.Maxrss, reqs: px.Requests.Load(), up: px.Up.Load(), down: px.Down.Load()}, nil
+		s.reqs, s.up, s.down = px.Requests.Load(), px.Up.Load(), px.Down.Load()
+		return s, nil
 	}
-	first, err := once() // up-to-date: records the revision and writes the first status
+	first, err := once(true) // up-to-date: records the revision and writes the first status
 	if err != nil {
 		return err
 	}
 	var samples []sample
 	for i := 0; i < runs; i++ {
-		s, err := once()
+		s, err := once(false)
 		if err != nil {
 			return err
 		}
 		samples = append(samples, s)
 	}
+	var rss []int64 // a separate pass under GNU time
+	for i := 0; i < 3; i++ {
+		s, err := once(true)
+		if err != nil {
+			return err
+		}
+		rss = append(rss, s.rss)
+	}
+	r1, r2, r3 := benchutil.MinMedMax(rss)
 
 	fmt.Printf("nix-ota-agent idle poll (manifest unchanged), %d whole-process runs of `nix-ota-agent once` against MinIO on loopback\n\n", runs)
 	fmt.Printf("%-34s %12s %12s %12s\n", "metric", "min", "median", "max")
@@ -128,9 +155,10 @@ func run(runs int) error {
 	col("bytes on the wire, total", func(s sample) int64 { return s.up + s.down }, " B")
 	col("CPU time (user+sys)", func(s sample) int64 { return s.cpu.Microseconds() / 1000 }, " ms")
 	col("wall time", func(s sample) int64 { return s.wall.Milliseconds() }, " ms")
-	col("peak RSS", func(s sample) int64 { return s.rss / 1024 }, " MiB")
-	fmt.Printf("\nfirst poll (verify, up-to-date, status write): %d requests, %d B, CPU %d ms, peak RSS %d MiB\n",
-		first.reqs, first.up+first.down, first.cpu.Milliseconds(), first.rss/1024)
+	mib := func(kib int64) string { return fmt.Sprintf("%.1f MiB", float64(kib)/1024) }
+	fmt.Printf("%-34s %12s %12s %12s\n", "peak RSS (3 runs, GNU time)", mib(r1), mib(r2), mib(r3))
+	fmt.Printf("\nfirst poll (verify, up-to-date, status write): %d requests, %d B, CPU %d ms, peak RSS %s\n",
+		first.reqs, first.up+first.down, first.cpu.Milliseconds(), mib(first.rss))
 	fmt.Printf("agent binary (static, stripped): %.1f MB (%d bytes; target <= 12 MB)\n", float64(fi.Size())/1e6, fi.Size())
 
 	// One apply: a new system (already in the store, so no download):
@@ -148,15 +176,15 @@ func run(runs int) error {
 	if _, err := benchutil.PublishChannelAs(ctx, store, sys2, pub, signer); err != nil {
 		return err
 	}
-	apply, err := once()
+	apply, err := once(true)
 	if err != nil {
 		return err
 	}
 	if cur, _ := filepath.EvalSymlinks(profile); cur != sys2 {
 		return fmt.Errorf("the apply did not switch the profile (%s)", cur)
 	}
-	fmt.Printf("one apply (verify, nix-env --set, switch-to-configuration, health check, status): %d requests, CPU %d ms, wall %d ms, peak RSS %d MiB\n\n",
-		apply.reqs, apply.cpu.Milliseconds(), apply.wall.Milliseconds(), apply.rss/1024)
+	fmt.Printf("one apply (verify, nix-env --set, switch-to-configuration, health check, status): %d requests, CPU %d ms, wall %d ms, peak RSS %s\n\n",
+		apply.reqs, apply.cpu.Milliseconds(), apply.wall.Milliseconds(), mib(apply.rss))
 
 	// In-process (daemon mode): the same idle poll, measured by testing.Benchmark.
 	cfg := agent.Config{Bucket: url, Channel: "prod", PublicKeys: []string{pub.String()}, DeviceID: "bench-2",
@@ -194,7 +222,6 @@ func run(runs int) error {
 		res.NsPerOp(), cpu.Microseconds(), res.AllocsPerOp(), res.AllocedBytesPerOp())
 	fmt.Printf("  HTTP requests: %d for %d idle polls\n", px.Requests.Load(), totalPolls)
 	c1, c2, c3 := benchutil.Column(samples, func(s sample) int64 { return s.cpu.Microseconds() })
-	r1, r2, r3 := benchutil.Column(samples, func(s sample) int64 { return s.rss })
 	return benchutil.SaveResult("agent", map[string]any{
 		"binary_bytes": fi.Size(), "once_idle_cpu_us": []int64{c1, c2, c3}, "once_idle_peak_rss_kib": []int64{r1, r2, r3},
 		"once_idle_wire_bytes_s3": samples[0].up + samples[0].down, "first_poll_requests": first.reqs, "first_poll_bytes": first.up + first.down,

@@ -41,7 +41,7 @@ func main() {
 	}
 }
 
-type sample struct{ cpuUs, wallUs, rssKiB, reqs, conns, bytes int64 }
+type sample struct{ cpuUs, wallUs, faults, reqs, conns, bytes int64 }
 
 // tool is one way of asking "did anything change?".
 type tool struct {
@@ -50,6 +50,10 @@ type tool struct {
 	cmd   func() *exec.Cmd
 	reqsH bool // the proxy speaks HTTP: count requests
 }
+
+// rssRuns is how many runs per tool measure peak RSS (under GNU time);
+// RSS barely varies between runs.
+const rssRuns = 3
 
 func measure(t tool, runs int) ([]sample, error) {
 	var out []sample
@@ -71,11 +75,26 @@ func measure(t tool, runs int) ([]sample, error) {
 		out = append(out, sample{
 			cpuUs:  (ru.Utime.Nano() + ru.Stime.Nano()) / 1000,
 			wallUs: wall.Microseconds(),
-			rssKiB: ru.Maxrss,
+			faults: ru.Minflt + ru.Majflt,
 			reqs:   t.px.Requests.Load(),
 			conns:  t.px.Conns.Load(),
 			bytes:  t.px.Up.Load() + t.px.Down.Load(),
 		})
+	}
+	return out, nil
+}
+
+// peakRSS measures peak RSS in a separate pass under GNU time (see
+// benchutil.WrapTime: a child of this Go process would report this
+// process's RSS as its own).
+func peakRSS(t tool) ([]int64, error) {
+	var out []int64
+	for range rssRuns {
+		rss, err := benchutil.PeakRSS(t.cmd())
+		if err != nil {
+			return nil, fmt.Errorf("%s: %v", t.name, err)
+		}
+		out = append(out, rss)
 	}
 	return out, nil
 }
@@ -208,7 +227,7 @@ func run(runs int) error {
 	}
 	results := map[string]any{}
 	fmt.Printf("idle poll, nothing changed: %d whole-process runs each, min / median / max\n\n", runs)
-	fmt.Printf("%-52s %20s %20s %16s %10s %12s\n", "tool", "CPU ms", "wall ms", "peak RSS MiB", "requests", "bytes")
+	fmt.Printf("%-52s %20s %20s %16s %8s %10s %12s\n", "tool", "CPU ms", "wall ms", "peak RSS MiB", "faults", "requests", "bytes")
 	medCPU := map[string]int64{}
 	for _, t := range tools {
 		ss, err := measure(t, runs)
@@ -218,7 +237,11 @@ func run(runs int) error {
 		pick := func(f func(sample) int64) (int64, int64, int64) { return benchutil.Column(ss, f) }
 		c1, c2, c3 := pick(func(s sample) int64 { return s.cpuUs })
 		w1, w2, w3 := pick(func(s sample) int64 { return s.wallUs })
-		r1, r2, r3 := pick(func(s sample) int64 { return s.rssKiB })
+		rss, err := peakRSS(t)
+		if err != nil {
+			return err
+		}
+		r1, r2, r3 := benchutil.MinMedMax(rss)
 		_, q, _ := pick(func(s sample) int64 {
 			if t.reqsH {
 				return s.reqs
@@ -226,17 +249,18 @@ func run(runs int) error {
 			return s.conns
 		})
 		_, b, _ := pick(func(s sample) int64 { return s.bytes })
+		_, pf, _ := pick(func(s sample) int64 { return s.faults })
 		unit := ""
 		if !t.reqsH {
 			unit = " conn"
 		}
-		fmt.Printf("%-52s %6.1f/%6.1f/%6.1f %6.1f/%6.1f/%6.1f %5.0f/%4.0f/%4.0f %10s %12d\n", t.name,
+		fmt.Printf("%-52s %6.1f/%6.1f/%6.1f %6.1f/%6.1f/%6.1f %5.0f/%4.0f/%4.0f %8d %10s %12d\n", t.name,
 			float64(c1)/1000, float64(c2)/1000, float64(c3)/1000, float64(w1)/1000, float64(w2)/1000, float64(w3)/1000,
-			float64(r1)/1024, float64(r2)/1024, float64(r3)/1024, fmt.Sprint(q)+unit, b)
+			float64(r1)/1024, float64(r2)/1024, float64(r3)/1024, pf, fmt.Sprint(q)+unit, b)
 		medCPU[t.name] = c2
 		results[t.name] = map[string]any{"cpu_ms": []float64{float64(c1) / 1000, float64(c2) / 1000, float64(c3) / 1000},
 			"wall_ms":      []float64{float64(w1) / 1000, float64(w2) / 1000, float64(w3) / 1000},
-			"peak_rss_kib": []int64{r1, r2, r3}, "requests": q, "bytes": b}
+			"peak_rss_kib": []int64{r1, r2, r3}, "page_faults_median": pf, "requests": q, "bytes": b}
 	}
 	ours, module := medCPU[tools[1].name], medCPU[tools[2].name]
 	aws, git, curl := float64(medCPU[tools[4].name]), float64(medCPU[tools[3].name]), float64(medCPU[tools[5].name])

@@ -20,7 +20,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/nix-ota/nix-ota/bucket"
@@ -105,16 +104,26 @@ func fill(ctx context.Context, s bucket.Store, from, to int) error {
 
 type sample struct{ wall, cpu, rssMiB, reqs int64 }
 
+// measure runs the CLI under GNU time: its peak RSS and CPU (10 ms
+// resolution) are the CLI's own, not this harness's (benchutil.WrapTime).
 func measure(bin string, env []string, args ...string) (sample, error) {
 	cmd := exec.Command(bin, args...)
 	cmd.Env = append(os.Environ(), env...)
+	read, err := benchutil.WrapTime(cmd)
+	if err != nil {
+		return sample{}, err
+	}
 	start := time.Now()
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return sample{}, fmt.Errorf("%v: %v\n%s", args, err, out)
 	}
-	ru := cmd.ProcessState.SysUsage().(*syscall.Rusage)
-	return sample{wall: time.Since(start).Milliseconds(), cpu: (ru.Utime.Nano() + ru.Stime.Nano()) / 1e6, rssMiB: ru.Maxrss / 1024}, nil
+	wall := time.Since(start)
+	t, err := read()
+	if err != nil {
+		return sample{}, err
+	}
+	return sample{wall: wall.Milliseconds(), cpu: t.CPU.Milliseconds(), rssMiB: t.PeakRSSKiB / 1024}, nil
 }
 
 func report(name string, ss []sample) {
