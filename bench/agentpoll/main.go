@@ -218,7 +218,7 @@ func run(runs int) error {
 	})
 	cpu := time.Duration(ruAfter.Utime.Nano()+ruAfter.Stime.Nano()-ruBefore.Utime.Nano()-ruBefore.Stime.Nano()) / time.Duration(polls)
 	fmt.Printf("daemon mode, in-process idle poll (testing.Benchmark, %d polls):\n", res.N)
-	fmt.Printf("  %d ns/poll wall, %d µs CPU/poll (incl. MinIO client), %d allocs/poll, %d B allocated/poll\n",
+	fmt.Printf("  %d ns/poll wall, %d µs CPU/poll (incl. the HTTP client), %d allocs/poll, %d B allocated/poll\n",
 		res.NsPerOp(), cpu.Microseconds(), res.AllocsPerOp(), res.AllocedBytesPerOp())
 	fmt.Printf("  HTTP requests: %d for %d idle polls\n", px.Requests.Load(), totalPolls)
 	c1, c2, c3 := benchutil.Column(samples, func(s sample) int64 { return s.cpu.Microseconds() })
