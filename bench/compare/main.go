@@ -58,7 +58,9 @@ const rssRuns = 3
 func measure(t tool, runs int) ([]sample, error) {
 	var out []sample
 	for i := 0; i < runs+1; i++ { // the first run warms caches and is dropped
-		t.px.Reset()
+		if t.px != nil {
+			t.px.Reset()
+		}
 		cmd := t.cmd()
 		var stderr strings.Builder
 		cmd.Stderr = &stderr
@@ -72,14 +74,15 @@ func measure(t tool, runs int) ([]sample, error) {
 		if i == 0 {
 			continue
 		}
-		out = append(out, sample{
+		s := sample{
 			cpuUs:  (ru.Utime.Nano() + ru.Stime.Nano()) / 1000,
 			wallUs: wall.Microseconds(),
 			faults: ru.Minflt + ru.Majflt,
-			reqs:   t.px.Requests.Load(),
-			conns:  t.px.Conns.Load(),
-			bytes:  t.px.Up.Load() + t.px.Down.Load(),
-		})
+		}
+		if t.px != nil {
+			s.reqs, s.conns, s.bytes = t.px.Requests.Load(), t.px.Conns.Load(), t.px.Up.Load()+t.px.Down.Load()
+		}
+		out = append(out, s)
 	}
 	return out, nil
 }
@@ -206,8 +209,8 @@ func run(runs int) error {
 	}
 	tools := []tool{
 		{name: "nix-ota-agent once (s3://, signed)", px: s3px, reqsH: true, cmd: agentCmd(s3url, s3state)},
-		{name: "nix-ota-agent once (https://, anonymous)", px: s3px, reqsH: true, cmd: agentCmd(httpURL, httpState)},
-		{name: "nix-ota-agent once (https://, as the module runs it)", px: s3px, reqsH: true, cmd: func() *exec.Cmd {
+		{name: "nix-ota-agent once (http://, anonymous)", px: s3px, reqsH: true, cmd: agentCmd(httpURL, httpState)},
+		{name: "nix-ota-agent once (http://, as the module runs it)", px: s3px, reqsH: true, cmd: func() *exec.Cmd {
 			c := agentCmd(httpURL, httpState)()
 			c.Env = append(os.Environ(), "GOMAXPROCS=1") // the NixOS module's environment
 			return c
@@ -225,6 +228,11 @@ func run(runs int) error {
 			return exec.Command("curl", "-s", "-o", "/dev/null", "-H", `If-None-Match: "`+o.ETag+`"`, httpURL+"/channels/prod.json")
 		}},
 	}
+	floors, err := floorTools(dir)
+	if err != nil {
+		return err
+	}
+	tools = append(tools, floors...)
 	results := map[string]any{}
 	fmt.Printf("idle poll, nothing changed: %d whole-process runs each, min / median / max\n\n", runs)
 	fmt.Printf("%-52s %20s %20s %16s %8s %10s %12s\n", "tool", "CPU ms", "wall ms", "peak RSS MiB", "faults", "requests", "bytes")
@@ -250,28 +258,78 @@ func run(runs int) error {
 		})
 		_, b, _ := pick(func(s sample) int64 { return s.bytes })
 		_, pf, _ := pick(func(s sample) int64 { return s.faults })
-		unit := ""
+		reqs := fmt.Sprint(q)
 		if !t.reqsH {
-			unit = " conn"
+			reqs += " conn"
+		}
+		if t.px == nil {
+			reqs = "-"
 		}
 		fmt.Printf("%-52s %6.1f/%6.1f/%6.1f %6.1f/%6.1f/%6.1f %5.0f/%4.0f/%4.0f %8d %10s %12d\n", t.name,
 			float64(c1)/1000, float64(c2)/1000, float64(c3)/1000, float64(w1)/1000, float64(w2)/1000, float64(w3)/1000,
-			float64(r1)/1024, float64(r2)/1024, float64(r3)/1024, pf, fmt.Sprint(q)+unit, b)
+			float64(r1)/1024, float64(r2)/1024, float64(r3)/1024, pf, reqs, b)
 		medCPU[t.name] = c2
 		results[t.name] = map[string]any{"cpu_ms": []float64{float64(c1) / 1000, float64(c2) / 1000, float64(c3) / 1000},
 			"wall_ms":      []float64{float64(w1) / 1000, float64(w2) / 1000, float64(w3) / 1000},
 			"peak_rss_kib": []int64{r1, r2, r3}, "page_faults_median": pf, "requests": q, "bytes": b}
 	}
 	ours, module := medCPU[tools[1].name], medCPU[tools[2].name]
+	fmt.Printf("\nfloors (no network): what any process, any Go program, and the agent's linked packages cost before doing anything\n")
+	for _, f := range floors {
+		fmt.Printf("  aws s3api / %-58s %5.0fx\n", f.name, float64(medCPU[tools[4].name])/float64(medCPU[f.name]))
+	}
 	aws, git, curl := float64(medCPU[tools[4].name]), float64(medCPU[tools[3].name]), float64(medCPU[tools[5].name])
 	fmt.Printf("\nratios of median CPU (whole process):\n")
-	fmt.Printf("  aws s3api / nix-ota: https %.0fx, s3 %.0fx, as the module runs it %.0fx\n", aws/float64(ours), aws/float64(medCPU[tools[0].name]), aws/float64(module))
-	fmt.Printf("  git fetch / nix-ota: https %.2fx, as the module runs it %.2fx\n", git/float64(ours), git/float64(module))
-	fmt.Printf("  curl / nix-ota: https %.2fx, as the module runs it %.2fx\n", curl/float64(ours), curl/float64(module))
+	fmt.Printf("  aws s3api / nix-ota: http %.0fx, s3 %.0fx, as the module runs it %.0fx\n", aws/float64(ours), aws/float64(medCPU[tools[0].name]), aws/float64(module))
+	fmt.Printf("  git fetch / nix-ota: http %.2fx, as the module runs it %.2fx\n", git/float64(ours), git/float64(module))
+	fmt.Printf("  curl / nix-ota: http %.2fx, as the module runs it %.2fx\n", curl/float64(ours), curl/float64(module))
 	results["ratios"] = map[string]float64{
-		"aws_over_nixota_https": aws / float64(ours), "aws_over_nixota_s3": aws / float64(medCPU[tools[0].name]),
-		"aws_over_nixota_module": aws / float64(module), "git_over_nixota_https": git / float64(ours),
+		"aws_over_nixota_http": aws / float64(ours), "aws_over_nixota_s3": aws / float64(medCPU[tools[0].name]),
+		"aws_over_nixota_module": aws / float64(module), "git_over_nixota_http": git / float64(ours),
 		"git_over_nixota_module": git / float64(module),
+		"aws_over_floor_exec":    aws / float64(medCPU[floors[0].name]), "aws_over_floor_empty_go": aws / float64(medCPU[floors[1].name]),
+		"aws_over_floor_agent_packages": aws / float64(medCPU[floors[2].name]),
 	}
 	return benchutil.SaveResult("idle_poll_comparison", results)
+}
+
+// floorTools are processes that do no polling at all, to show what starting
+// a process costs on this machine: exec alone, an empty Go program, and a
+// Go program that links and initialises every package the agent links,
+// then returns (all built as the agent is: static, stripped,
+// GOMAXPROCS=1).
+func floorTools(dir string) ([]tool, error) {
+	build := func(name, src string) (string, error) {
+		file := filepath.Join(dir, name+".go")
+		if err := os.WriteFile(file, []byte(src), 0o644); err != nil {
+			return "", err
+		}
+		bin := filepath.Join(dir, name)
+		cmd := exec.Command("go", "build", "-trimpath", "-tags", testenv.AgentTags, "-ldflags", "-s -w", "-o", bin, file)
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return "", fmt.Errorf("build %s: %v\n%s", name, err, out)
+		}
+		return bin, nil
+	}
+	empty, err := build("floor-empty", "package main\n\nfunc main() {}\n")
+	if err != nil {
+		return nil, err
+	}
+	linked, err := build("floor-agent-packages", "package main\n\nimport _ \"github.com/nix-ota/nix-ota/agent\"\n\nfunc main() {}\n")
+	if err != nil {
+		return nil, err
+	}
+	run := func(bin string) func() *exec.Cmd {
+		return func() *exec.Cmd {
+			c := exec.Command(bin)
+			c.Env = append(os.Environ(), "GOMAXPROCS=1")
+			return c
+		}
+	}
+	return []tool{
+		{name: "floor: /bin/true (exec alone)", cmd: run("/bin/true")},
+		{name: "floor: empty Go program", cmd: run(empty)},
+		{name: "floor: the agent's packages initialised, main returns", cmd: run(linked)},
+	}, nil
 }
