@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"log"
 	"math/rand/v2"
+	"net/http"
 	"os"
 	"path/filepath"
 	"sort"
@@ -74,6 +75,19 @@ func run(sizes string, interval time.Duration) error {
 	if err != nil {
 		return err
 	}
+	// The devices' side: the built-in S3 client the agent binary uses. Real
+	// devices each hold their own connection; here they share one process,
+	// so the pool keeps as many idle connections as the warm-up runs
+	// devices at once instead of redialling (a harness detail).
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.MaxIdleConnsPerHost = 64
+	devStore, err := bucket.Open(url, bucket.Options{
+		Credentials: bucket.StaticCredentials(m.AccessKey, m.SecretKey, ""),
+		HTTPClient:  &http.Client{Transport: tr, Timeout: agent.RequestTimeout},
+	})
+	if err != nil {
+		return err
+	}
 	pub, _, err := benchutil.PublishChannel(ctx, store, sys)
 	if err != nil {
 		return err
@@ -98,7 +112,7 @@ func run(sizes string, interval time.Duration) error {
 				return err
 			}
 			os.MkdirAll(cfg.StateDir, 0o700)
-			a := &agent.Agent{Config: cfg, Trust: trust, Store: store, Status: store, System: &nix.Local{SystemdRun: "never"}}
+			a := &agent.Agent{Config: cfg, Trust: trust, Store: devStore, Status: devStore, System: &nix.Local{SystemdRun: "never"}}
 			if err := a.Load(); err != nil {
 				return err
 			}
