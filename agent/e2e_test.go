@@ -21,6 +21,7 @@ import (
 
 	"github.com/nix-ota/nix-ota/bucket"
 	"github.com/nix-ota/nix-ota/bucket/s3store"
+	"github.com/nix-ota/nix-ota/internal/benchutil"
 	"github.com/nix-ota/nix-ota/internal/testenv"
 	"github.com/nix-ota/nix-ota/manifest"
 	"github.com/nix-ota/nix-ota/manifest/signing"
@@ -662,5 +663,30 @@ func TestCheckConfig(t *testing.T) {
 		if !ok || ee.ExitCode() != 2 || strings.Count(strings.TrimSpace(se.String()), "\n") != 0 || !strings.Contains(se.String(), "invalid agent configuration") {
 			t.Errorf("%s: %v: %q", name, err, se.String())
 		}
+	}
+}
+
+// TestIdlePollOnTheWire: with nothing new, a signed s3:// poll by the real
+// binary is exactly one request and less than 1 KB of HTTP, both ways.
+func TestIdlePollOnTheWire(t *testing.T) {
+	f := newFleet(t, "minio")
+	px, err := benchutil.StartProxy(f.minio.Endpoint)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer px.Close()
+	f.agentURL = fmt.Sprintf("s3://%s?endpoint=%s&scheme=http&region=us-east-1", f.bucketName, px.Addr())
+	d := f.device(t, "kiosk-1")
+	f.publish(t, f.a)
+	d.mustOnce(t, 0) // applies A and writes the status
+	d.mustOnce(t, 0) // up to date
+	px.Reset()
+	d.mustOnce(t, 0)                  // idle
+	time.Sleep(50 * time.Millisecond) // let the proxy finish counting
+	if n := px.Requests.Load(); n != 1 {
+		t.Fatalf("idle poll made %d requests, want 1", n)
+	}
+	if b := px.Up.Load() + px.Down.Load(); b >= 1024 {
+		t.Fatalf("idle poll moved %d bytes of HTTP (%d up, %d down), want < 1024", b, px.Up.Load(), px.Down.Load())
 	}
 }

@@ -29,7 +29,7 @@ func openHTTP(u *url.URL, client *http.Client) (*httpStore, error) {
 		return nil, fmt.Errorf("%w: %s: query or fragment not allowed", ErrInvalidURL, redact(u.String()))
 	}
 	if client == nil {
-		client = &http.Client{Timeout: 60 * time.Second}
+		client = defaultClient()
 	}
 	return &httpStore{base: strings.TrimSuffix(u.String(), "/"), client: client}, nil
 }
@@ -47,6 +47,7 @@ func (s *httpStore) do(ctx context.Context, method, key, ifNoneMatch string) (*h
 	if ifNoneMatch != "" {
 		req.Header.Set("If-None-Match", strconv.Quote(TrimETag(ifNoneMatch)))
 	}
+	req.Header.Set("User-Agent", userAgent)
 	resp, err := s.client.Do(req)
 	if err != nil {
 		return nil, fmt.Errorf("%s %s: %w: %s: %v", strings.ToLower(method), key, ErrUnreachable, s, err)
@@ -106,4 +107,17 @@ func (s *httpStore) List(ctx context.Context, prefix string, fn func(Info) error
 
 func (s *httpStore) Delete(ctx context.Context, key string) error {
 	return fmt.Errorf("delete %s: %w: %s", key, ErrReadOnly, s)
+}
+
+// userAgent names nix-ota in bucket access logs, in few bytes: it is sent
+// with every poll of every device.
+const userAgent = "nix-ota"
+
+// defaultClient is the HTTP client of the built-in backends. Objects are
+// small JSON; asking for gzip would add a header to every poll and save
+// nothing on a 304.
+func defaultClient() *http.Client {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.DisableCompression = true
+	return &http.Client{Timeout: 60 * time.Second, Transport: tr}
 }

@@ -12,7 +12,6 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/aws/smithy-go/aws-http-auth/credentials"
 	"github.com/aws/smithy-go/aws-http-auth/sigv4"
@@ -52,7 +51,7 @@ func openS3HTTP(cfg S3Config, creds CredentialsFunc, client *http.Client) (*s3HT
 		creds = EnvCredentials
 	}
 	if client == nil {
-		client = &http.Client{Timeout: 60 * time.Second}
+		client = defaultClient()
 	}
 	signer := sigv4.New(func(o *v4.SignerOptions) {
 		o.DisableDoublePathEscape = true // S3 signs the path escaped once
@@ -120,6 +119,7 @@ func (s *s3HTTPStore) do(ctx context.Context, op, method, key string, body []byt
 	for k, vs := range hdr {
 		req.Header[k] = vs
 	}
+	req.Header.Set("User-Agent", userAgent)
 	if body != nil {
 		req.Body = io.NopCloser(bytes.NewReader(body))
 		req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
@@ -130,10 +130,18 @@ func (s *s3HTTPStore) do(ctx context.Context, op, method, key string, body []byt
 		return nil, fmt.Errorf("%s %s: %w", op, key, err)
 	}
 	if !c.Anonymous() {
-		sum := sha256.Sum256(body)
+		// A request without a body is signed with S3's UNSIGNED-PAYLOAD
+		// marker (16 bytes on the wire rather than a 64-byte hash of
+		// nothing; it keeps a signed poll under 1 KB). A body is always
+		// signed by its hash.
+		hash := v4.UnsignedPayload()
+		if body != nil {
+			sum := sha256.Sum256(body)
+			hash = sum[:]
+		}
 		err := s.signer.SignRequest(&sigv4.SignRequestInput{
 			Request:     req,
-			PayloadHash: sum[:],
+			PayloadHash: hash,
 			Credentials: credentials.Credentials{AccessKeyID: c.AccessKeyID, SecretAccessKey: c.SecretAccessKey, SessionToken: c.SessionToken},
 			Service:     "s3",
 			Region:      s.cfg.Region,
