@@ -74,8 +74,13 @@ func (s *httpStore) Get(ctx context.Context, key string, opts GetOptions) (*Obje
 	if err != nil {
 		return nil, err
 	}
+	return readObject(key, resp, opts.Limit())
+}
+
+// readObject reads a successful GET's body (at most max bytes) and
+// metadata, and closes the body.
+func readObject(key string, resp *http.Response, max int64) (*Object, error) {
 	defer resp.Body.Close()
-	max := opts.Limit()
 	if resp.ContentLength > max {
 		return nil, fmt.Errorf("get %s: %w: %d bytes, limit %d", key, ErrTooLarge, resp.ContentLength, max)
 	}
@@ -83,8 +88,14 @@ func (s *httpStore) Get(ctx context.Context, key string, opts GetOptions) (*Obje
 	if err != nil {
 		return nil, fmt.Errorf("get %s: %w", key, err)
 	}
+	info := responseInfo(key, resp)
+	return &Object{Data: data, ETag: info.ETag, ContentType: resp.Header.Get("Content-Type"), ModTime: info.ModTime}, nil
+}
+
+// responseInfo is an object's metadata from a GET or HEAD response.
+func responseInfo(key string, resp *http.Response) Info {
 	mod, _ := http.ParseTime(resp.Header.Get("Last-Modified"))
-	return &Object{Data: data, ETag: TrimETag(resp.Header.Get("ETag")), ContentType: resp.Header.Get("Content-Type"), ModTime: mod}, nil
+	return Info{Key: key, Size: resp.ContentLength, ETag: TrimETag(resp.Header.Get("ETag")), ModTime: mod}
 }
 
 func (s *httpStore) Stat(ctx context.Context, key string) (Info, error) {
@@ -93,8 +104,7 @@ func (s *httpStore) Stat(ctx context.Context, key string) (Info, error) {
 		return Info{}, err
 	}
 	resp.Body.Close()
-	mod, _ := http.ParseTime(resp.Header.Get("Last-Modified"))
-	return Info{Key: key, Size: resp.ContentLength, ETag: TrimETag(resp.Header.Get("ETag")), ModTime: mod}, nil
+	return responseInfo(key, resp), nil
 }
 
 func (s *httpStore) Put(ctx context.Context, key string, r io.Reader, size int64, opts PutOptions) (string, error) {

@@ -218,17 +218,7 @@ func (s *s3HTTPStore) Get(ctx context.Context, key string, opts GetOptions) (*Ob
 	if err != nil {
 		return nil, err
 	}
-	defer resp.Body.Close()
-	max := opts.Limit()
-	if resp.ContentLength > max {
-		return nil, fmt.Errorf("get %s: %w: %d bytes, limit %d", key, ErrTooLarge, resp.ContentLength, max)
-	}
-	data, err := ReadLimited(resp.Body, max)
-	if err != nil {
-		return nil, fmt.Errorf("get %s: %w", key, err)
-	}
-	mod, _ := http.ParseTime(resp.Header.Get("Last-Modified"))
-	return &Object{Data: data, ETag: TrimETag(resp.Header.Get("ETag")), ContentType: resp.Header.Get("Content-Type"), ModTime: mod}, nil
+	return readObject(key, resp, opts.Limit())
 }
 
 // maxS3HTTPPut bounds a single PUT from this client: status blobs and
@@ -275,8 +265,7 @@ func (s *s3HTTPStore) Stat(ctx context.Context, key string) (Info, error) {
 		return Info{}, err
 	}
 	resp.Body.Close()
-	mod, _ := http.ParseTime(resp.Header.Get("Last-Modified"))
-	return Info{Key: key, Size: resp.ContentLength, ETag: TrimETag(resp.Header.Get("ETag")), ModTime: mod}, nil
+	return responseInfo(key, resp), nil
 }
 
 func (s *s3HTTPStore) List(ctx context.Context, prefix string, fn func(Info) error) error {
