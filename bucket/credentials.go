@@ -121,11 +121,11 @@ func ParseCredentialsFile(data []byte, profile string) (Credentials, error) {
 	}
 	switch {
 	case !found:
-		return Credentials{}, fmt.Errorf("%w: no [%s] profile", ErrCredentials, profile)
+		return Credentials{}, fmt.Errorf("%w: no profile %q", ErrCredentials, profile)
 	case c.AccessKeyID == "" || c.SecretAccessKey == "":
-		return Credentials{}, fmt.Errorf("%w: profile [%s] needs aws_access_key_id and aws_secret_access_key", ErrCredentials, profile)
+		return Credentials{}, fmt.Errorf("%w: profile %q needs aws_access_key_id and aws_secret_access_key", ErrCredentials, profile)
 	case strings.ContainsAny(c.AccessKeyID+c.SecretAccessKey+c.SessionToken, " \t\x00"):
-		return Credentials{}, fmt.Errorf("%w: profile [%s]: a key contains whitespace or NUL", ErrCredentials, profile)
+		return Credentials{}, fmt.Errorf("%w: profile %q: a key contains whitespace or NUL", ErrCredentials, profile)
 	}
 	return c, nil
 }
