@@ -434,6 +434,27 @@ func TestBuiltinS3Interop(t *testing.T) {
 	}
 }
 
+// TestBuiltinS3WrongRegion: a server in another region than the URL says
+// refuses the signature; the error says to check region=.
+func TestBuiltinS3WrongRegion(t *testing.T) {
+	m, err := testenv.StartMinIO("MINIO_SITE_REGION=eu-west-3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Stop()
+	creds := bucket.StaticCredentials(m.AccessKey, m.SecretKey, "")
+	right, _ := bucket.Open(fmt.Sprintf("s3://fleet?endpoint=%s&scheme=http&region=eu-west-3", m.Endpoint), bucket.Options{Credentials: creds})
+	if _, err := right.Get(ctx, "channels/prod.json", bucket.GetOptions{}); !errors.Is(err, bucket.ErrUnreachable) || !strings.Contains(err.Error(), "does not exist") {
+		t.Fatalf("right region, no bucket: %v", err)
+	}
+	wrong, _ := bucket.Open(fmt.Sprintf("s3://fleet?endpoint=%s&scheme=http", m.Endpoint), bucket.Options{Credentials: creds})
+	_, err = wrong.Get(ctx, "channels/prod.json", bucket.GetOptions{})
+	if !errors.Is(err, bucket.ErrAccessDenied) || !strings.Contains(err.Error(), "region=us-east-1 right?") || strings.Contains(err.Error(), "\n") {
+		t.Fatalf("wrong region: %v", err)
+	}
+	t.Logf("wrong region: %v", err)
+}
+
 func TestOpenBadURLs(t *testing.T) {
 	for _, u := range []string{
 		"", "ftp://x", "/abs/path", "file://relative/path", "file:///x?y=1",

@@ -181,6 +181,9 @@ func (s *s3HTTPStore) statusError(resp *http.Response) error {
 		return fmt.Errorf("%w: bucket %q does not exist at %s", ErrUnreachable, s.cfg.Bucket, s.cfg.Endpoint)
 	case resp.StatusCode == http.StatusNotFound:
 		return ErrNotFound
+	case e.Code == "AuthorizationHeaderMalformed" || e.Code == "PermanentRedirect":
+		// The usual cause is a region that is not the bucket's.
+		return fmt.Errorf("%w: %s: %s (is region=%s right? set &region= in the bucket URL)", ErrAccessDenied, oneLine(e.Code), oneLine(e.Message), s.cfg.Region)
 	case resp.StatusCode == http.StatusForbidden || resp.StatusCode == http.StatusUnauthorized:
 		if e.Code == "" {
 			e.Code = resp.Status

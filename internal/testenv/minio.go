@@ -74,8 +74,9 @@ func FreePort() (int, error) {
 }
 
 // StartMinIO starts a MinIO server on loopback with a temporary data
-// directory and random credentials. The caller stops it.
-func StartMinIO() (*MinIO, error) {
+// directory and random credentials; env adds settings (e.g.
+// MINIO_SITE_REGION=…). The caller stops it.
+func StartMinIO(env ...string) (*MinIO, error) {
 	bin, err := MinIOBinary()
 	if err != nil {
 		return nil, err
@@ -97,6 +98,7 @@ func StartMinIO() (*MinIO, error) {
 	cmd.Env = append(os.Environ(),
 		"MINIO_ROOT_USER="+m.AccessKey, "MINIO_ROOT_PASSWORD="+m.SecretKey,
 		"MINIO_BROWSER=off", "MINIO_UPDATE=off", "MINIO_CALLHOME_ENABLE=off")
+	cmd.Env = append(cmd.Env, env...)
 	logf, err := os.Create(filepath.Join(dir, "minio.log"))
 	if err != nil {
 		return nil, err
