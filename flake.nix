@@ -46,7 +46,7 @@
           vm = import ./nix/tests/vm.nix { inherit pkgs self; };
           go-unit = p.nix-ota.overrideAttrs (old: {
             pname = "nix-ota-unit-tests";
-            subPackages = [ "manifest" "status" ];
+            subPackages = [ "manifest" "manifest/signing" "status" ];
             doCheck = true;
             installPhase = "touch $out";
           });
