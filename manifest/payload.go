@@ -6,9 +6,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
-	"net/url"
 	"sort"
-	"strings"
 	"time"
 
 	"github.com/nix-community/go-nix/pkg/storepath"
@@ -23,6 +21,12 @@ const Schema = 1
 // MaxBodySize bounds every manifest read (DESIGN.md §3 rule 1): no reader
 // of a manifest reads more, so an endless or huge body cannot exhaust memory.
 const MaxBodySize = 1 << 20
+
+// MaxRevision is the highest revision a publisher signs or a device
+// accepts: 2^53-1, the largest integer every JSON reader holds exactly, so
+// a revision can never wrap or round, and no bucket writer can push a
+// channel to the end of the number line.
+const MaxRevision = 1<<53 - 1
 
 // DefaultClass is the device class used when a device configures none.
 const DefaultClass = "default"
@@ -148,8 +152,8 @@ func (p *Payload) Validate() error {
 	if err := ValidateName("channel", p.Channel); err != nil {
 		return fmt.Errorf("%w: %v", ErrMalformed, err)
 	}
-	if p.Revision == 0 {
-		return fmt.Errorf("%w: revision must be at least 1", ErrMalformed)
+	if p.Revision == 0 || p.Revision > MaxRevision {
+		return fmt.Errorf("%w: revision %d is outside 1-%d", ErrMalformed, p.Revision, uint64(MaxRevision))
 	}
 	if p.StorePath == "" && len(p.Systems) == 0 {
 		return fmt.Errorf("%w: no storePath and no systems", ErrInvalidStorePath)
@@ -168,7 +172,7 @@ func (p *Payload) Validate() error {
 		}
 	}
 	for _, s := range p.Substituters {
-		if err := validateSubstituter(s); err != nil {
+		if err := ValidateSubstituter(s); err != nil {
 			return err
 		}
 	}
@@ -189,28 +193,6 @@ func (p *Payload) Validate() error {
 	}
 	return nil
 }
-
-// validateSubstituter accepts the URL forms Nix substitutes from. The list
-// is signed, but it still reaches a command line, so nothing that could be
-// read as an option or split into two arguments gets through.
-func validateSubstituter(s string) error {
-	if s == "" || strings.ContainsAny(s, " \t\r\n") || strings.HasPrefix(s, "-") {
-		return fmt.Errorf("%w: substituter %q is not a URL", ErrMalformed, s)
-	}
-	u, err := url.Parse(s)
-	if err != nil {
-		return fmt.Errorf("%w: substituter %q: %v", ErrMalformed, s, err)
-	}
-	switch u.Scheme {
-	case "http", "https", "file", "s3", "ssh", "ssh-ng":
-		return nil
-	}
-	return fmt.Errorf("%w: substituter %q: scheme must be https, http, file, s3, ssh or ssh-ng", ErrMalformed, s)
-}
-
-// ValidateSubstituter is validateSubstituter for callers outside the package
-// (the CLI checks flags before it signs anything).
-func ValidateSubstituter(s string) error { return validateSubstituter(s) }
 
 // decodePayload parses payload bytes strictly: unknown fields are refused,
 // because an old agent silently ignoring a field it does not know (say, a
