@@ -18,30 +18,33 @@ import (
 // it with pkgs.formats.json; examples/agent-config.json shows every field)
 // and/or flags of the same names.
 type Config struct {
-	Bucket            string   `json:"bucket"`
-	Channel           string   `json:"channel"`
-	PublicKeys        []string `json:"publicKeys"`
-	Threshold         int      `json:"threshold,omitempty"`
-	DeviceID          string   `json:"deviceId,omitempty"`
-	DeviceClass       string   `json:"deviceClass,omitempty"`
-	StateDir          string   `json:"stateDir,omitempty"`
-	Profile           string   `json:"profile,omitempty"`
-	Substituters      []string `json:"substituters,omitempty"`
-	TrustedCacheKeys  []string `json:"trustedCacheKeys,omitempty"`
-	HealthChecks      []string `json:"healthChecks,omitempty"`
-	HealthTimeout     Duration `json:"healthTimeout,omitempty"`
-	StatusBucket      string   `json:"statusBucket,omitempty"`
-	StatusCredentials string   `json:"statusCredentials,omitempty"`
-	Switch            string   `json:"switch,omitempty"`
-	SwitchVia         string   `json:"switchVia,omitempty"`
-	Interval          Duration `json:"interval,omitempty"`
-	Jitter            Duration `json:"jitter,omitempty"`
-	Heartbeat         Duration `json:"heartbeat,omitempty"`
-	PrometheusFile    string   `json:"prometheusFile,omitempty"`
-	AllowReboot       bool     `json:"allowReboot,omitempty"`
-	RebootWindow      string   `json:"rebootWindow,omitempty"`
-	KeepGenerations   int      `json:"keepGenerations,omitempty"`
-	MinFreeSpace      string   `json:"minFreeSpace,omitempty"`
+	Bucket       string   `json:"bucket"`
+	Channel      string   `json:"channel"`
+	PublicKeys   []string `json:"publicKeys"`
+	Threshold    int      `json:"threshold,omitempty"`
+	DeviceID     string   `json:"deviceId,omitempty"`
+	DeviceClass  string   `json:"deviceClass,omitempty"`
+	StateDir     string   `json:"stateDir,omitempty"`
+	Profile      string   `json:"profile,omitempty"`
+	Substituters []string `json:"substituters,omitempty"`
+	// AllowedSubstituters, when set, are the only URL prefixes a signed
+	// manifest may name as substituters (for operators who pin caches).
+	AllowedSubstituters []string `json:"allowedSubstituters,omitempty"`
+	TrustedCacheKeys    []string `json:"trustedCacheKeys,omitempty"`
+	HealthChecks        []string `json:"healthChecks,omitempty"`
+	HealthTimeout       Duration `json:"healthTimeout,omitempty"`
+	StatusBucket        string   `json:"statusBucket,omitempty"`
+	StatusCredentials   string   `json:"statusCredentials,omitempty"`
+	Switch              string   `json:"switch,omitempty"`
+	SwitchVia           string   `json:"switchVia,omitempty"`
+	Interval            Duration `json:"interval,omitempty"`
+	Jitter              Duration `json:"jitter,omitempty"`
+	Heartbeat           Duration `json:"heartbeat,omitempty"`
+	PrometheusFile      string   `json:"prometheusFile,omitempty"`
+	AllowReboot         bool     `json:"allowReboot,omitempty"`
+	RebootWindow        string   `json:"rebootWindow,omitempty"`
+	KeepGenerations     int      `json:"keepGenerations,omitempty"`
+	MinFreeSpace        string   `json:"minFreeSpace,omitempty"`
 }
 
 // Duration is a time.Duration written as "60s" in JSON.
@@ -192,6 +195,11 @@ func (c *Config) Check() (manifest.Trust, error) {
 	for _, s := range c.Substituters {
 		if err := manifest.ValidateSubstituter(s); err != nil {
 			add("substituters: %v", err)
+		}
+	}
+	for _, s := range c.AllowedSubstituters {
+		if err := manifest.ValidateSubstituter(s); err != nil {
+			add("allowedSubstituters: %v", err)
 		}
 	}
 	for _, k := range c.TrustedCacheKeys {

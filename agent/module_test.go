@@ -3,6 +3,7 @@ package agent_test
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"reflect"
@@ -85,5 +86,30 @@ func TestModuleConfigMatchesAgent(t *testing.T) {
 	out, err = exec.Command(agentBin, "check-config", p).CombinedOutput()
 	if err == nil || !bytes.Contains(out, []byte("rebootWindow")) {
 		t.Fatalf("check-config accepted a bad reboot window: %s", out)
+	}
+}
+
+// TestAllowedSubstitutersCheck: each allowedSubstituters prefix must pass
+// the same policy as a manifest's substituters, so a pin cannot widen it.
+func TestAllowedSubstitutersCheck(t *testing.T) {
+	base := `{"bucket":"https://fleet.example.org","channel":"prod","deviceId":"kiosk-1",` +
+		`"publicKeys":["fleet-2026:Q0nTDrrjIrCjXbqUAB5nxuq49BhWKrnCthpZgvOs/GU="],"allowedSubstituters":%s}`
+	for in, ok := range map[string]bool{
+		`[]`:                                  true,
+		`["https://fleet.example.org/cache"]`: true,
+		`["s3://fleet-cache?region=eu-west-1","file:///srv"]`: true,
+		`["https://user:pw@cache.example.org"]`:               false,
+		`["ftp://cache.example.org"]`:                         false,
+		`["https://cache.example.org?trusted=1"]`:             false,
+		`[""]`: false,
+	} {
+		c, err := agent.ParseConfig([]byte(fmt.Sprintf(base, in)))
+		if err != nil {
+			t.Fatalf("%s: %v", in, err)
+		}
+		_, err = c.Prepare()
+		if (err == nil) != ok || (err != nil && !strings.Contains(err.Error(), "allowedSubstituters")) {
+			t.Errorf("allowedSubstituters %s: %v (want ok=%v)", in, err, ok)
+		}
 	}
 }

@@ -29,6 +29,7 @@ let
     stateDir = "/var/lib/nix-ota";
     profile = "/nix/var/nix/profiles/system";
     substituters = cfg.substituters;
+    allowedSubstituters = cfg.allowedSubstituters;
     trustedCacheKeys = cfg.trustedCacheKeys;
     healthChecks = cfg.healthChecks;
     healthTimeout = cfg.healthTimeout;
@@ -147,6 +148,16 @@ in
       default = [ ];
       example = [ "https://fleet.example.org/cache" ];
       description = "Binary caches to fetch closures from, in addition to the manifest's own list and the system's.";
+    };
+
+    allowedSubstituters = mkOption {
+      type = types.listOf types.str;
+      default = [ ];
+      example = [ "https://fleet.example.org/cache" ];
+      description = ''
+        URL prefixes a signed manifest's substituters must start with; empty: any
+        substituter the manifest names that passes the agent's substituter policy.
+      '';
     };
 
     trustedCacheKeys = mkOption {
