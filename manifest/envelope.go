@@ -2,12 +2,16 @@ package manifest
 
 import (
 	"context"
+	"crypto"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	ssldsse "github.com/secure-systems-lab/go-securesystemslib/dsse"
 )
@@ -23,23 +27,42 @@ type Trust struct {
 	Threshold int // 0 means 1
 }
 
-// Check reports a trust configuration that can never accept anything, or
-// that would count one key twice.
+// Check reports a trust configuration that can never accept anything, that
+// would count one key twice, or that trusts a key which verifies forgeries.
+// The same key under two names would let one signature, listed twice under
+// both names, meet threshold 2.
 func (t Trust) Check() error {
 	if len(t.Keys) == 0 {
 		return fmt.Errorf("%w: no trusted public keys configured", ErrInvalidKey)
 	}
-	seen := map[string]bool{}
-	for _, k := range t.Keys {
-		if seen[k.Name] {
-			return fmt.Errorf("%w: two trusted keys are named %q; names must be distinct", ErrInvalidKey, k.Name)
+	for i, k := range t.Keys {
+		if err := ValidateName("key", k.Name); err != nil {
+			return fmt.Errorf("%w: trusted key: %v", ErrInvalidKey, err)
 		}
-		seen[k.Name] = true
+		if _, err := newKeyVerifier(k); err != nil {
+			return err
+		}
+		for _, prev := range t.Keys[:i] {
+			if prev.Name == k.Name {
+				return fmt.Errorf("%w: two trusted keys are named %q; names must be distinct", ErrInvalidKey, k.Name)
+			}
+			if sameKey(prev.Key, k.Key) {
+				return fmt.Errorf("%w: trusted keys %q and %q are the same key, so one signature would count twice toward the threshold; list each key once", ErrInvalidKey, prev.Name, k.Name)
+			}
+		}
 	}
 	if th := t.threshold(); th > len(t.Keys) {
 		return fmt.Errorf("%w: threshold %d but only %d trusted keys", ErrInvalidKey, th, len(t.Keys))
 	}
 	return nil
+}
+
+// sameKey compares key material. Both supported key types have Equal; an
+// ed25519 key that passed newKeyVerifier is canonically encoded, so equal
+// points have equal bytes.
+func sameKey(a, b crypto.PublicKey) bool {
+	ea, ok := a.(interface{ Equal(crypto.PublicKey) bool })
+	return ok && ea.Equal(b)
 }
 
 func (t Trust) threshold() int {
@@ -131,20 +154,39 @@ func CheckSigned(t Trust, channel string, body []byte) (*Verified, error) {
 	return &Verified{Payload: p, PayloadBytes: payloadBytes, PayloadDigest: Digest(payloadBytes), KeyIDs: keyIDs}, nil
 }
 
+// b64 is the one base64 the device reads: the standard alphabet, padded,
+// with zero padding bits. DSSE also allows the URL-safe alphabet, and Go's
+// decoders skip CR and LF; refusing both (and non-zero padding bits) means
+// one envelope has one reading. Publishers only ever write this form.
+var b64 = base64.StdEncoding.Strict()
+
+func decodeB64(s string) ([]byte, error) {
+	if strings.ContainsAny(s, "\r\n") {
+		return nil, errors.New("line breaks inside base64")
+	}
+	return b64.DecodeString(s)
+}
+
 func decodeEnvelope(body []byte) (*ssldsse.Envelope, []byte, error) {
 	if len(body) > MaxBodySize {
 		return nil, nil, fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, len(body), MaxBodySize)
+	}
+	if !utf8.Valid(body) {
+		return nil, nil, fmt.Errorf("%w: envelope is not valid UTF-8", ErrMalformed)
+	}
+	if err := checkStrict(body, envelopeShape); err != nil {
+		return nil, nil, fmt.Errorf("%w: envelope: %v", ErrMalformed, err)
 	}
 	var env ssldsse.Envelope
 	if err := json.Unmarshal(body, &env); err != nil {
 		return nil, nil, fmt.Errorf("%w: envelope: %v", ErrMalformed, err)
 	}
 	if env.PayloadType != PayloadType {
-		return nil, nil, fmt.Errorf("%w: %q, want %q", ErrPayloadType, env.PayloadType, PayloadType)
+		return nil, nil, fmt.Errorf("%w: %q, want %q", ErrPayloadType, clipForError(env.PayloadType), PayloadType)
 	}
-	payload, err := base64.StdEncoding.DecodeString(env.Payload)
+	payload, err := decodeB64(env.Payload)
 	if err != nil {
-		return nil, nil, fmt.Errorf("%w: payload is not base64: %v", ErrMalformed, err)
+		return nil, nil, fmt.Errorf("%w: payload is not standard padded base64: %v", ErrMalformed, err)
 	}
 	if len(env.Signatures) == 0 {
 		return nil, nil, fmt.Errorf("%w: no signatures", ErrSignature)
@@ -153,8 +195,8 @@ func decodeEnvelope(body []byte) (*ssldsse.Envelope, []byte, error) {
 		return nil, nil, fmt.Errorf("%w: %d signatures, limit %d", ErrMalformed, len(env.Signatures), MaxSignatures)
 	}
 	for _, s := range env.Signatures {
-		if _, err := base64.StdEncoding.DecodeString(s.Sig); err != nil {
-			return nil, nil, fmt.Errorf("%w: signature by %q is not base64", ErrMalformed, s.KeyID)
+		if _, err := decodeB64(s.Sig); err != nil {
+			return nil, nil, fmt.Errorf("%w: signature by %q is not standard padded base64: %v", ErrMalformed, clipForError(s.KeyID), err)
 		}
 	}
 	// The verifier decodes the payload itself; make sure it sees exactly

@@ -7,7 +7,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"sort"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/nix-community/go-nix/pkg/storepath"
 )
@@ -130,7 +132,8 @@ func ValidateName(kind, name string) error {
 }
 
 // ValidateStorePath checks rule 6 with go-nix's store path parser: an
-// absolute /nix/store path with a valid hash and name, and nothing below it.
+// absolute /nix/store path with a valid hash and name, nothing below it,
+// and not a derivation (realising a .drv builds it on the device).
 func ValidateStorePath(s string) error {
 	sp, err := storepath.FromAbsolutePath(s)
 	if err != nil {
@@ -138,6 +141,9 @@ func ValidateStorePath(s string) error {
 	}
 	if sp.Absolute() != s {
 		return fmt.Errorf("%w: %q: not a top-level store path", ErrInvalidStorePath, s)
+	}
+	if strings.HasSuffix(sp.Name, ".drv") {
+		return fmt.Errorf("%w: %q is a derivation, which the device would build; give the built system's output path (readlink -f ./result)", ErrInvalidStorePath, s)
 	}
 	return nil
 }
@@ -157,6 +163,9 @@ func (p *Payload) Validate() error {
 	}
 	if p.StorePath == "" && len(p.Systems) == 0 {
 		return fmt.Errorf("%w: no storePath and no systems", ErrInvalidStorePath)
+	}
+	if p.StorePath != "" && len(p.Systems) > 0 {
+		return fmt.Errorf("%w: both storePath and systems; use systems.%s or storePath, not both", ErrMalformed, DefaultClass)
 	}
 	if p.StorePath != "" {
 		if err := ValidateStorePath(p.StorePath); err != nil {
@@ -196,16 +205,27 @@ func (p *Payload) Validate() error {
 
 // decodePayload parses payload bytes strictly: unknown fields are refused,
 // because an old agent silently ignoring a field it does not know (say, a
-// new per-class system map) could apply the wrong system.
+// new per-class system map) could apply the wrong system; so are duplicate
+// keys, case variants of field names and invalid UTF-8, which other JSON
+// readers resolve differently than Go does (see checkStrict).
 func decodePayload(b []byte) (*Payload, error) {
+	if len(b) > MaxBodySize {
+		return nil, fmt.Errorf("%w: payload of %d bytes, limit %d", ErrTooLarge, len(b), MaxBodySize)
+	}
+	if !utf8.Valid(b) {
+		return nil, fmt.Errorf("%w: payload is not valid UTF-8", ErrMalformed)
+	}
+	if err := checkStrict(b, payloadShape); err != nil {
+		return nil, fmt.Errorf("%w: payload: %v", ErrMalformed, err)
+	}
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	var p Payload
 	if err := dec.Decode(&p); err != nil {
 		return nil, fmt.Errorf("%w: payload: %v", ErrMalformed, err)
 	}
-	if dec.More() {
-		return nil, fmt.Errorf("%w: payload: trailing data", ErrMalformed)
+	if len(p.Systems) == 0 {
+		p.Systems = nil // "systems":{} and no systems are one payload
 	}
 	return &p, nil
 }
