@@ -47,7 +47,10 @@ func TestKeyRotation(t *testing.T) {
 	}
 	publish := func(sp string, signers ...signing.Key) {
 		p := testenv.Payload("prod", 0, sp)
-		_, err := channelPublish(ctx, st, p, signers...)
+		// The publisher trusts both keys throughout (a rotation passes the
+		// other key with --public-key).
+		trust := manifest.Trust{Keys: []manifest.PublicKey{pubA, pubB}, Threshold: 1}
+		_, err := testenv.PublishSigned(ctx, st, &trust, p, signers...)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -9,6 +9,12 @@
 // its ETag. A publisher that loses the claim retries with the next number;
 // one whose claimed revision was overtaken by a higher one leaves the
 // pointer alone (the higher revision is newer by definition).
+//
+// The bucket is untrusted, so the publisher only builds on what verifies:
+// Load checks the pointer and every history entry against the publisher's
+// trust, the next revision is derived from verified entries alone, and a
+// new revision can only be drafted from the operator's input or from a
+// verified Entry. Nothing read back unverified is ever signed.
 package channel
 
 import (
@@ -32,9 +38,8 @@ const MaxAttempts = 64
 
 // Pointer is the current channel file as read from the bucket.
 type Pointer struct {
-	Body     []byte
-	ETag     string
-	Revision uint64 // from the unverified payload; 0 if unreadable
+	Body []byte
+	ETag string
 }
 
 // ReadPointer reads channels/C.json. A missing pointer is (nil, nil).
@@ -49,11 +54,7 @@ func ReadPointer(ctx context.Context, s bucket.Store, name string) (*Pointer, er
 	if err != nil {
 		return nil, err
 	}
-	p := &Pointer{Body: o.Data, ETag: o.ETag}
-	if pl, _, err := manifest.DecodeUnverified(o.Data); err == nil {
-		p.Revision = pl.Revision
-	}
-	return p, nil
+	return &Pointer{Body: o.Data, ETag: o.ETag}, nil
 }
 
 // Revisions lists the revision numbers in a channel's history, ascending.
@@ -81,70 +82,102 @@ func ReadRevision(ctx context.Context, s bucket.Store, name string, rev uint64) 
 	return o.Data, nil
 }
 
-// Signer builds the signed manifest for a given revision number. Publish
-// may call it more than once, with increasing numbers, when it races.
-type Signer func(rev uint64) ([]byte, error)
+// Sign signs a payload exactly as given; Publish calls it with the
+// revision and times filled in, and may call it more than once when it races.
+type Sign func(p *manifest.Payload) ([]byte, error)
+
+// Draft is the content of a revision waiting for its number and signature.
+// A draft is either new content from the operator (NewDraft) or derived
+// from a verified entry (Entry.Draft); there is no way to make one from
+// bytes read back from the bucket without verifying them.
+type Draft struct {
+	payload manifest.Payload
+	// Validity, when set, makes Publish stamp publishedAt with the time of
+	// signing and expiresAt that much later.
+	Validity time.Duration
+}
+
+// NewDraft is new content for the channel, given by the operator.
+func NewDraft(p manifest.Payload, validity time.Duration) Draft {
+	return Draft{payload: p, Validity: validity}
+}
+
+// Draft starts a new revision from the entry's verified content.
+func (e Entry) Draft(validity time.Duration) Draft {
+	return Draft{payload: e.Payload(), Validity: validity}
+}
+
+// Edit changes the draft's content (rollout share, message, publisher).
+func (d *Draft) Edit(f func(p *manifest.Payload)) { f(&d.payload) }
+
+// Payload returns a copy of the draft's content, as it would be signed.
+func (d Draft) Payload() manifest.Payload { return d.payload }
 
 // Result says what a publish did.
 type Result struct {
 	Revision   uint64 // the revision this publish wrote to history
 	Superseded uint64 // non-zero: a concurrent publish moved the channel past Revision
 	Attempts   int    // revision numbers tried
+	Payload    manifest.Payload
 }
 
-// Publish claims the next revision of channel name, writes it to history
-// and moves the channel pointer to it. On error the channel pointer is as
-// it was.
-func Publish(ctx context.Context, s bucket.Store, name string, sign Signer) (Result, error) {
-	if err := manifest.ValidateName("channel", name); err != nil {
-		return Result{}, err
-	}
+// Publish claims the next revision of h's channel for d, writes it to
+// history and moves the channel pointer to it. It refuses when the current
+// pointer does not verify with h's trust, and never claims a revision
+// above manifest.MaxRevision. On error the channel pointer is as it was.
+func Publish(ctx context.Context, s bucket.Store, h *History, d Draft, sign Sign) (Result, error) {
 	var res Result
-	var lastTried uint64
-	for res.Attempts < MaxAttempts {
+	if d.payload.Channel != h.Channel {
+		return res, fmt.Errorf("channel %q: draft is for channel %q", h.Channel, d.payload.Channel)
+	}
+	if h.Pointer != nil {
+		if _, err := h.Current(); err != nil {
+			return res, err
+		}
+	}
+	next, err := h.Next()
+	if err != nil {
+		return res, err
+	}
+	for ; res.Attempts < MaxAttempts; next++ {
 		res.Attempts++
-		ptr, err := ReadPointer(ctx, s, name)
+		if next > manifest.MaxRevision {
+			return res, fmt.Errorf("channel %q: no revision left below the maximum %d", h.Channel, uint64(manifest.MaxRevision))
+		}
+		p := d.payload
+		p.Revision = next
+		if d.Validity > 0 {
+			now := time.Now().UTC().Truncate(time.Second)
+			p.PublishedAt, p.ExpiresAt = now, now.Add(d.Validity)
+		}
+		body, err := sign(&p)
 		if err != nil {
 			return res, err
 		}
-		revs, err := Revisions(ctx, s, name)
-		if err != nil {
-			return res, err
-		}
-		next := uint64(1)
-		if ptr != nil && ptr.Revision >= next {
-			next = ptr.Revision + 1
-		}
-		if n := len(revs); n > 0 && revs[n-1] >= next {
-			next = revs[n-1] + 1
-		}
-		if next <= lastTried { // a listing that lags behind our own claim
-			next = lastTried + 1
-		}
-		lastTried = next
-		body, err := sign(next)
-		if err != nil {
-			return res, err
+		if _, err := manifest.CheckSigned(h.trust, h.Channel, body); err != nil {
+			return res, fmt.Errorf("channel %q: the new revision does not verify with the publisher's own trust (nothing written): %w", h.Channel, err)
 		}
 		opts := bucket.PutOptions{ContentType: "application/json", CacheControl: bucket.Immutable, CreateOnly: true}
-		if _, err := bucket.PutBytes(ctx, s, bucket.RevisionKey(name, next), body, opts); err != nil {
+		if _, err := bucket.PutBytes(ctx, s, bucket.RevisionKey(h.Channel, next), body, opts); err != nil {
 			if errors.Is(err, bucket.ErrExists) {
-				// Another publisher claimed this number: back off, retry.
+				// Another publisher (or a bucket writer) holds this number.
 				sleep(ctx, res.Attempts)
 				continue
 			}
 			return res, err
 		}
-		res.Revision = next
-		return advance(ctx, s, name, body, ptr, res)
+		res.Revision, res.Payload = next, p
+		return advance(ctx, s, h, body, res)
 	}
-	return res, fmt.Errorf("%w: channel %q: revision %d already exists and %d attempts lost the race (concurrent publish?)", ErrConflict, name, lastTried, res.Attempts)
+	return res, fmt.Errorf("%w: channel %q: revision %d already exists and %d attempts lost the race (concurrent publish?)", ErrConflict, h.Channel, next-1, res.Attempts)
 }
 
 // advance moves the channel pointer to res.Revision by compare-and-swap,
-// unless a higher revision got there first.
-func advance(ctx context.Context, s bucket.Store, name string, body []byte, ptr *Pointer, res Result) (Result, error) {
-	key := bucket.ChannelKey(name)
+// unless a higher verified revision got there first. A pointer that does
+// not verify is overwritten: it was never a revision devices could accept.
+func advance(ctx context.Context, s bucket.Store, h *History, body []byte, res Result) (Result, error) {
+	key := bucket.ChannelKey(h.Channel)
+	ptr := h.Pointer
 	for i := 0; i < 4*MaxAttempts; i++ {
 		opts := bucket.JSONPut()
 		if ptr == nil {
@@ -157,17 +190,20 @@ func advance(ctx context.Context, s bucket.Store, name string, body []byte, ptr 
 			return res, nil
 		}
 		if !errors.Is(err, bucket.ErrChanged) && !errors.Is(err, bucket.ErrExists) && !errors.Is(err, bucket.ErrNotFound) {
-			return res, fmt.Errorf("channel %q: revision %d is in history but the channel pointer was not moved: %w", name, res.Revision, err)
+			return res, fmt.Errorf("channel %q: revision %d is in history but the channel pointer was not moved: %w", h.Channel, res.Revision, err)
 		}
-		if ptr, err = ReadPointer(ctx, s, name); err != nil {
+		if ptr, err = ReadPointer(ctx, s, h.Channel); err != nil {
 			return res, err
 		}
-		if ptr != nil && ptr.Revision >= res.Revision {
-			res.Superseded = ptr.Revision
+		if ptr == nil {
+			continue
+		}
+		if v, err := manifest.CheckSigned(h.trust, h.Channel, ptr.Body); err == nil && v.Payload.Revision >= res.Revision {
+			res.Superseded = v.Payload.Revision
 			return res, nil
 		}
 	}
-	return res, fmt.Errorf("%w: channel %q: could not move the pointer to revision %d", ErrConflict, name, res.Revision)
+	return res, fmt.Errorf("%w: channel %q: could not move the pointer to revision %d", ErrConflict, h.Channel, res.Revision)
 }
 
 func sleep(ctx context.Context, attempt int) {

@@ -34,10 +34,19 @@ func stores(t *testing.T) map[string]bucket.Store {
 	return map[string]bucket.Store{"file": f, "minio": s3}
 }
 
-func signer(s signing.Key, ch string) channel.Signer {
-	return func(rev uint64) ([]byte, error) {
-		return signing.Sign(context.Background(), testenv.Payload(ch, rev, sp), s)
+// signed is revision rev of ch signed by s, as bytes.
+func signed(t testing.TB, s signing.Key, ch string, rev uint64) []byte {
+	t.Helper()
+	b, err := signing.Sign(context.Background(), testenv.Payload(ch, rev, sp), s)
+	if err != nil {
+		t.Fatal(err)
 	}
+	return b
+}
+
+// publish publishes the next revision of "prod" signed by s, trusting s.
+func publish(st bucket.Store, s signing.Key) (channel.Result, error) {
+	return testenv.PublishSigned(context.Background(), st, nil, testenv.Payload("prod", 0, sp), s)
 }
 
 // TestInterruptedPublish: a publisher that died between the history write
@@ -49,18 +58,18 @@ func TestInterruptedPublish(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			s, pub := testenv.NewSigner(t, "k")
 			trust := manifest.Trust{Keys: []manifest.PublicKey{pub}}
-			if _, err := channel.Publish(ctx, st, "prod", signer(s, "prod")); err != nil {
+			if _, err := publish(st, s); err != nil {
 				t.Fatal(err)
 			}
 			// Revision 2 reaches history, the pointer never moves.
-			body, _ := signer(s, "prod")(2)
+			body := signed(t, s, "prod", 2)
 			if _, err := bucket.PutBytes(ctx, st, bucket.RevisionKey("prod", 2), body, bucket.PutOptions{CreateOnly: true}); err != nil {
 				t.Fatal(err)
 			}
 			if _, err := channel.Check(ctx, st, "prod", trust, time.Now()); !errors.Is(err, manifest.ErrRollback) {
 				t.Fatalf("check with a pointer behind history: %v", err)
 			}
-			res, err := channel.Publish(ctx, st, "prod", signer(s, "prod"))
+			res, err := publish(st, s)
 			if err != nil || res.Revision != 3 {
 				t.Fatalf("publish after interruption: %+v %v", res, err)
 			}
@@ -83,9 +92,9 @@ func TestForgedHistoryIgnored(t *testing.T) {
 	st := stores(t)["file"]
 	s, pub := testenv.NewSigner(t, "k")
 	intruder, _ := testenv.NewSigner(t, "intruder")
-	channel.Publish(ctx, st, "prod", signer(s, "prod"))
+	publish(st, s)
 	bucket.PutBytes(ctx, st, bucket.RevisionKey("prod", 7), []byte("junk"), bucket.PutOptions{})
-	forged, _ := signer(intruder, "prod")(9)
+	forged := signed(t, intruder, "prod", 9)
 	bucket.PutBytes(ctx, st, bucket.RevisionKey("prod", 9), forged, bucket.PutOptions{})
 	if _, err := channel.Check(ctx, st, "prod", manifest.Trust{Keys: []manifest.PublicKey{pub}}, time.Now()); err != nil {
 		t.Fatalf("genuine channel rejected because of forged history: %v", err)
@@ -99,7 +108,8 @@ func TestConcurrentLibraryPublish(t *testing.T) {
 	ctx := context.Background()
 	for name, st := range stores(t) {
 		t.Run(name, func(t *testing.T) {
-			s, _ := testenv.NewSigner(t, "k")
+			s, pub := testenv.NewSigner(t, "k")
+			trust := manifest.Trust{Keys: []manifest.PublicKey{pub}}
 			const n = 12
 			var wg sync.WaitGroup
 			revs := make(chan uint64, n)
@@ -107,7 +117,7 @@ func TestConcurrentLibraryPublish(t *testing.T) {
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
-					res, err := channel.Publish(ctx, st, "prod", signer(s, "prod"))
+					res, err := publish(st, s)
 					if err != nil {
 						t.Error(err)
 						return
@@ -129,9 +139,9 @@ func TestConcurrentLibraryPublish(t *testing.T) {
 					t.Fatalf("revision %d missing: %v", r, seen)
 				}
 			}
-			ptr, err := channel.ReadPointer(ctx, st, "prod")
-			if err != nil || ptr.Revision != n {
-				t.Fatalf("pointer at %d, want %d (%v)", ptr.Revision, n, err)
+			v, err := channel.Check(ctx, st, "prod", trust, time.Now())
+			if err != nil || v.Payload.Revision != n {
+				t.Fatalf("pointer at %v, want %d (%v)", v, n, err)
 			}
 		})
 	}
@@ -141,8 +151,8 @@ func TestBadNames(t *testing.T) {
 	ctx := context.Background()
 	st := stores(t)["file"]
 	for _, n := range []string{"", "../x", "a/b", ".hidden"} {
-		if _, err := channel.Publish(ctx, st, n, nil); !errors.Is(err, manifest.ErrInvalidName) {
-			t.Errorf("publish %q: %v", n, err)
+		if _, err := channel.Load(ctx, st, n, manifest.Trust{}); !errors.Is(err, manifest.ErrInvalidName) {
+			t.Errorf("load %q: %v", n, err)
 		}
 		if _, err := channel.Revisions(ctx, st, n); !errors.Is(err, manifest.ErrInvalidName) {
 			t.Errorf("revisions %q: %v", n, err)

@@ -128,7 +128,8 @@ func exitCode(err error) int {
 
 func isRejection(err error) bool {
 	for _, r := range []error{manifest.ErrTooLarge, manifest.ErrMalformed, manifest.ErrPayloadType, manifest.ErrSignature,
-		manifest.ErrWrongChannel, manifest.ErrRollback, manifest.ErrEquivocation, manifest.ErrExpired, manifest.ErrInvalidStorePath} {
+		manifest.ErrWrongChannel, manifest.ErrRollback, manifest.ErrEquivocation, manifest.ErrExpired, manifest.ErrInvalidStorePath,
+		channel.ErrUnverified} {
 		if errors.Is(err, r) {
 			return true
 		}

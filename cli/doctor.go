@@ -14,6 +14,7 @@ import (
 
 	"github.com/nix-ota/nix-ota/bucket"
 	"github.com/nix-ota/nix-ota/cache"
+	"github.com/nix-ota/nix-ota/channel"
 	dashboard "github.com/nix-ota/nix-ota/dashboard-static"
 	"github.com/nix-ota/nix-ota/manifest"
 )
@@ -123,22 +124,11 @@ func (d *doctor) run(ctx context.Context, s bucket.Store, rawURL, publicURL stri
 			d.warn("channel object %q has an invalid name; agents cannot follow it", ch)
 			continue
 		}
-		p, rev, err := currentPayload(ctx, s, ch)
-		if err != nil {
-			d.fail("channel %s: %s", ch, oneLine(err.Error(), 200))
+		p, ok := d.checkChannel(ctx, s, ch, trust, now)
+		if !ok {
 			continue
 		}
-		if trust != nil {
-			ptr, _ := s.Get(ctx, bucket.ChannelKey(ch), bucket.GetOptions{MaxSize: manifest.MaxBodySize})
-			if ptr == nil {
-				d.fail("channel %s: unreadable", ch)
-				continue
-			}
-			if _, err := manifest.Verify(*trust, ch, manifest.State{}, ptr.Data, now); err != nil {
-				d.fail("channel %s revision %d: devices would reject it: %s", ch, rev, oneLine(err.Error(), 200))
-				continue
-			}
-		}
+		rev := p.Revision
 		switch left := p.ExpiresAt.Sub(now); {
 		case left <= 0:
 			d.fail("channel %s revision %d expired %s ago: devices refuse it; run nix-ota resign", ch, rev, humanDuration(-left))
@@ -162,6 +152,52 @@ func (d *doctor) run(ctx context.Context, s bucket.Store, rawURL, publicURL stri
 				d.ok("%s", msg)
 			}
 		}
+	}
+}
+
+// checkChannel reports a channel's history objects that are not verified
+// revisions, and returns its current payload: verified with trust when
+// given (devices would accept it), else as the bucket has it.
+func (d *doctor) checkChannel(ctx context.Context, s bucket.Store, ch string, trust *manifest.Trust, now time.Time) (*manifest.Payload, bool) {
+	if trust == nil {
+		_, junk, err := channel.ListHistory(ctx, s, ch)
+		if err != nil {
+			d.fail("channel %s: list history: %s", ch, oneLine(err.Error(), 200))
+		}
+		d.warnSkipped(junk)
+		p, err := peekPointer(ctx, s, ch)
+		if err != nil {
+			d.fail("channel %s: %s", ch, oneLine(err.Error(), 200))
+			return nil, false
+		}
+		return p, true
+	}
+	h, err := channel.Load(ctx, s, ch, *trust)
+	if err != nil {
+		d.fail("channel %s: %s", ch, oneLine(err.Error(), 200))
+		return nil, false
+	}
+	d.warnSkipped(h.Skipped)
+	if h.Pointer == nil {
+		d.fail("channel %s: nothing published (%s is missing)", ch, bucket.ChannelKey(ch))
+		return nil, false
+	}
+	if _, err := manifest.Verify(*trust, ch, manifest.State{}, h.Pointer.Body, now); err != nil {
+		d.fail("channel %s: devices would reject it: %s", ch, oneLine(err.Error(), 200))
+		return nil, false
+	}
+	cur, err := h.Current()
+	if err != nil {
+		d.fail("channel %s: %s", ch, oneLine(err.Error(), 200))
+		return nil, false
+	}
+	p := cur.Payload()
+	return &p, true
+}
+
+func (d *doctor) warnSkipped(junk []channel.Skipped) {
+	for _, j := range junk {
+		d.warn("%s is not a verified revision and is ignored: %s (delete it)", j.Key, oneLine(j.Reason, 160))
 	}
 }
 

@@ -14,7 +14,6 @@ import (
 	"github.com/nix-ota/nix-ota/cache"
 	"github.com/nix-ota/nix-ota/channel"
 	"github.com/nix-ota/nix-ota/manifest"
-	"github.com/nix-ota/nix-ota/manifest/signing"
 )
 
 func pushCmd() *command {
@@ -96,13 +95,15 @@ func rollbackCmd() *command {
 		about: `Publishes the system of an earlier revision as the channel's next revision, so
 devices (which never accept a lower revision) move back to it. Without --to
 it picks the newest earlier revision with a different system. The message
-records what was rolled back from. The earlier revision's content is checked
-against --public-key when given.`,
+records what was rolled back from. Only revisions that verify with the
+signing keys (and any --public-key) are considered; a current manifest that
+does not verify is refused (exit 3) and nothing is signed.`,
 		examples: `  nix-ota rollback --bucket file:///srv/nix-ota --key sign.key --channel prod
   nix-ota rollback --channel prod --to 6 --key sign.key`,
 		flags: func(fs *pflag.FlagSet) func(context.Context, *Env, []string) error {
 			bkt := fs.String("bucket", "", "bucket URL (or $NIX_OTA_BUCKET)")
 			kf := addKeyFlags(fs)
+			tf := addSignTrustFlags(fs)
 			ch := fs.String("channel", "", "channel name (required)")
 			to := fs.Uint64("to", 0, "revision whose system to go back to (default: the newest earlier one with a different system)")
 			expires := fs.Duration("expires", 720*time.Hour, "how long devices accept the new manifest")
@@ -111,135 +112,36 @@ against --public-key when given.`,
 				if err := noArgs(args); err != nil {
 					return err
 				}
-				signers, s, cur, curRev, err := openChannelForSigning(ctx, env, *bkt, kf, *ch)
+				c, err := openSigned(ctx, env, *bkt, kf, tf, *ch)
 				if err != nil {
 					return err
 				}
-				target, targetRev, err := pickRollbackTarget(ctx, s, *ch, cur, curRev, *to)
+				cur, err := c.current()
 				if err != nil {
 					return err
 				}
-				p := *target
-				p.Rollout.Percent = 100
-				p.Message = fmt.Sprintf("rollback from revision %d (%s) to revision %d", curRev, strings.Join(cur.StorePaths(), " "), targetRev)
-				p.Publisher = publisherName()
-				res, err := republish(ctx, env, s, signers, &p, *expires, *noDash)
+				if *to != 0 && *to >= cur.Revision() {
+					return usagef("--to %d: not an earlier revision (current is %d)", *to, cur.Revision())
+				}
+				target, err := c.h.RevertTarget(cur, *to)
 				if err != nil {
 					return err
 				}
-				fmt.Fprintf(env.Stdout, "channel %s revision %d: %s\n", *ch, res.Revision, p.Message)
+				d := target.Draft(*expires)
+				d.Edit(func(p *manifest.Payload) {
+					p.Rollout.Percent = 100
+					p.Message = fmt.Sprintf("rollback from revision %d (%s) to revision %d", cur.Revision(), cur.Systems(), target.Revision())
+					p.Publisher = publisherName()
+				})
+				res, err := c.publish(ctx, d, *noDash)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(env.Stdout, "channel %s revision %d: %s\n", *ch, res.Revision, res.Payload.Message)
 				return nil
 			}
 		},
 	}
-}
-
-// openChannelForSigning does what every command that re-signs a channel's
-// current manifest does first, in the order that keeps a bad flag or a
-// missing key from touching the bucket: check the channel, load the keys,
-// open the bucket, read the current payload.
-func openChannelForSigning(ctx context.Context, env *Env, bkt string, kf keyFlags, ch string) ([]signing.Key, bucket.Store, *manifest.Payload, uint64, error) {
-	if err := checkChannel(ch); err != nil {
-		return nil, nil, nil, 0, err
-	}
-	signers, err := kf.load(ctx, env)
-	if err != nil {
-		return nil, nil, nil, 0, err
-	}
-	s, err := openBucket(ctx, env, bkt, false)
-	if err != nil {
-		return nil, nil, nil, 0, err
-	}
-	cur, curRev, err := currentPayload(ctx, s, ch)
-	if err != nil {
-		return nil, nil, nil, 0, err
-	}
-	return signers, s, cur, curRev, nil
-}
-
-// currentPayload reads the channel's current manifest (unverified: the
-// publisher reads its own bucket and re-signs what it republishes).
-func currentPayload(ctx context.Context, s bucket.Store, ch string) (*manifest.Payload, uint64, error) {
-	ptr, err := channel.ReadPointer(ctx, s, ch)
-	if err != nil {
-		return nil, 0, err
-	}
-	if ptr == nil {
-		return nil, 0, fmt.Errorf("channel %q: %w: nothing published yet", ch, bucket.ErrNotFound)
-	}
-	p, _, err := manifest.DecodeUnverified(ptr.Body)
-	if err != nil {
-		return nil, 0, fmt.Errorf("channel %q: current manifest: %w", ch, err)
-	}
-	return p, p.Revision, nil
-}
-
-func readRevisionPayload(ctx context.Context, s bucket.Store, ch string, rev uint64) (*manifest.Payload, error) {
-	body, err := channel.ReadRevision(ctx, s, ch, rev)
-	if err != nil {
-		return nil, fmt.Errorf("channel %q revision %d: %w", ch, rev, err)
-	}
-	p, _, err := manifest.DecodeUnverified(body)
-	if err != nil {
-		return nil, fmt.Errorf("channel %q revision %d: %w", ch, rev, err)
-	}
-	if p.Revision != rev || p.Channel != ch {
-		return nil, fmt.Errorf("channel %q revision %d: the history entry claims %s revision %d", ch, rev, p.Channel, p.Revision)
-	}
-	return p, nil
-}
-
-func sameSystems(a, b *manifest.Payload) bool {
-	return strings.Join(a.StorePaths(), " ") == strings.Join(b.StorePaths(), " ")
-}
-
-func pickRollbackTarget(ctx context.Context, s bucket.Store, ch string, cur *manifest.Payload, curRev, to uint64) (*manifest.Payload, uint64, error) {
-	if to != 0 {
-		if to >= curRev {
-			return nil, 0, usagef("--to %d: not an earlier revision (current is %d)", to, curRev)
-		}
-		p, err := readRevisionPayload(ctx, s, ch, to)
-		return p, to, err
-	}
-	revs, err := channel.Revisions(ctx, s, ch)
-	if err != nil {
-		return nil, 0, err
-	}
-	for i := len(revs) - 1; i >= 0; i-- {
-		if revs[i] >= curRev {
-			continue
-		}
-		p, err := readRevisionPayload(ctx, s, ch, revs[i])
-		if err != nil {
-			continue
-		}
-		if !sameSystems(p, cur) {
-			return p, revs[i], nil
-		}
-	}
-	return nil, 0, fmt.Errorf("channel %q: no earlier revision with a different system to roll back to", ch)
-}
-
-// republish signs p as the channel's next revision, keeping its systems,
-// substituters and salt, with a fresh publish time and expiry.
-func republish(ctx context.Context, env *Env, s bucket.Store, signers []signing.Key, p *manifest.Payload, expires time.Duration, noDash bool) (channel.Result, error) {
-	if err := bucket.CheckLayout(ctx, s); err != nil {
-		return channel.Result{}, err
-	}
-	res, err := channel.Publish(ctx, s, p.Channel, func(rev uint64) ([]byte, error) {
-		now := time.Now().UTC().Truncate(time.Second)
-		p.Revision, p.PublishedAt, p.ExpiresAt = rev, now, now.Add(expires)
-		return signing.Sign(ctx, p, signers...)
-	})
-	if err != nil {
-		return res, err
-	}
-	if !noDash {
-		if _, _, err := regenerate(ctx, s, "", nil); err != nil {
-			fmt.Fprintf(env.Stderr, "warning: dashboard not regenerated: %s\n", oneLine(err.Error(), 300))
-		}
-	}
-	return res, nil
 }
 
 func resignCmd() *command {
@@ -251,36 +153,47 @@ old system forever), so a channel that does not change still needs a fresh
 signature before it expires: resign publishes the current system again as
 the next revision with a new expiry. Devices already on it do nothing. Run it
 from a scheduled CI job or cron, e.g. weekly with --expires 720h; with
---if-expires-within it does nothing while the current manifest has longer.`,
+--if-expires-within it does nothing while the current manifest has longer.
+The current manifest must verify with the signing keys (and any
+--public-key); one that does not is refused (exit 3) and nothing is signed.`,
 		examples: `  nix-ota resign --bucket s3://fleet --key sign.key --channel prod
   nix-ota resign --channel prod --key sign.key --if-expires-within 168h`,
 		flags: func(fs *pflag.FlagSet) func(context.Context, *Env, []string) error {
 			bkt := fs.String("bucket", "", "bucket URL (or $NIX_OTA_BUCKET)")
 			kf := addKeyFlags(fs)
+			tf := addSignTrustFlags(fs)
 			ch := fs.String("channel", "", "channel name (required)")
 			expires := fs.Duration("expires", 720*time.Hour, "new validity")
 			within := fs.Duration("if-expires-within", 0, "only re-sign when the current manifest expires within this long")
+			noDash := fs.Bool("no-dashboard", false, "do not regenerate the dashboard")
 			return func(ctx context.Context, env *Env, args []string) error {
 				if err := noArgs(args); err != nil {
 					return err
 				}
-				signers, s, cur, curRev, err := openChannelForSigning(ctx, env, *bkt, kf, *ch)
+				c, err := openSigned(ctx, env, *bkt, kf, tf, *ch)
 				if err != nil {
 					return err
 				}
-				if left := time.Until(cur.ExpiresAt); *within > 0 && left > *within {
-					fmt.Fprintf(env.Stdout, "channel %s revision %d expires in %s; nothing to do\n", *ch, curRev, humanDuration(left))
+				cur, err := c.current()
+				if err != nil {
+					return err
+				}
+				curP := cur.Payload()
+				if left := time.Until(curP.ExpiresAt); *within > 0 && left > *within {
+					fmt.Fprintf(env.Stdout, "channel %s revision %d expires in %s; nothing to do\n", *ch, cur.Revision(), humanDuration(left))
 					return nil
 				}
-				p := *cur
-				if !strings.HasPrefix(p.Message, "re-signed") {
-					p.Message = fmt.Sprintf("re-signed revision %d: %s", curRev, p.Message)
-				}
-				res, err := republish(ctx, env, s, signers, &p, *expires, false)
+				d := cur.Draft(*expires)
+				d.Edit(func(p *manifest.Payload) {
+					if !strings.HasPrefix(p.Message, "re-signed") {
+						p.Message = fmt.Sprintf("re-signed revision %d: %s", cur.Revision(), p.Message)
+					}
+				})
+				res, err := c.publish(ctx, d, *noDash)
 				if err != nil {
 					return err
 				}
-				fmt.Fprintf(env.Stdout, "channel %s revision %d: same system as revision %d, expires %s\n", *ch, res.Revision, curRev, p.ExpiresAt.Format(time.RFC3339))
+				fmt.Fprintf(env.Stdout, "channel %s revision %d: same system as revision %d, expires %s\n", *ch, res.Revision, cur.Revision(), res.Payload.ExpiresAt.Format(time.RFC3339))
 				return nil
 			}
 		},
@@ -370,7 +283,7 @@ func gcRoots(ctx context.Context, s bucket.Store, keep int) ([]string, error) {
 		if manifest.ValidateName("channel", ch) != nil {
 			continue
 		}
-		cur, _, err := currentPayload(ctx, s, ch)
+		cur, err := peekPointer(ctx, s, ch)
 		if err != nil {
 			return nil, fmt.Errorf("gc: %w (nothing deleted)", err)
 		}
@@ -380,7 +293,7 @@ func gcRoots(ctx context.Context, s bucket.Store, keep int) ([]string, error) {
 			return nil, err
 		}
 		for i := len(revs) - 1; i >= 0 && i >= len(revs)-keep; i-- {
-			p, err := readRevisionPayload(ctx, s, ch, revs[i])
+			p, err := peekRevision(ctx, s, ch, revs[i])
 			if err != nil {
 				return nil, fmt.Errorf("gc: %w (nothing deleted)", err)
 			}
@@ -391,4 +304,34 @@ func gcRoots(ctx context.Context, s bucket.Store, keep int) ([]string, error) {
 		return nil, errors.New("gc: no channel in the bucket; refusing to treat the whole cache as garbage")
 	}
 	return roots, nil
+}
+
+// peekPointer reads a channel's current payload without verifying it. Only
+// gc uses it, and only to keep more: it never signs or installs anything.
+func peekPointer(ctx context.Context, s bucket.Store, ch string) (*manifest.Payload, error) {
+	ptr, err := channel.ReadPointer(ctx, s, ch)
+	if err != nil {
+		return nil, err
+	}
+	if ptr == nil {
+		return nil, fmt.Errorf("channel %q: %w: nothing published yet", ch, bucket.ErrNotFound)
+	}
+	p, _, err := manifest.DecodeUnverified(ptr.Body)
+	if err != nil {
+		return nil, fmt.Errorf("channel %q: current manifest: %w", ch, err)
+	}
+	return p, nil
+}
+
+// peekRevision reads a history entry without verifying it (gc only).
+func peekRevision(ctx context.Context, s bucket.Store, ch string, rev uint64) (*manifest.Payload, error) {
+	body, err := channel.ReadRevision(ctx, s, ch, rev)
+	if err != nil {
+		return nil, fmt.Errorf("channel %q revision %d: %w", ch, rev, err)
+	}
+	p, _, err := manifest.DecodeUnverified(body)
+	if err != nil {
+		return nil, fmt.Errorf("channel %q revision %d: %w", ch, rev, err)
+	}
+	return p, nil
 }

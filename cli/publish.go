@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -20,7 +21,6 @@ import (
 	"github.com/nix-ota/nix-ota/bucket/s3store"
 	"github.com/nix-ota/nix-ota/channel"
 	"github.com/nix-ota/nix-ota/manifest"
-	"github.com/nix-ota/nix-ota/manifest/signing"
 )
 
 // openBucket opens --bucket (or $NIX_OTA_BUCKET). s3:// URLs get the full
@@ -113,6 +113,7 @@ For mixed fleets give --store-path CLASS=PATH once per device class.`,
 		flags: func(fs *pflag.FlagSet) func(context.Context, *Env, []string) error {
 			bkt := fs.String("bucket", "", "bucket URL (or $NIX_OTA_BUCKET)")
 			kf := addKeyFlags(fs)
+			tf := addSignTrustFlags(fs)
 			ch := fs.String("channel", "", "channel name (required)")
 			paths := fs.StringArray("store-path", nil, "system store path, or CLASS=PATH for one device class (repeatable; required)")
 			subs := fs.StringArray("substituter", nil, "binary cache URL devices fetch the closure from (repeatable)")
@@ -168,45 +169,24 @@ For mixed fleets give --store-path CLASS=PATH once per device class.`,
 				if p.Publisher == "" {
 					p.Publisher = publisherName()
 				}
-				signers, err := kf.load(ctx, env)
+				c, err := openSigned(ctx, env, *bkt, kf, tf, *ch)
 				if err != nil {
-					return err
-				}
-				s, err := openBucket(ctx, env, *bkt, false)
-				if err != nil {
-					return err
-				}
-				if err := bucket.CheckLayout(ctx, s); err != nil {
 					return err
 				}
 				if *doPush {
-					if _, err := push(ctx, env, s, *cacheKey, p.StorePaths()); err != nil {
+					if _, err := push(ctx, env, c.s, *cacheKey, p.StorePaths()); err != nil {
 						return fmt.Errorf("push (nothing published): %w", err)
 					}
 				}
-				res, err := channel.Publish(ctx, s, *ch, func(rev uint64) ([]byte, error) {
-					now := time.Now().UTC().Truncate(time.Second)
-					p.Revision, p.PublishedAt, p.ExpiresAt = rev, now, now.Add(*expires)
-					return signing.Sign(ctx, p, signers...)
-				})
+				res, err := c.publish(ctx, channel.NewDraft(*p, *expires), *noDash)
 				if err != nil {
 					return err
 				}
-				if res.Superseded != 0 {
-					fmt.Fprintf(env.Stderr, "note: a concurrent publish moved channel %q to revision %d while this one wrote revision %d\n", *ch, res.Superseded, res.Revision)
-				}
+				*p = res.Payload
 				fmt.Fprintf(env.Stdout, "published channel %s revision %d: %s (signed by %s, rollout %d%%, expires %s)\n",
-					*ch, res.Revision, strings.Join(p.StorePaths(), " "), signerNames(signers), p.Rollout.Percent, p.ExpiresAt.Format(time.RFC3339))
-				if !*noDash {
-					// The publish stands whatever happens here.
-					if where, _, err := regenerate(ctx, s, "", nil); err != nil {
-						fmt.Fprintf(env.Stderr, "warning: dashboard not regenerated: %s\n", oneLine(err.Error(), 300))
-					} else {
-						fmt.Fprintf(env.Stderr, "dashboard: %s\n", where)
-					}
-				}
+					*ch, res.Revision, strings.Join(p.StorePaths(), " "), signerNames(c.keys), p.Rollout.Percent, p.ExpiresAt.Format(time.RFC3339))
 				if *wait > 0 {
-					return waitRollout(ctx, env, s, *ch, res.Revision, p.Rollout, p.PublishedAt, *wait, *waitEvery)
+					return waitRollout(ctx, env, c.s, *ch, res.Revision, p.Rollout, p.PublishedAt, *wait, *waitEvery)
 				}
 				return nil
 			}
@@ -396,14 +376,14 @@ unverified.`,
 				for i := len(revs) - 1; i >= 0 && (*limit <= 0 || shown < *limit); i-- {
 					shown++
 					rev := revs[i]
-					mark := " "
-					if ptr != nil && ptr.Revision == rev {
-						mark = "*"
-					}
 					body, err := channel.ReadRevision(ctx, s, *ch, rev)
 					if err != nil {
-						fmt.Fprintf(tw, "%d%s\t-\t-\t-\t-\tunreadable: %v\t\n", rev, mark, err)
+						fmt.Fprintf(tw, "%d\t-\t-\t-\t-\tunreadable: %s\t\n", rev, oneLine(err.Error(), 100))
 						continue
+					}
+					mark := " "
+					if ptr != nil && bytes.Equal(ptr.Body, body) {
+						mark = "*"
 					}
 					p, _, err := manifest.DecodeUnverified(body)
 					if err != nil {

@@ -3,18 +3,15 @@ package cli
 import (
 	"context"
 	"fmt"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/spf13/pflag"
 
-	"github.com/nix-ota/nix-ota/bucket"
 	"github.com/nix-ota/nix-ota/channel"
 	dashboard "github.com/nix-ota/nix-ota/dashboard-static"
 	"github.com/nix-ota/nix-ota/manifest"
-	"github.com/nix-ota/nix-ota/manifest/signing"
 	"github.com/nix-ota/nix-ota/status"
 )
 
@@ -37,6 +34,7 @@ the percentage only adds devices.`,
 		flags: func(fs *pflag.FlagSet) func(context.Context, *Env, []string) error {
 			bkt := fs.String("bucket", "", "bucket URL (or $NIX_OTA_BUCKET)")
 			kf := addKeyFlags(fs)
+			tf := addSignTrustFlags(fs)
 			ch := fs.String("channel", "", "channel name (required)")
 			stepsFlag := fs.String("steps", "5,25,100", "rollout percentages, ascending")
 			wait := fs.Duration("wait", 15*time.Minute, "how long to follow each step before judging it")
@@ -47,9 +45,6 @@ the percentage only adds devices.`,
 				if err := noArgs(args); err != nil {
 					return err
 				}
-				if err := checkChannel(*ch); err != nil {
-					return err
-				}
 				steps, err := parseSteps(*stepsFlag)
 				if err != nil {
 					return err
@@ -58,15 +53,11 @@ the percentage only adds devices.`,
 				if err != nil {
 					return err
 				}
-				signers, err := kf.load(ctx, env)
+				c, err := openSigned(ctx, env, *bkt, kf, tf, *ch)
 				if err != nil {
 					return err
 				}
-				s, err := openBucket(ctx, env, *bkt, false)
-				if err != nil {
-					return err
-				}
-				r := &rollout{env: env, s: s, signers: signers, ch: *ch, wait: *wait, interval: *interval, limit: limit, expires: *expires}
+				r := &rollout{env: env, c: c, ch: *ch, wait: *wait, interval: *interval, limit: limit, expires: *expires}
 				return r.run(ctx, steps)
 			}
 		},
@@ -126,8 +117,7 @@ func (l failLimit) String() string {
 
 type rollout struct {
 	env            *Env
-	s              bucket.Store
-	signers        []signing.Key
+	c              *signedChannel
 	ch             string
 	wait, interval time.Duration
 	expires        time.Duration
@@ -138,39 +128,31 @@ type rollout struct {
 type tally struct{ cohort, done, failed, pending int }
 
 func (r *rollout) run(ctx context.Context, steps []int) error {
-	cur, curRev, err := currentPayload(ctx, r.s, r.ch)
+	cur, err := r.c.current()
 	if err != nil {
 		return err
 	}
-	first, err := r.firstRevisionOf(ctx, cur, curRev)
-	if err != nil {
-		return err
-	}
-	system := strings.Join(cur.StorePaths(), " ")
-	fmt.Fprintf(r.env.Stderr, "rollout %s: %s, revisions %d..%d, now at %d%%; steps %v, halt above %s failed\n", r.ch, system, first, curRev, cur.Rollout.Percent, steps, r.limit)
+	first := r.c.h.RunStart(cur)
+	pct := cur.Payload().Rollout.Percent
+	fmt.Fprintf(r.env.Stderr, "rollout %s: %s, revisions %d..%d, now at %d%%; steps %v, halt above %s failed\n", r.ch, cur.Systems(), first, cur.Revision(), pct, steps, r.limit)
 	// Judge the step already published, then take the next ones.
-	todo := []int{cur.Rollout.Percent}
+	todo := []int{pct}
 	for _, st := range steps {
-		if st > cur.Rollout.Percent {
+		if st > pct {
 			todo = append(todo, st)
 		}
 	}
 	for i, pct := range todo {
 		if i > 0 {
-			p := *cur
-			p.Rollout.Percent = pct
-			p.Message = fmt.Sprintf("rollout step %d%%: %s", pct, strings.TrimPrefix(stripStep(cur.Message), ": "))
-			res, err := republish(ctx, r.env, r.s, r.signers, &p, r.expires, false)
-			if err != nil {
+			if cur, err = r.step(ctx, cur, pct); err != nil {
 				return err
 			}
-			cur, curRev = &p, res.Revision
-			fmt.Fprintf(r.env.Stderr, "rollout %s: revision %d now at %d%%\n", r.ch, curRev, pct)
 		}
 		if pct == 0 {
 			continue
 		}
-		t, err := r.follow(ctx, cur, first, curRev)
+		p := cur.Payload()
+		t, err := r.follow(ctx, &p, first, cur.Revision())
 		if err != nil {
 			return err
 		}
@@ -179,8 +161,24 @@ func (r *rollout) run(ctx context.Context, steps []int) error {
 		}
 		fmt.Fprintf(r.env.Stderr, "rollout %s: step %d%% healthy: %d of %d cohort devices done, %d failed, %d pending\n", r.ch, pct, t.done, t.cohort, t.failed, t.pending)
 	}
-	fmt.Fprintf(r.env.Stdout, "rollout of %s on channel %s complete at %d%% (revision %d)\n", system, r.ch, cur.Rollout.Percent, curRev)
+	fmt.Fprintf(r.env.Stdout, "rollout of %s on channel %s complete at %d%% (revision %d)\n", cur.Systems(), r.ch, cur.Payload().Rollout.Percent, cur.Revision())
 	return nil
+}
+
+// step republishes the verified current revision at pct and returns the
+// entry it wrote.
+func (r *rollout) step(ctx context.Context, cur channel.Entry, pct int) (channel.Entry, error) {
+	d := cur.Draft(r.expires)
+	d.Edit(func(p *manifest.Payload) {
+		p.Rollout.Percent = pct
+		p.Message = fmt.Sprintf("rollout step %d%%: %s", pct, strings.TrimPrefix(stripStep(p.Message), ": "))
+	})
+	res, err := r.c.publish(ctx, d, false)
+	if err != nil {
+		return channel.Entry{}, err
+	}
+	fmt.Fprintf(r.env.Stderr, "rollout %s: revision %d now at %d%%\n", r.ch, res.Revision, pct)
+	return r.c.h.Find(res.Revision)
 }
 
 func stripStep(msg string) string {
@@ -192,33 +190,12 @@ func stripStep(msg string) string {
 	return msg
 }
 
-// firstRevisionOf finds where the current system's run of revisions
-// started, so failures at any step of this rollout count.
-func (r *rollout) firstRevisionOf(ctx context.Context, cur *manifest.Payload, curRev uint64) (uint64, error) {
-	revs, err := channel.Revisions(ctx, r.s, r.ch)
-	if err != nil {
-		return 0, err
-	}
-	first := curRev
-	for i := len(revs) - 1; i >= 0; i-- {
-		if revs[i] >= curRev {
-			continue
-		}
-		p, err := readRevisionPayload(ctx, r.s, r.ch, revs[i])
-		if err != nil || !sameSystems(p, cur) {
-			break
-		}
-		first = revs[i]
-	}
-	return first, nil
-}
-
 // follow reads device statuses until every cohort device is done or
 // failed, the failures already exceed the limit, or the wait is over.
 func (r *rollout) follow(ctx context.Context, cur *manifest.Payload, first, rev uint64) (tally, error) {
 	deadline := time.Now().Add(r.wait)
 	for {
-		f, err := dashboard.Collect(ctx, r.s, dashboard.Options{Channel: r.ch})
+		f, err := dashboard.Collect(ctx, r.c.s, dashboard.Options{Channel: r.ch})
 		if err != nil {
 			return tally{}, err
 		}
@@ -258,40 +235,30 @@ func containsPath(p *manifest.Payload, sp string) bool {
 	return false
 }
 
-// halt reverts the channel: the newest earlier system at 100%, or the same
-// system at 0% when there is none, so no further device applies it.
-func (r *rollout) halt(ctx context.Context, cur *manifest.Payload, first uint64, pct int, t tally) error {
+// halt reverts the channel: the newest verified system from before this
+// rollout at 100%, or the same system at 0% when there is none, so no
+// further device applies it.
+func (r *rollout) halt(ctx context.Context, cur channel.Entry, first uint64, pct int, t tally) error {
 	why := fmt.Sprintf("%d of %d devices in the %d%% cohort failed (limit %s)", t.failed, t.cohort, pct, r.limit)
-	var target *manifest.Payload
-	revs, err := channel.Revisions(ctx, r.s, r.ch)
-	if err != nil {
-		return err
-	}
-	sort.Slice(revs, func(i, j int) bool { return revs[i] > revs[j] })
-	for _, rev := range revs {
-		if rev >= first {
-			continue
-		}
-		p, err := readRevisionPayload(ctx, r.s, r.ch, rev)
-		if err == nil && !sameSystems(p, cur) {
-			target = p
+	d := cur.Draft(r.expires)
+	d.Edit(func(p *manifest.Payload) {
+		p.Rollout.Percent = 0
+		p.Message = fmt.Sprintf("rollout halted at %d%%: %s; no earlier system, paused at 0%%", pct, why)
+	})
+	for _, e := range r.c.h.Before(first) {
+		if e.Systems() != cur.Systems() {
+			d = e.Draft(r.expires)
+			d.Edit(func(p *manifest.Payload) {
+				p.Rollout.Percent = 100
+				p.Message = fmt.Sprintf("rollout of %s halted at %d%%: %s; reverted", cur.Systems(), pct, why)
+			})
 			break
 		}
 	}
-	var p manifest.Payload
-	if target != nil {
-		p = *target
-		p.Rollout.Percent = 100
-		p.Message = fmt.Sprintf("rollout of %s halted at %d%%: %s; reverted", strings.Join(cur.StorePaths(), " "), pct, why)
-	} else {
-		p = *cur
-		p.Rollout.Percent = 0
-		p.Message = fmt.Sprintf("rollout halted at %d%%: %s; no earlier system, paused at 0%%", pct, why)
-	}
-	p.Publisher = publisherName()
-	res, err := republish(ctx, r.env, r.s, r.signers, &p, r.expires, false)
+	d.Edit(func(p *manifest.Payload) { p.Publisher = publisherName() })
+	res, err := r.c.publish(ctx, d, false)
 	if err != nil {
 		return fmt.Errorf("rollout halted (%s) but the revert failed: %w", why, err)
 	}
-	return fmt.Errorf("rollout of channel %s halted: %s; published revision %d: %s", r.ch, why, res.Revision, strings.Join(p.StorePaths(), " "))
+	return fmt.Errorf("rollout of channel %s halted: %s; published revision %d: %s", r.ch, why, res.Revision, strings.Join(res.Payload.StorePaths(), " "))
 }

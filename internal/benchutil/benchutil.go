@@ -168,9 +168,12 @@ func PublishChannelAs(ctx context.Context, s bucket.Store, storePath string, pub
 	now := time.Now().UTC().Truncate(time.Second)
 	p := &manifest.Payload{Schema: 1, Channel: "prod", StorePath: storePath, Substituters: []string{}, PublishedAt: now,
 		ExpiresAt: now.Add(24 * time.Hour), Rollout: manifest.Rollout{Percent: 100, Salt: "s"}, Switch: "switch"}
-	res, err := channel.Publish(ctx, s, "prod", func(rev uint64) ([]byte, error) {
-		p.Revision = rev
-		return signing.Sign(ctx, p, signer)
+	h, err := channel.Load(ctx, s, "prod", manifest.Trust{Keys: []manifest.PublicKey{pub}})
+	if err != nil {
+		return 0, err
+	}
+	res, err := channel.Publish(ctx, s, h, channel.NewDraft(*p, 0), func(q *manifest.Payload) ([]byte, error) {
+		return signing.Sign(ctx, q, signer)
 	})
 	return res.Revision, err
 }

@@ -53,14 +53,35 @@ func Publish(t testing.TB, st bucket.Store, s signing.Key, p *manifest.Payload) 
 			t.Fatal(err)
 		}
 	}
-	res, err := channel.Publish(ctx, st, p.Channel, func(rev uint64) ([]byte, error) {
-		p.Revision = rev
-		return signing.Sign(ctx, p, s)
-	})
+	res, err := PublishSigned(ctx, st, nil, p, s)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return res.Revision
+}
+
+// PublishSigned publishes p signed by signers the way `nix-ota publish`
+// does, building on what trust verifies in the channel (nil: the signers'
+// own keys). p.Revision is set to the revision claimed.
+func PublishSigned(ctx context.Context, st bucket.Store, trust *manifest.Trust, p *manifest.Payload, signers ...signing.Key) (channel.Result, error) {
+	if trust == nil {
+		t, err := signing.Trust(signers, nil, 0)
+		if err != nil {
+			return channel.Result{}, err
+		}
+		trust = &t
+	}
+	h, err := channel.Load(ctx, st, p.Channel, *trust)
+	if err != nil {
+		return channel.Result{}, err
+	}
+	res, err := channel.Publish(ctx, st, h, channel.NewDraft(*p, 0), func(q *manifest.Payload) ([]byte, error) {
+		return signing.Sign(ctx, q, signers...)
+	})
+	if err == nil {
+		p.Revision = res.Revision
+	}
+	return res, err
 }
 
 // SignRaw signs arbitrary payload bytes without any validation: a

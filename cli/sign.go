@@ -1,0 +1,124 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/spf13/pflag"
+
+	"github.com/nix-ota/nix-ota/bucket"
+	"github.com/nix-ota/nix-ota/channel"
+	"github.com/nix-ota/nix-ota/manifest"
+	"github.com/nix-ota/nix-ota/manifest/signing"
+)
+
+// signTrustFlags say what, besides the signing keys themselves, a signing
+// command trusts in the bucket it builds on.
+type signTrustFlags struct {
+	keys      *[]string
+	threshold *int
+}
+
+func addSignTrustFlags(fs *pflag.FlagSet) signTrustFlags {
+	return signTrustFlags{
+		keys:      fs.StringArray("public-key", nil, "also accept existing revisions signed by this key NAME:BASE64, e.g. one you rotated away from (repeatable)"),
+		threshold: fs.Int("threshold", 0, "distinct trusted keys an existing revision needs (default: every --key)"),
+	}
+}
+
+// signedChannel is a channel opened for signing: the keys, the bucket, and
+// the channel's history as verified with the keys' trust. Every command
+// that signs goes through it, so none can sign what it did not verify.
+type signedChannel struct {
+	env   *Env
+	name  string
+	s     bucket.Store
+	keys  []signing.Key
+	trust manifest.Trust
+	h     *channel.History
+}
+
+// openSigned checks the channel name, loads the keys (before any bucket
+// I/O, so a bad key touches nothing), opens the bucket and loads the
+// channel's verified history.
+func openSigned(ctx context.Context, env *Env, bkt string, kf keyFlags, tf signTrustFlags, ch string) (*signedChannel, error) {
+	if err := checkChannel(ch); err != nil {
+		return nil, err
+	}
+	keys, err := kf.load(ctx, env)
+	if err != nil {
+		return nil, err
+	}
+	var extra []manifest.PublicKey
+	for _, k := range *tf.keys {
+		pk, err := manifest.ParsePublicKey(k)
+		if err != nil {
+			return nil, usageError{err}
+		}
+		extra = append(extra, pk)
+	}
+	trust, err := signing.Trust(keys, extra, *tf.threshold)
+	if err != nil {
+		return nil, usageError{err}
+	}
+	s, err := openBucket(ctx, env, bkt, false)
+	if err != nil {
+		return nil, err
+	}
+	if err := bucket.CheckLayout(ctx, s); err != nil {
+		return nil, err
+	}
+	c := &signedChannel{env: env, name: ch, s: s, keys: keys, trust: trust}
+	if err := c.reload(ctx); err != nil {
+		return nil, err
+	}
+	c.warnSkipped()
+	return c, nil
+}
+
+// reload reads the channel's history again (rollout does between steps).
+func (c *signedChannel) reload(ctx context.Context) error {
+	h, err := channel.Load(ctx, c.s, c.name, c.trust)
+	if err != nil {
+		return err
+	}
+	c.h = h
+	return nil
+}
+
+// warnSkipped says which history objects were left out and why.
+func (c *signedChannel) warnSkipped() {
+	const show = 5
+	for i, s := range c.h.Skipped {
+		if i == show {
+			fmt.Fprintf(c.env.Stderr, "warning: %d more unverified objects under %s skipped (nix-ota doctor lists them)\n", len(c.h.Skipped)-show, bucket.RevisionsPrefix(c.h.Channel))
+			break
+		}
+		fmt.Fprintf(c.env.Stderr, "warning: %s skipped, not a verified revision: %s\n", s.Key, oneLine(s.Reason, 200))
+	}
+}
+
+// current is the verified current manifest (exit 3 when it does not verify).
+func (c *signedChannel) current() (channel.Entry, error) { return c.h.Current() }
+
+// publish signs d as the channel's next revision and, unless noDash,
+// rewrites the dashboard (a failure there is a warning: the publish stands).
+func (c *signedChannel) publish(ctx context.Context, d channel.Draft, noDash bool) (channel.Result, error) {
+	res, err := channel.Publish(ctx, c.s, c.h, d, func(p *manifest.Payload) ([]byte, error) {
+		return signing.Sign(ctx, p, c.keys...)
+	})
+	if err != nil {
+		return res, err
+	}
+	if res.Superseded != 0 {
+		fmt.Fprintf(c.env.Stderr, "note: a concurrent publish moved channel %q to revision %d while this one wrote revision %d\n", c.h.Channel, res.Superseded, res.Revision)
+	}
+	if !noDash {
+		if where, _, err := regenerate(ctx, c.s, "", &c.trust); err != nil {
+			fmt.Fprintf(c.env.Stderr, "warning: dashboard not regenerated: %s\n", oneLine(err.Error(), 300))
+		} else {
+			fmt.Fprintf(c.env.Stderr, "dashboard: %s\n", where)
+		}
+	}
+	return res, c.reload(ctx)
+}

@@ -1,0 +1,195 @@
+package cli_test
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nix-ota/nix-ota/bucket"
+	"github.com/nix-ota/nix-ota/manifest"
+	"github.com/nix-ota/nix-ota/status"
+)
+
+// forge is what a bucket writer without a signing key can make: a payload of
+// its choosing with a junk signature that names the fleet key.
+func forge(t *testing.T, rev uint64, storePath string, percent int) []byte {
+	t.Helper()
+	now := time.Now().UTC().Truncate(time.Second)
+	p := manifest.Payload{Schema: 1, Channel: "prod", Revision: rev, StorePath: storePath, Substituters: []string{},
+		PublishedAt: now, ExpiresAt: now.Add(24 * time.Hour), Rollout: manifest.Rollout{Percent: percent, Salt: "s"}, Switch: "switch"}
+	pb, _ := json.Marshal(p)
+	env := map[string]any{
+		"payloadType": manifest.PayloadType,
+		"payload":     base64.StdEncoding.EncodeToString(pb),
+		"signatures":  []map[string]string{{"keyid": "fleet-1", "sig": base64.StdEncoding.EncodeToString(make([]byte, 64))}},
+	}
+	b, _ := json.Marshal(env)
+	return b
+}
+
+// signedSystems lists every store path that any validly signed object in
+// the bucket's channels/ names.
+func signedSystems(t *testing.T, f fixture, pub string) map[string]bool {
+	t.Helper()
+	out := map[string]bool{}
+	f.store.List(ctx, bucket.ChannelsPrefix, func(i bucket.Info) error {
+		if v, err := manifest.CheckSigned(mustTrust(t, pub), "prod", getObj(t, f.store, i.Key)); err == nil {
+			for _, sp := range v.Payload.StorePaths() {
+				out[sp] = true
+			}
+		}
+		return nil
+	})
+	return out
+}
+
+// TestSigningPathsRefuseForgeries: every command that signs something
+// derived from the bucket verifies it first. A forged pointer or history
+// entry gets exit 3 and one line naming the object; nothing is written and
+// the forged system is never signed.
+func TestSigningPathsRefuseForgeries(t *testing.T) {
+	evil := storePath("evil")
+	a, b := storePath("sys-a"), storePath("sys-b")
+	cases := []struct {
+		name   string
+		forge  func(f fixture) // what the bucket writer does
+		args   []string
+		naming string // the object the error must name
+	}{
+		{"resign, forged pointer", func(f fixture) { putObj(t, f.store, "channels/prod.json", forge(t, 3, evil, 100)) },
+			[]string{"resign"}, "channels/prod.json"},
+		{"rollback, forged pointer", func(f fixture) { putObj(t, f.store, "channels/prod.json", forge(t, 3, evil, 100)) },
+			[]string{"rollback"}, "channels/prod.json"},
+		{"rollback --to, forged history entry", func(f fixture) { putObj(t, f.store, "channels/prod/1.json", forge(t, 1, evil, 100)) },
+			[]string{"rollback", "--to", "1"}, "channels/prod/1.json"},
+		{"rollout step, forged pointer", func(f fixture) { putObj(t, f.store, "channels/prod.json", forge(t, 3, evil, 10)) },
+			[]string{"rollout", "--steps", "50,100", "--wait", "1s", "--interval", "100ms"}, "channels/prod.json"},
+		{"publish, forged pointer", func(f fixture) { putObj(t, f.store, "channels/prod.json", forge(t, 3, evil, 100)) },
+			[]string{"publish", "--store-path", storePath("new")}, "channels/prod.json"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			f := fixtures(t)["file"](t)
+			key, pub := keygen(t, "fleet-1")
+			mustRun(t, nil, "publish", "--bucket", f.url, "--key", key, "--channel", "prod", "--store-path", a, "--no-dashboard")
+			mustRun(t, nil, "publish", "--bucket", f.url, "--key", key, "--channel", "prod", "--store-path", b, "--no-dashboard")
+			tc.forge(f)
+			before := snapshot(t, f.store)
+			args := append(append([]string{}, tc.args...), "--bucket", f.url, "--key", key, "--channel", "prod")
+			r := run(t, nil, args...)
+			if r.code != 3 || !strings.Contains(r.stderr, tc.naming) || strings.Count(strings.TrimSpace(r.stderr), "\n") > 2 {
+				t.Fatalf("exit %d, want 3 naming %s:\n%s%s", r.code, tc.naming, r.stdout, r.stderr)
+			}
+			if after := snapshot(t, f.store); after != before {
+				t.Fatalf("the bucket changed:\nbefore\n%s\nafter\n%s", before, after)
+			}
+			if signedSystems(t, f, pub)[evil] {
+				t.Fatal("the forged system was signed")
+			}
+			t.Logf("%s: exit %d: %s", tc.name, r.code, strings.TrimSpace(r.stderr))
+		})
+	}
+}
+
+// TestRollbackSkipsForgedHistory: a walk back through history skips an
+// entry that does not verify, says so, and goes to the verified one below.
+func TestRollbackSkipsForgedHistory(t *testing.T) {
+	f := fixtures(t)["file"](t)
+	key, pub := keygen(t, "fleet-1")
+	evil := storePath("evil")
+	for _, sp := range []string{storePath("a"), storePath("b"), storePath("c")} {
+		mustRun(t, nil, "publish", "--bucket", f.url, "--key", key, "--channel", "prod", "--store-path", sp, "--no-dashboard")
+	}
+	putObj(t, f.store, "channels/prod/2.json", forge(t, 2, evil, 100))
+	r := run(t, nil, "rollback", "--bucket", f.url, "--key", key, "--channel", "prod", "--no-dashboard")
+	if r.code != 0 || !strings.Contains(r.stderr, "channels/prod/2.json skipped") || !strings.Contains(r.stdout, "to revision 1") {
+		t.Fatalf("exit %d:\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	v, err := manifest.CheckSigned(mustTrust(t, pub), "prod", getObj(t, f.store, "channels/prod.json"))
+	if err != nil || v.Payload.Revision != 4 || v.Payload.StorePath != storePath("a") {
+		t.Fatalf("after rollback: %v %+v", err, v)
+	}
+	if signedSystems(t, f, pub)[evil] {
+		t.Fatal("the forged system was signed")
+	}
+}
+
+// TestRolloutHaltSkipsForgedHistory: a rollout that halts reverts only to
+// a verified earlier system. With the only earlier entry forged it pauses
+// the current system at 0% instead of signing the forgery.
+func TestRolloutHaltSkipsForgedHistory(t *testing.T) {
+	f := fixtures(t)["file"](t)
+	key, pub := keygen(t, "fleet-1")
+	a, b, evil := storePath("a"), storePath("b"), storePath("evil")
+	mustRun(t, nil, "publish", "--bucket", f.url, "--key", key, "--channel", "prod", "--store-path", a, "--no-dashboard")
+	mustRun(t, nil, "publish", "--bucket", f.url, "--key", key, "--channel", "prod", "--store-path", b, "--rollout", "50", "--rollout-salt", "s", "--no-dashboard")
+	putObj(t, f.store, "channels/prod/1.json", forge(t, 1, evil, 100))
+	var id string
+	for i := 0; id == ""; i++ {
+		if c := fmt.Sprintf("kiosk-%d", i); (manifest.Rollout{Percent: 50, Salt: "s"}).Includes(c) {
+			id = c
+		}
+	}
+	writeStatus(t, f.store, status.Status{DeviceID: id, Channel: "prod", State: status.RolledBack, Revision: 1, Attempted: 2, StorePath: a})
+	r := run(t, nil, "rollout", "--bucket", f.url, "--key", key, "--channel", "prod", "--steps", "50,100", "--wait", "1s", "--interval", "100ms", "--max-failed", "0")
+	if r.code != 1 || !strings.Contains(r.stderr, "halted") || !strings.Contains(r.stderr, "channels/prod/1.json skipped") {
+		t.Fatalf("exit %d:\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	v, err := manifest.CheckSigned(mustTrust(t, pub), "prod", getObj(t, f.store, "channels/prod.json"))
+	if err != nil || v.Payload.StorePath != b || v.Payload.Rollout.Percent != 0 {
+		t.Fatalf("after the halt: %v %+v", err, v)
+	}
+	if signedSystems(t, f, pub)[evil] {
+		t.Fatal("the forged system was signed")
+	}
+}
+
+// TestRevisionInflation: a junk history name far above every real revision
+// does not move the next revision; no revision above 2^53-1 is signed; the
+// pointer never goes backwards; the channel carries on once it is gone.
+func TestRevisionInflation(t *testing.T) {
+	f := fixtures(t)["file"](t)
+	key, pub := keygen(t, "fleet-1")
+	publish := func() uint64 {
+		t.Helper()
+		mustRun(t, nil, "publish", "--bucket", f.url, "--key", key, "--channel", "prod", "--store-path", storePath("a"), "--no-dashboard")
+		v, err := manifest.CheckSigned(mustTrust(t, pub), "prod", getObj(t, f.store, "channels/prod.json"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v.Payload.Revision
+	}
+	if rev := publish(); rev != 1 {
+		t.Fatalf("first publish: revision %d", rev)
+	}
+	putObj(t, f.store, "channels/prod/18446744073709551614.json", nil)
+	putObj(t, f.store, "channels/prod/9007199254740990.json", nil)
+	last := uint64(1)
+	for range 3 {
+		rev := publish()
+		if rev != last+1 {
+			t.Fatalf("publish after the junk signed revision %d, want %d", rev, last+1)
+		}
+		last = rev
+	}
+	r := run(t, nil, "doctor", "--bucket", f.url, "--public-key", pub, "--read-only")
+	if !strings.Contains(r.stdout, "18446744073709551614.json is not a verified revision") || !strings.Contains(r.stdout, "9007199254740990.json is not a verified revision") {
+		t.Fatalf("doctor does not report the junk:\n%s%s", r.stdout, r.stderr)
+	}
+	for _, k := range []string{"channels/prod/18446744073709551614.json", "channels/prod/9007199254740990.json"} {
+		if err := f.store.Delete(ctx, k); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if rev := publish(); rev != last+1 {
+		t.Fatalf("after the junk is gone: revision %d, want %d", rev, last+1)
+	}
+	for _, k := range historyKeys(t, f) {
+		if rev, ok := bucket.ParseRevisionKey("prod", k); ok && rev > manifest.MaxRevision {
+			t.Fatalf("%s exists", k)
+		}
+	}
+}
