@@ -99,7 +99,7 @@ func (a *Agent) save() error {
 }
 
 func (a *Agent) device() Device {
-	return Device{ID: a.Config.DeviceID, Class: a.Config.DeviceClass, Channel: a.Config.Channel, Trust: a.Trust, ForceBoot: a.Config.Switch == manifest.SwitchBoot}
+	return Device{ID: a.Config.DeviceID, Class: a.Config.DeviceClass, Channel: a.Config.Channel, Trust: a.Trust, ForceBoot: a.Config.Switch == manifest.SwitchBoot, AllowedSubstituters: a.Config.AllowedSubstituters}
 }
 
 // Poll runs one poll (DESIGN.md §5).

@@ -3,6 +3,7 @@ package agent
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/nix-ota/nix-ota/manifest"
@@ -14,6 +15,8 @@ var (
 	ErrNoSystemForClass = errors.New("no system for this device class")
 	// ErrBadRevision: the revision was rolled back here before; never retried.
 	ErrBadRevision = errors.New("revision marked bad")
+	// ErrSubstituterNotAllowed: a substituter outside allowedSubstituters.
+	ErrSubstituterNotAllowed = errors.New("substituter not allowed on this device")
 )
 
 // Action is what one poll should do.
@@ -38,6 +41,9 @@ type Device struct {
 	Channel   string
 	Trust     manifest.Trust
 	ForceBoot bool // the device is configured to switch only at boot
+	// AllowedSubstituters, when set, are the URL prefixes the manifest's
+	// substituters must start with.
+	AllowedSubstituters []string
 }
 
 // Decision is the outcome of Decide.
@@ -58,6 +64,11 @@ func Decide(d Device, cs ChannelState, current string, body []byte, now time.Tim
 		return Decision{Action: Reject, Err: err}
 	}
 	p := v.Payload
+	for _, sub := range p.Substituters {
+		if !substituterAllowed(sub, d.AllowedSubstituters) {
+			return Decision{Action: Reject, Verified: v, Err: fmt.Errorf("%w: revision %d names %q, which starts with none of allowedSubstituters %q", ErrSubstituterNotAllowed, p.Revision, sub, d.AllowedSubstituters)}
+		}
+	}
 	sp, ok := p.StorePathFor(d.Class)
 	if !ok {
 		return Decision{Action: Reject, Verified: v, Err: fmt.Errorf("%w: revision %d has no system for class %q", ErrNoSystemForClass, p.Revision, d.Class)}
@@ -78,6 +89,23 @@ func Decide(d Device, cs ChannelState, current string, body []byte, now time.Tim
 		dec.Action = Apply
 	}
 	return dec
+}
+
+// substituterAllowed reports whether s starts with one of the prefixes at a
+// URL boundary, so https://cache.example.org does not admit
+// https://cache.example.org.evil.net. No prefixes allow everything (the
+// substituter policy in package manifest still applies).
+func substituterAllowed(s string, prefixes []string) bool {
+	if len(prefixes) == 0 {
+		return true
+	}
+	for _, p := range prefixes {
+		rest, ok := strings.CutPrefix(s, p)
+		if ok && (rest == "" || strings.ContainsAny(p[len(p)-1:], "/?&") || rest[0] == '/' || rest[0] == '?') {
+			return true
+		}
+	}
+	return false
 }
 
 // InCohort is manifest.Rollout.Includes, kept for readability here.

@@ -45,6 +45,11 @@ func TestDecide(t *testing.T) {
 	rpi.Class = "rpi4"
 	boot := dev
 	boot.ForceBoot = true
+	pinned := dev
+	pinned.AllowedSubstituters = []string{"https://cache.example.org", "s3://fleet/cache?"}
+	subs := func(list ...string) func(*manifest.Payload) {
+		return func(p *manifest.Payload) { p.Substituters = list }
+	}
 	outside := func(p *manifest.Payload) {
 		p.Rollout = manifest.Rollout{Percent: 1, Salt: saltExcluding("kiosk-1", 1)}
 	}
@@ -77,6 +82,11 @@ func TestDecide(t *testing.T) {
 		{"rollback", dev, ChannelState{Revision: 6}, spA, signed(t, s, nil), Reject, manifest.ErrRollback, "", ""},
 		{"expired", dev, ChannelState{}, spA, signed(t, s, func(p *manifest.Payload) { p.ExpiresAt = t0 }), Reject, manifest.ErrExpired, "", ""},
 		{"other channel", dev, ChannelState{}, spA, signed(t, s, func(p *manifest.Payload) { p.Channel = "dev" }), Reject, manifest.ErrWrongChannel, "", ""},
+		{"pinned, allowed", pinned, ChannelState{}, spA, signed(t, s, subs("https://cache.example.org/x", "s3://fleet/cache?region=eu-west-1")), Apply, nil, spB, "switch"},
+		{"pinned, no substituters", pinned, ChannelState{}, spA, signed(t, s, subs()), Apply, nil, spB, "switch"},
+		{"pinned, look-alike host", pinned, ChannelState{}, spA, signed(t, s, subs("https://cache.example.org.evil.net")), Reject, ErrSubstituterNotAllowed, "", ""},
+		{"pinned, other cache", pinned, ChannelState{}, spA, signed(t, s, subs("https://cache.example.org/x", "https://other.example")), Reject, ErrSubstituterNotAllowed, "", ""},
+		{"unpinned, any cache", dev, ChannelState{}, spA, signed(t, s, subs("https://other.example")), Apply, nil, spB, "switch"},
 		{"garbage", dev, ChannelState{}, spA, []byte("{"), Reject, manifest.ErrMalformed, "", ""},
 	}
 	for _, c := range cases {
