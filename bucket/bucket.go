@@ -36,6 +36,15 @@ var (
 	ErrInvalidURL   = errors.New("invalid bucket URL")
 	ErrUnreachable  = errors.New("bucket unreachable")
 	ErrAccessDenied = errors.New("access denied")
+	// ErrSymlink: a file:// bucket holds a symlink where a key's path
+	// goes; nothing below a bucket's root is reached through one.
+	ErrSymlink = errors.New("symlink refused")
+	// ErrNotRegular: a file:// bucket holds a FIFO, device, socket or
+	// directory where an object should be.
+	ErrNotRegular = errors.New("not a regular file")
+	// ErrRedirect: a server redirected a request to another scheme, host
+	// or port, where the bucket's credentials must not go.
+	ErrRedirect = errors.New("redirect to another origin refused")
 )
 
 // Store is an object store holding nix-ota's layout (DESIGN.md §2). Keys are

@@ -31,6 +31,15 @@ func backends(t *testing.T) map[string]func(t *testing.T) bucket.Store {
 			}
 			return s
 		},
+		"file-walk": func(t *testing.T) bucket.Store {
+			// what kernels without openat2 (before 5.6) run
+			t.Cleanup(bucket.UseOpenat2(false))
+			s, err := bucket.Open("file://"+filepath.Join(t.TempDir(), "b"), bucket.Options{Create: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return s
+		},
 		"minio": func(t *testing.T) bucket.Store {
 			m := testenv.SharedMinIO(t)
 			_, url := m.NewBucket(t)

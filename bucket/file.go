@@ -3,6 +3,7 @@ package bucket
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -13,7 +14,9 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
-	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/nix-ota/nix-ota/internal/atomicfile"
 )
@@ -30,8 +33,13 @@ const (
 // file, fsync, rename); create-only puts hard-link a finished temp file so
 // the kernel refuses a second writer; put-if-match holds an flock on a lock
 // file in the root while it compares and renames.
+//
+// Whoever can write the directory is as untrusted as any bucket, and the
+// agent reading it runs as root: no path below the root follows a symlink,
+// only regular files are read, and no open blocks (beneath.go).
 type fileStore struct {
-	root string
+	name string // the path as configured, for messages
+	root string // the same path with its symlinks resolved, once, at open
 }
 
 var _ Store = (*fileStore)(nil)
@@ -46,23 +54,49 @@ func openFile(root string, create bool) (*fileStore, error) {
 			return nil, fmt.Errorf("bucket file://%s: %w", root, err)
 		}
 	}
-	st, err := os.Stat(root)
+	// The root is the operator's choice and may itself be a symlink (to a
+	// mount point, say): it is resolved here, once. Below it nothing
+	// follows a symlink.
+	resolved, err := filepath.EvalSymlinks(root)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil, fmt.Errorf("%w: file://%s: directory does not exist (run nix-ota init)", ErrUnreachable, root)
 		}
 		return nil, fmt.Errorf("%w: file://%s: %v", ErrUnreachable, root, err)
 	}
+	st, err := os.Stat(resolved)
+	if err != nil {
+		return nil, fmt.Errorf("%w: file://%s: %v", ErrUnreachable, root, err)
+	}
 	if !st.IsDir() {
 		return nil, fmt.Errorf("%w: file://%s: not a directory", ErrInvalidURL, root)
 	}
-	return &fileStore{root: root}, nil
+	return &fileStore{name: root, root: resolved}, nil
 }
 
-func (s *fileStore) String() string { return "file://" + s.root }
+func (s *fileStore) String() string { return "file://" + s.name }
 
-func (s *fileStore) path(key string) string {
-	return filepath.Join(s.root, filepath.FromSlash(key))
+// openRoot opens the root for *at calls. It is opened per operation rather
+// than held: a held descriptor would keep a USB stick busy (umount fails)
+// and point at the old directory after a remount.
+func (s *fileStore) openRoot() (int, error) {
+	fd, err := retry(func() (int, error) { return unix.Open(s.root, walkFlags, 0) })
+	switch {
+	case err == unix.ENOENT:
+		return -1, fmt.Errorf("%w: %s: directory does not exist (run nix-ota init)", ErrUnreachable, s)
+	case err != nil:
+		return -1, fmt.Errorf("%w: %s: %v", ErrUnreachable, s, err)
+	}
+	return fd, nil
+}
+
+// splitKey splits a key into its directory ("" at the root) and name.
+func splitKey(key string) (dir, name string) {
+	i := strings.LastIndexByte(key, '/')
+	if i < 0 {
+		return "", key
+	}
+	return key[:i], key[i+1:]
 }
 
 func fileETag(r io.Reader) (string, error) {
@@ -75,32 +109,47 @@ func fileETag(r io.Reader) (string, error) {
 
 func (s *fileStore) mapErr(op, key string, err error) error {
 	switch {
+	case errors.Is(err, ErrUnreachable), errors.Is(err, ErrSymlink), errors.Is(err, ErrNotRegular):
+		return fmt.Errorf("%s %s: %w", op, key, err)
 	case errors.Is(err, fs.ErrNotExist):
 		return fmt.Errorf("%s %s: %w", op, key, ErrNotFound)
+	case errors.Is(err, unix.ENOTDIR) && (op == "get" || op == "stat"):
+		// a/b where a is a file: no such object, as on S3.
+		return fmt.Errorf("%s %s: %w: %v", op, key, ErrNotFound, err)
 	case errors.Is(err, fs.ErrPermission):
 		return fmt.Errorf("%s %s: %w: %v", op, key, ErrAccessDenied, err)
 	}
 	return fmt.Errorf("%s %s: %w", op, key, err)
 }
 
+// open opens key for reading: a regular file below the root, reached
+// through no symlink.
+func (s *fileStore) open(key string) (*os.File, *unix.Stat_t, error) {
+	root, err := s.openRoot()
+	if err != nil {
+		return nil, nil, err
+	}
+	defer unix.Close(root)
+	fd, st, err := openRegular(root, "", key)
+	if err != nil {
+		return nil, nil, err
+	}
+	return os.NewFile(uintptr(fd), key), st, nil
+}
+
+func modTime(st *unix.Stat_t) time.Time { return time.Unix(st.Mtim.Unix()) }
+
 func (s *fileStore) Get(ctx context.Context, key string, opts GetOptions) (*Object, error) {
 	if err := ValidateKey(key); err != nil {
 		return nil, err
 	}
-	f, err := os.Open(s.path(key))
+	f, st, err := s.open(key)
 	if err != nil {
 		return nil, s.mapErr("get", key, err)
 	}
 	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, s.mapErr("get", key, err)
-	}
-	if st.IsDir() {
-		return nil, fmt.Errorf("get %s: %w", key, ErrNotFound)
-	}
-	if max := opts.Limit(); st.Size() > max {
-		return nil, fmt.Errorf("get %s: %w: %d bytes, limit %d", key, ErrTooLarge, st.Size(), max)
+	if max := opts.Limit(); st.Size > max {
+		return nil, fmt.Errorf("get %s: %w: %d bytes, limit %d", key, ErrTooLarge, st.Size, max)
 	}
 	data, err := ReadLimited(f, opts.Limit())
 	if err != nil {
@@ -110,147 +159,189 @@ func (s *fileStore) Get(ctx context.Context, key string, opts GetOptions) (*Obje
 	if opts.IfNoneMatch != "" && TrimETag(opts.IfNoneMatch) == etag {
 		return nil, fmt.Errorf("get %s: %w", key, ErrNotModified)
 	}
-	return &Object{Data: data, ETag: etag, ModTime: st.ModTime()}, nil
+	return &Object{Data: data, ETag: etag, ModTime: modTime(st)}, nil
 }
 
 func (s *fileStore) Put(ctx context.Context, key string, r io.Reader, size int64, opts PutOptions) (string, error) {
 	if err := ValidateKey(key); err != nil {
 		return "", err
 	}
-	dst := s.path(key)
-	dir := filepath.Dir(dst)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return "", s.mapErr("put", key, err)
-	}
-	h := sha256.New()
-	tmp, err := atomicfile.WriteTemp(dir, io.TeeReader(r, h), 0o644)
+	root, err := s.openRoot()
 	if err != nil {
 		return "", s.mapErr("put", key, err)
 	}
-	defer os.Remove(tmp) // a no-op after a successful rename
-	etag := hex.EncodeToString(h.Sum(nil)[:16])
-
-	switch {
-	case opts.CreateOnly:
-		if err := os.Link(tmp, dst); err != nil {
-			if errors.Is(err, fs.ErrExist) {
-				return "", fmt.Errorf("put %s: %w", key, ErrExists)
-			}
-			return "", s.mapErr("put", key, err)
-		}
-	case opts.IfMatch != "":
-		unlock, err := s.lock()
-		if err != nil {
-			return "", s.mapErr("put", key, err)
-		}
-		defer unlock()
-		cur, err := os.Open(dst)
-		if err != nil {
-			return "", s.mapErr("put", key, err)
-		}
-		curTag, err := fileETag(cur)
-		cur.Close()
-		if err != nil {
-			return "", s.mapErr("put", key, err)
-		}
-		if curTag != TrimETag(opts.IfMatch) {
-			return "", fmt.Errorf("put %s: %w", key, ErrChanged)
-		}
-		if err := os.Rename(tmp, dst); err != nil {
-			return "", s.mapErr("put", key, err)
-		}
-	default:
-		if err := os.Rename(tmp, dst); err != nil {
-			return "", s.mapErr("put", key, err)
-		}
+	defer unix.Close(root)
+	dirKey, name := splitKey(key)
+	dir, err := walkDir(root, dirKey, true)
+	if err != nil {
+		return "", s.mapErr("put", key, explain(root, "", dirKey, true, err))
 	}
-	if err := atomicfile.SyncDir(dir); err != nil {
+	defer unix.Close(dir)
+	tmp, etag, err := writeTemp(dir, r)
+	if err != nil {
+		return "", s.mapErr("put", key, err)
+	}
+	defer unix.Unlinkat(dir, tmp, 0) // a no-op after a successful rename
+	if err := s.place(ctx, root, dir, dirKey, tmp, name, opts); err != nil {
+		return "", s.mapErr("put", key, err)
+	}
+	if err := syncDir(dir); err != nil {
 		return "", s.mapErr("put", key, err)
 	}
 	return etag, nil
 }
 
-// lock takes an exclusive flock on the bucket's lock file. It serialises
-// compare-and-swap puts between processes on one machine (and on NFS with
-// lock support); the lock is released by unlock or when the process dies.
-func (s *fileStore) lock() (func(), error) {
-	f, err := os.OpenFile(filepath.Join(s.root, lockName), os.O_CREATE|os.O_RDWR, 0o644)
+// place moves the finished temp file tmp to name in the directory dir
+// (whose key is dirKey) as opts say: create-only, compare-and-swap, or
+// plain replace. Links and renames inside one directory descriptor never
+// follow a symlink.
+func (s *fileStore) place(ctx context.Context, root, dir int, dirKey, tmp, name string, opts PutOptions) error {
+	switch {
+	case opts.CreateOnly:
+		if err := unix.Linkat(dir, tmp, dir, name, 0); err != nil {
+			if err == unix.EEXIST {
+				return ErrExists
+			}
+			return err
+		}
+		return nil
+	case opts.IfMatch != "":
+		unlock, err := lockRoot(ctx, root)
+		if err != nil {
+			return err
+		}
+		defer unlock()
+		fd, _, err := openRegular(dir, dirKey, name)
+		if err != nil {
+			return err
+		}
+		cur := os.NewFile(uintptr(fd), name)
+		curTag, err := fileETag(cur)
+		cur.Close()
+		if err != nil {
+			return err
+		}
+		if curTag != TrimETag(opts.IfMatch) {
+			return ErrChanged
+		}
+	}
+	return unix.Renameat(dir, tmp, dir, name)
+}
+
+// writeTemp copies r into a new temp file in dir, fsyncs and closes it, and
+// returns its name and the content's ETag.
+func writeTemp(dir int, r io.Reader) (name, etag string, err error) {
+	name = atomicfile.TempPrefix + rand.Text()
+	fd, err := retry(func() (int, error) {
+		return unix.Openat(dir, name, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|safeFlags, 0o600)
+	})
 	if err != nil {
+		return "", "", err
+	}
+	f := os.NewFile(uintptr(fd), name)
+	h := sha256.New()
+	_, err = io.Copy(f, io.TeeReader(r, h))
+	if err == nil {
+		err = f.Chmod(0o644)
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		unix.Unlinkat(dir, name, 0)
+		return "", "", err
+	}
+	return name, hex.EncodeToString(h.Sum(nil)[:16]), nil
+}
+
+// syncDir fsyncs the directory dir (an O_PATH descriptor cannot be synced,
+// so it is opened for reading first) to make a rename or link durable.
+func syncDir(dir int) error {
+	fd, err := retry(func() (int, error) { return unix.Openat(dir, ".", readFlags|unix.O_DIRECTORY, 0) })
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	return unix.Fsync(fd)
+}
+
+// lockRoot takes an exclusive flock on the bucket's lock file, waiting at
+// most until ctx ends. It serialises compare-and-swap puts between
+// processes on one machine (and on NFS with lock support); the lock is
+// released by the returned func or when the process dies.
+func lockRoot(ctx context.Context, root int) (func(), error) {
+	fd, err := retry(func() (int, error) { return unix.Openat(root, lockName, unix.O_RDWR|unix.O_CREAT|safeFlags, 0o644) })
+	if err != nil {
+		return nil, explain(root, "", lockName, false, err)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		unix.Close(fd)
 		return nil, err
 	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
-		f.Close()
-		return nil, err
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+		unix.Close(fd)
+		return nil, fmt.Errorf("%w: %s is %s; remove it", ErrNotRegular, lockName, fileType(st.Mode))
 	}
-	return func() {
-		syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
-		f.Close()
-	}, nil
+	for wait := time.Millisecond; ; wait = min(2*wait, 50*time.Millisecond) {
+		err := unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB)
+		if err == nil {
+			return func() { unix.Flock(fd, unix.LOCK_UN); unix.Close(fd) }, nil
+		}
+		if err != unix.EWOULDBLOCK && err != unix.EINTR {
+			unix.Close(fd)
+			return nil, fmt.Errorf("lock %s: %w", lockName, err)
+		}
+		select {
+		case <-ctx.Done():
+			unix.Close(fd)
+			return nil, fmt.Errorf("waiting for %s: %w", lockName, ctx.Err())
+		case <-time.After(wait):
+		}
+	}
 }
 
 func (s *fileStore) Stat(ctx context.Context, key string) (Info, error) {
 	if err := ValidateKey(key); err != nil {
 		return Info{}, err
 	}
-	f, err := os.Open(s.path(key))
+	f, st, err := s.open(key)
 	if err != nil {
 		return Info{}, s.mapErr("stat", key, err)
 	}
 	defer f.Close()
-	st, err := f.Stat()
-	if err != nil || st.IsDir() {
-		return Info{}, fmt.Errorf("stat %s: %w", key, ErrNotFound)
-	}
 	etag, err := fileETag(f)
 	if err != nil {
 		return Info{}, s.mapErr("stat", key, err)
 	}
-	return Info{Key: key, Size: st.Size(), ETag: etag, ModTime: st.ModTime()}, nil
+	return Info{Key: key, Size: st.Size, ETag: etag, ModTime: modTime(st)}, nil
 }
 
+// List walks from the deepest directory the prefix names, through
+// directory descriptors: it never follows a symlinked directory, and lists
+// only regular files (symlinks, FIFOs, devices and sockets are no objects),
+// skipping temp files and names no key may have.
 func (s *fileStore) List(ctx context.Context, prefix string, fn func(Info) error) error {
-	// Walk from the deepest directory the prefix names.
-	start := s.root
-	if i := strings.LastIndex(prefix, "/"); i >= 0 {
-		start = s.path(prefix[:i])
-	}
-	var infos []Info
-	err := filepath.WalkDir(start, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			if errors.Is(err, fs.ErrNotExist) && p == start {
-				return filepath.SkipAll
-			}
-			return err
-		}
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		if strings.HasPrefix(d.Name(), tempPrefix) {
-			if d.IsDir() {
-				return filepath.SkipDir
-			}
-			return nil
-		}
-		if d.IsDir() {
-			return nil
-		}
-		rel, err := filepath.Rel(s.root, p)
-		if err != nil {
-			return err
-		}
-		key := filepath.ToSlash(rel)
-		if !strings.HasPrefix(key, prefix) {
-			return nil
-		}
-		fi, err := d.Info()
-		if err != nil {
-			return nil // removed while walking
-		}
-		infos = append(infos, Info{Key: key, Size: fi.Size(), ModTime: fi.ModTime()})
-		return nil
-	})
+	root, err := s.openRoot()
 	if err != nil {
-		return fmt.Errorf("list %s: %w", prefix, err)
+		return s.mapErr("list", prefix, err)
+	}
+	defer unix.Close(root)
+	start, _ := splitKey(prefix)
+	var infos []Info
+	if start == "" || ValidateKey(start) == nil {
+		fd, err := s.openListDir(root, start)
+		if err != nil {
+			return s.mapErr("list", prefix, err)
+		}
+		if fd >= 0 {
+			if err := listDir(ctx, fd, start, prefix, &infos); err != nil {
+				return fmt.Errorf("list %s: %w", prefix, err)
+			}
+		}
 	}
 	sort.Slice(infos, func(i, j int) bool { return infos[i].Key < infos[j].Key })
 	for _, in := range infos {
@@ -261,11 +352,82 @@ func (s *fileStore) List(ctx context.Context, prefix string, fn func(Info) error
 	return nil
 }
 
+// openListDir opens the directory dir for reading; -1 and no error when
+// there is no such directory (nothing to list).
+func (s *fileStore) openListDir(root int, dir string) (int, error) {
+	if dir == "" {
+		return retry(func() (int, error) { return unix.Openat(root, ".", readFlags|unix.O_DIRECTORY, 0) })
+	}
+	fd, err := openBeneath(root, dir, readFlags|unix.O_DIRECTORY)
+	if err != nil {
+		err = explain(root, "", dir, true, err)
+		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, unix.ENOTDIR) {
+			return -1, nil
+		}
+		return -1, err
+	}
+	return fd, nil
+}
+
+// listDir appends to out the regular files below the directory fd (whose
+// key is rel) with keys starting with prefix, and closes fd.
+func listDir(ctx context.Context, fd int, rel, prefix string, out *[]Info) error {
+	d := os.NewFile(uintptr(fd), rel)
+	defer d.Close()
+	names, err := d.Readdirnames(-1)
+	if err != nil {
+		return err
+	}
+	for _, name := range names {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		key := name
+		if rel != "" {
+			key = rel + "/" + name
+		}
+		var st unix.Stat_t
+		if ValidateKey(key) != nil || unix.Fstatat(fd, name, &st, unix.AT_SYMLINK_NOFOLLOW) != nil {
+			continue // a temp file, a name no key has, or removed while listing
+		}
+		switch st.Mode & unix.S_IFMT {
+		case unix.S_IFREG:
+			if strings.HasPrefix(key, prefix) {
+				*out = append(*out, Info{Key: key, Size: st.Size, ModTime: modTime(&st)})
+			}
+		case unix.S_IFDIR:
+			sub, err := retry(func() (int, error) { return unix.Openat(fd, name, readFlags|unix.O_DIRECTORY, 0) })
+			if err != nil {
+				continue // replaced by a symlink or removed since Fstatat
+			}
+			if err := listDir(ctx, sub, key, prefix, out); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
 func (s *fileStore) Delete(ctx context.Context, key string) error {
 	if err := ValidateKey(key); err != nil {
 		return err
 	}
-	if err := os.Remove(s.path(key)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	root, err := s.openRoot()
+	if err != nil {
+		return s.mapErr("delete", key, err)
+	}
+	defer unix.Close(root)
+	dirKey, name := splitKey(key)
+	dir, err := walkDir(root, dirKey, false)
+	if err != nil {
+		err = explain(root, "", dirKey, true, err)
+		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, unix.ENOTDIR) {
+			return nil // no such directory, so no such object
+		}
+		return s.mapErr("delete", key, err)
+	}
+	defer unix.Close(dir)
+	if err := unix.Unlinkat(dir, name, 0); err != nil && err != unix.ENOENT {
 		return s.mapErr("delete", key, err)
 	}
 	return nil
