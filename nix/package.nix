@@ -10,13 +10,18 @@ buildGoModule {
   inherit version;
 
   # Only what the Go build reads, so editing docs or Nix files does not
-  # rebuild the binaries.
+  # rebuild the binaries: Go sources, the module files, and every file a
+  # //go:embed directive names (agent/module_test.go checks this list
+  # against the directives).
   src = lib.fileset.toSource {
     root = ../.;
     fileset = lib.fileset.unions [
       ../go.mod
       ../go.sum
       (lib.fileset.fileFilter (f: f.hasExt "go") ../.)
+      # go-embed-begin
+      ../dashboard-static/index.html.tmpl
+      # go-embed-end
     ];
   };
 
