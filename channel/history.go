@@ -188,7 +188,7 @@ func (h *History) Current() (Entry, error) {
 	case h.Pointer == nil:
 		return Entry{}, fmt.Errorf("channel %q: %w: nothing published yet (%s)", h.Channel, bucket.ErrNotFound, bucket.ChannelKey(h.Channel))
 	case h.Head == nil:
-		return Entry{}, fmt.Errorf("channel %q: %s %w with the signing keys, nothing signed: %w (signed by a key you rotated from? add its --public-key; tampered with? delete it, history keeps every signed revision)",
+		return Entry{}, fmt.Errorf("channel %q: %s %w with the signing keys, nothing signed: %w (signed by a key you rotated from? add its --public-key; by fewer keys than you sign with? add --threshold; tampered with? delete it, history keeps every signed revision)",
 			h.Channel, bucket.ChannelKey(h.Channel), ErrUnverified, h.HeadErr)
 	}
 	return *h.Head, nil

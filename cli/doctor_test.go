@@ -36,7 +36,7 @@ func TestDoctor(t *testing.T) {
 		t.Fatalf("anonymous read check:\n%s", r.stdout)
 	}
 	// A key the channel is not signed with: FAIL.
-	if r := run(t, f.env, "doctor", "--bucket", f.url, "--public-key", otherPub); r.code != 1 || !strings.Contains(r.stdout, "FAIL  channel prod revision 1: devices would reject it") {
+	if r := run(t, f.env, "doctor", "--bucket", f.url, "--public-key", otherPub); r.code != 1 || !strings.Contains(r.stdout, "FAIL  channel prod: devices would reject it") {
 		t.Fatalf("wrong key: %d\n%s", r.code, r.stdout)
 	}
 	// Expired: FAIL.

@@ -56,7 +56,13 @@ func TestKMSSigning(t *testing.T) {
 	keyFile := filepath.Join(dir, "ed.key")
 	_, edPub, _ := run("keygen", "--out", keyFile, "--name", "ed-1")
 	edPub = strings.TrimSpace(edPub)
-	if code, _, stderr := run("publish", "--bucket", bucketURL, "--key", keyFile, "--key", "fleet-kms=fakekms://fleet", "--channel", "prod", "--store-path", sp); code != 0 {
+	// The current revision has one signature; by default two keys also
+	// require two on what they build on, so going from one key to two
+	// says so once.
+	if code, _, stderr := run("publish", "--bucket", bucketURL, "--key", keyFile, "--key", "fleet-kms=fakekms://fleet", "--channel", "prod", "--store-path", sp); code != ExitRejected || !strings.Contains(stderr, "--threshold") {
+		t.Fatalf("two keys over a one-key channel: %d %s", code, stderr)
+	}
+	if code, _, stderr := run("publish", "--bucket", bucketURL, "--key", keyFile, "--key", "fleet-kms=fakekms://fleet", "--threshold", "1", "--channel", "prod", "--store-path", sp); code != 0 {
 		t.Fatalf("publish with two keys: %s", stderr)
 	}
 	if code, out, stderr := run("verify", "--bucket", bucketURL, "--channel", "prod", "--public-key", edPub, "--public-key", kmsPub, "--threshold", "2"); code != 0 {
