@@ -1,0 +1,210 @@
+package channel_test
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/nix-ota/nix-ota/bucket"
+	"github.com/nix-ota/nix-ota/channel"
+	"github.com/nix-ota/nix-ota/internal/testenv"
+	"github.com/nix-ota/nix-ota/manifest"
+	"github.com/nix-ota/nix-ota/manifest/signing"
+)
+
+func fileStore(t *testing.T) bucket.Store {
+	t.Helper()
+	s, err := bucket.Open("file://"+filepath.Join(t.TempDir(), "b"), bucket.Options{Create: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func put(t *testing.T, st bucket.Store, key string, body []byte) {
+	t.Helper()
+	if _, err := bucket.PutBytes(context.Background(), st, key, body, bucket.PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// publishSystem publishes the next revision of prod with system sp.
+func publishSystem(t *testing.T, st bucket.Store, s signing.Key, sp string) uint64 {
+	t.Helper()
+	res, err := testenv.PublishSigned(context.Background(), st, nil, testenv.Payload("prod", 0, sp), s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res.Revision
+}
+
+func trustOf(pub manifest.PublicKey) manifest.Trust {
+	return manifest.Trust{Keys: []manifest.PublicKey{pub}}
+}
+
+// TestLoad: only entries that verify under their own number are used;
+// everything else under channels/prod/ is listed with its reason.
+func TestLoad(t *testing.T) {
+	ctx := context.Background()
+	st := fileStore(t)
+	s, pub := testenv.NewSigner(t, "k")
+	intruder, _ := testenv.NewSigner(t, "intruder")
+	for range 3 {
+		publishSystem(t, st, s, sp)
+	}
+	put(t, st, "channels/prod/notes.txt", []byte("hello"))
+	put(t, st, "channels/prod/007.json", signed(t, s, "prod", 7))
+	put(t, st, "channels/prod/9007199254740992.json", nil)
+	put(t, st, "channels/prod/5.json", signed(t, intruder, "prod", 5))
+	put(t, st, "channels/prod/6.json", signed(t, s, "prod", 2)) // a genuine entry under another number
+	put(t, st, "channels/prod/8.json", []byte("{"))
+	put(t, st, "channels/prod/9.json", signed(t, s, "staging", 9))
+
+	h, err := channel.Load(ctx, st, "prod", trustOf(pub))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var revs []uint64
+	for _, e := range h.Entries {
+		revs = append(revs, e.Revision())
+	}
+	if len(revs) != 3 || revs[0] != 1 || revs[2] != 3 || h.Head == nil || h.Head.Revision() != 3 {
+		t.Fatalf("entries %v head %v", revs, h.Head)
+	}
+	want := map[string]string{
+		"channels/prod/notes.txt":             "not a history entry name",
+		"channels/prod/007.json":              "not a history entry name",
+		"channels/prod/9007199254740992.json": "above the maximum",
+		"channels/prod/5.json":                "none of which is trusted",
+		"channels/prod/6.json":                "signed as revision 2, stored as 6",
+		"channels/prod/8.json":                "malformed",
+		"channels/prod/9.json":                "another channel",
+	}
+	if len(h.Skipped) != len(want) {
+		t.Fatalf("skipped %+v", h.Skipped)
+	}
+	for _, sk := range h.Skipped {
+		if !strings.Contains(sk.Reason, want[sk.Key]) {
+			t.Errorf("%s: reason %q, want %q", sk.Key, sk.Reason, want[sk.Key])
+		}
+	}
+	if n, err := h.Next(); err != nil || n != 4 {
+		t.Fatalf("next %d %v", n, err)
+	}
+	if _, err := h.Find(5); !errors.Is(err, channel.ErrUnverified) {
+		t.Fatalf("find a forged entry: %v", err)
+	}
+	if _, err := h.Find(42); !errors.Is(err, bucket.ErrNotFound) {
+		t.Fatalf("find a missing entry: %v", err)
+	}
+}
+
+// TestForgedPointerRefused: a pointer that does not verify is never built
+// on: Current and Publish refuse with the manifest's reason and write
+// nothing.
+func TestForgedPointerRefused(t *testing.T) {
+	ctx := context.Background()
+	st := fileStore(t)
+	s, pub := testenv.NewSigner(t, "k")
+	intruder, _ := testenv.NewSigner(t, "intruder")
+	publishSystem(t, st, s, sp)
+	put(t, st, bucket.ChannelKey("prod"), signed(t, intruder, "prod", 2))
+	h, err := channel.Load(ctx, st, "prod", trustOf(pub))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.Current(); !errors.Is(err, channel.ErrUnverified) || !errors.Is(err, manifest.ErrSignature) {
+		t.Fatalf("current: %v", err)
+	}
+	p := testenv.Payload("prod", 0, sp)
+	_, err = channel.Publish(ctx, st, h, channel.NewDraft(*p, 0), func(q *manifest.Payload) ([]byte, error) {
+		t.Fatal("Publish signed on top of a forged pointer")
+		return nil, nil
+	})
+	if !errors.Is(err, manifest.ErrSignature) {
+		t.Fatalf("publish: %v", err)
+	}
+	if revs, _ := channel.Revisions(ctx, st, "prod"); len(revs) != 1 {
+		t.Fatalf("history %v", revs)
+	}
+}
+
+// TestNextRevision: the revision bound holds for a verified entry too; a
+// channel at 2^53-1 refuses to publish and keeps its pointer.
+func TestNextRevision(t *testing.T) {
+	ctx := context.Background()
+	st := fileStore(t)
+	s, pub := testenv.NewSigner(t, "k")
+	if _, err := signing.Sign(ctx, testenv.Payload("prod", manifest.MaxRevision+1, sp), s); !errors.Is(err, manifest.ErrMalformed) {
+		t.Fatalf("signed revision 2^53: %v", err)
+	}
+	top := signed(t, s, "prod", manifest.MaxRevision)
+	put(t, st, bucket.RevisionKey("prod", manifest.MaxRevision), top)
+	put(t, st, bucket.ChannelKey("prod"), top)
+	h, err := channel.Load(ctx, st, "prod", trustOf(pub))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h.Latest() != manifest.MaxRevision {
+		t.Fatalf("latest %d", h.Latest())
+	}
+	if _, err := h.Next(); err == nil {
+		t.Fatal("next revision above 2^53-1")
+	}
+	_, err = testenv.PublishSigned(ctx, st, nil, testenv.Payload("prod", 0, sp), s)
+	if err == nil || !strings.Contains(err.Error(), "highest a channel can have") {
+		t.Fatalf("publish past the bound: %v", err)
+	}
+	if o, _ := st.Get(ctx, bucket.ChannelKey("prod"), bucket.GetOptions{}); string(o.Data) != string(top) {
+		t.Fatal("the pointer moved")
+	}
+}
+
+// TestRevertTarget: the newest earlier verified entry with another system,
+// or the verified entry asked for; never a forged one.
+func TestRevertTarget(t *testing.T) {
+	ctx := context.Background()
+	st := fileStore(t)
+	s, pub := testenv.NewSigner(t, "k")
+	intruder, _ := testenv.NewSigner(t, "intruder")
+	a := "/nix/store/0c5lq2n9xqbq6yv5q9r1lxg7b8c7wjsz-nixos-system-a"
+	b := "/nix/store/1c5lq2n9xqbq6yv5q9r1lxg7b8c7wjsz-nixos-system-b"
+	c := "/nix/store/2c5lq2n9xqbq6yv5q9r1lxg7b8c7wjsz-nixos-system-c"
+	for _, sys := range []string{a, b, c, c} { // revisions 1-4, current 4 (c)
+		publishSystem(t, st, s, sys)
+	}
+	put(t, st, "channels/prod/2.json", signed(t, intruder, "prod", 2))
+	h, err := channel.Load(ctx, st, "prod", trustOf(pub))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cur, err := h.Current()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h.RunStart(cur) != 3 {
+		t.Fatalf("run of the current system starts at %d, want 3", h.RunStart(cur))
+	}
+	for _, tc := range []struct {
+		name    string
+		to      uint64
+		wantRev uint64
+		wantErr error
+	}{
+		{"newest earlier other system, forged 2 skipped", 0, 1, nil},
+		{"explicit verified", 3, 3, nil},
+		{"explicit forged", 2, 0, channel.ErrUnverified},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e, err := h.RevertTarget(cur, tc.to)
+			if !errors.Is(err, tc.wantErr) || (err == nil && e.Revision() != tc.wantRev) {
+				t.Fatalf("got %v %v, want %d %v", e, err, tc.wantRev, tc.wantErr)
+			}
+		})
+	}
+	if _, err := h.RevertTarget(cur, 4); err == nil {
+		t.Fatal("revert to the current revision")
+	}
+}
