@@ -2,6 +2,7 @@ package manifest
 
 import (
 	"fmt"
+	"net/url"
 	"strings"
 )
 
@@ -63,6 +64,11 @@ func ValidateSubstituter(s string) error {
 		return bad("needs a host (or a bucket name for s3://)")
 	case strings.Contains(authPath, "%"):
 		return bad("percent-encoding is not allowed in the host or path")
+	case host != "" && !validHost(host):
+		return bad("host must be a name, an IPv4 address or [IPv6], with an optional :port")
+	}
+	if _, err := url.Parse(s); err != nil {
+		return bad("not a URL: " + err.Error())
 	}
 	return checkSubstituterQuery(query, allowed, bad)
 }
@@ -92,6 +98,29 @@ func checkSubstituterQuery(query string, allowed []string, bad func(string) erro
 		}
 	}
 	return nil
+}
+
+// validHost accepts name[:port] and [IPv6][:port] with a numeric port.
+func validHost(h string) bool {
+	name, port, hasPort := h, "", false
+	if rest, ok := strings.CutPrefix(h, "["); ok {
+		ip, after, closed := strings.Cut(rest, "]")
+		if !closed || ip == "" || strings.Trim(ip, "0123456789abcdefABCDEF:.") != "" {
+			return false
+		}
+		name = "ipv6"
+		if after != "" {
+			if port, hasPort = strings.CutPrefix(after, ":"); !hasPort {
+				return false
+			}
+		}
+	} else {
+		name, port, hasPort = strings.Cut(h, ":")
+	}
+	if name == "" || strings.Trim(name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_") != "" {
+		return false
+	}
+	return !hasPort || port != "" && len(port) <= 5 && strings.Trim(port, "0123456789") == ""
 }
 
 func contains(list []string, s string) bool {
