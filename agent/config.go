@@ -165,6 +165,10 @@ func (c *Config) Check() (manifest.Trust, error) {
 	}
 	if c.StatusBucket != "" && strings.HasPrefix(c.StatusBucket, "http") {
 		add("statusBucket %s: must be writable (s3:// or file://)", c.StatusBucket)
+	} else if c.StatusBucket != "" {
+		if _, err := bucket.Open(c.StatusBucket, bucket.Options{}); err != nil && !errors.Is(err, bucket.ErrUnreachable) {
+			add("statusBucket: %v", err)
+		}
 	}
 	if err := manifest.ValidateName("channel", c.Channel); err != nil {
 		add("channel: %v", err)

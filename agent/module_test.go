@@ -2,10 +2,13 @@ package agent_test
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"reflect"
 	"regexp"
 	"sort"
@@ -111,5 +114,87 @@ func TestAllowedSubstitutersCheck(t *testing.T) {
 		if (err == nil) != ok || (err != nil && !strings.Contains(err.Error(), "allowedSubstituters")) {
 			t.Errorf("allowedSubstituters %s: %v (want ok=%v)", in, err, ok)
 		}
+	}
+}
+
+// TestModuleDocsCurrent: docs/module.md was rendered (scripts/module-docs.sh)
+// from the current nix/module.nix and nix/validate.nix, and documents
+// exactly the options the module declares. Rendering needs nixpkgs' lib;
+// this check does not, so it runs wherever the tests run.
+func TestModuleDocsCurrent(t *testing.T) {
+	module, err := os.ReadFile("../nix/module.nix")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rules, err := os.ReadFile("../nix/validate.nix")
+	if err != nil {
+		t.Fatal(err)
+	}
+	docs, err := os.ReadFile("../docs/module.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(append(append([]byte{}, module...), rules...))
+	if want := "(sha256 " + hex.EncodeToString(sum[:]) + ")"; !bytes.Contains(docs, []byte(want)) {
+		t.Fatalf("docs/module.md is stale: nix/module.nix or nix/validate.nix changed since it was rendered; run scripts/module-docs.sh (needs nixpkgs' lib: NIXPKGS_LIB=/path/to/nixpkgs/lib, or nix develop)")
+	}
+	var declared, documented []string
+	for _, m := range regexp.MustCompile(`(?m)^    (\w+) = (mkOption|mkEnableOption)\b`).FindAllSubmatch(module, -1) {
+		declared = append(declared, string(m[1]))
+	}
+	for _, m := range regexp.MustCompile("(?m)^## `services\\.nix-ota-agent\\.(\\w+)`$").FindAllSubmatch(docs, -1) {
+		documented = append(documented, string(m[1]))
+	}
+	sort.Strings(declared)
+	sort.Strings(documented)
+	if len(declared) < 20 || strings.Join(declared, " ") != strings.Join(documented, " ") {
+		t.Fatalf("nix/module.nix declares %v\ndocs/module.md documents %v", declared, documented)
+	}
+}
+
+// TestPackageSourceHasEmbeds: every file a //go:embed directive names is in
+// nix/package.nix's source fileset (between its go-embed markers);
+// otherwise the Nix build fails with "pattern …: no matching files found".
+func TestPackageSourceHasEmbeds(t *testing.T) {
+	pkg, err := os.ReadFile("../nix/package.nix")
+	if err != nil {
+		t.Fatal(err)
+	}
+	block := regexp.MustCompile(`(?s)# go-embed-begin(.*)# go-embed-end`).FindSubmatch(pkg)
+	if block == nil {
+		t.Fatal("nix/package.nix lacks the go-embed markers")
+	}
+	listed := map[string]bool{}
+	for _, m := range regexp.MustCompile(`\.\./(\S+)`).FindAllSubmatch(block[1], -1) {
+		listed[string(m[1])] = true
+	}
+	embedded := 0
+	err = filepath.WalkDir("..", func(path string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() || !strings.HasSuffix(path, ".go") || strings.HasSuffix(path, "_test.go") {
+			return err
+		}
+		src, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		for _, m := range regexp.MustCompile(`(?m)^//go:embed (.+)$`).FindAllSubmatch(src, -1) {
+			for _, pat := range strings.Fields(string(m[1])) {
+				files, _ := filepath.Glob(filepath.Join(filepath.Dir(path), pat))
+				if len(files) == 0 {
+					t.Errorf("%s: //go:embed %s matches nothing", path, pat)
+				}
+				for _, f := range files {
+					rel, _ := filepath.Rel("..", f)
+					embedded++
+					if !listed[filepath.ToSlash(rel)] {
+						t.Errorf("%s embeds %s, which nix/package.nix's source does not include (add ../%s between its go-embed markers)", path, rel, rel)
+					}
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil || embedded == 0 {
+		t.Fatalf("walk: %v, %d embedded files found", err, embedded)
 	}
 }

@@ -349,11 +349,11 @@ in
           message = "${opt}.threshold = ${toString cfg.threshold}: at most the number of publicKeys (${toString (lib.length cfg.publicKeys)}).";
         }
         {
-          assertion = ms cfg.interval >= 1000;
+          assertion = v.isInterval cfg.interval;
           message = "${opt}.interval = \"${cfg.interval}\": must be at least 1s.";
         }
         {
-          assertion = ms cfg.healthTimeout > 0;
+          assertion = v.isTimeout cfg.healthTimeout;
           message = "${opt}.healthTimeout = \"${cfg.healthTimeout}\": must be more than 0s.";
         }
         {

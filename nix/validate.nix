@@ -29,9 +29,9 @@ let
     foldl' (n: g: n + toInt (elemAt g 0) * unitMs.${elemAt g 1}) 0
       (filter isList (split "([0-9]+)(ms|s|m|h)" s));
 
-  # Public keys: manifest.ParsePublicKey (NAME:BASE64 of 32 bytes, or
-  # NAME:ecdsa-p256:BASE64 of a P-256 SubjectPublicKeyInfo).
-  ed25519Pattern = "${namePattern}:[A-Za-z0-9+/]{43}=";
+  # Public keys: manifest.ParsePublicKey (NAME:[ed25519:]BASE64 of 32
+  # bytes, or NAME:ecdsa-p256:BASE64 of a P-256 SubjectPublicKeyInfo).
+  ed25519Pattern = "${namePattern}:(ed25519:)?[A-Za-z0-9+/]{43}=";
   ecdsaPattern = "${namePattern}:ecdsa-p256:MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE[A-Za-z0-9+/]{86}==";
   keyName = s: head (splitOn ":" s);
 
@@ -54,6 +54,7 @@ let
   isPrefix = p:
     let segs = splitOn "/" p; inner = filter (x: x != "") segs; in
     p == "" || p == "/" || (
+      stringLength p <= 1024 &&
       all (x: match "${segment}+" x != null && x != "." && x != ".." && match "\\.nix-ota-.*" x == null) inner
       && match "/?[^/]+(/[^/]+)*/?" p != null);
   # name=value pairs: allowed names, each once, values from a small set.
@@ -70,8 +71,13 @@ let
     && isPrefix (if elemAt m 1 == null then "" else elemAt m 1)
     && (elemAt m 3 == null || (
       isQuery s3Params "[A-Za-z0-9._:/-]+" (elemAt m 3)
-      && all (p: elemAt p 0 != "scheme" || elem (elemAt p 1) [ "http" "https" ])
-        (map (kv: match "([^=]*)=(.*)" kv) (splitOn "&" (elemAt m 3)))));
+      && all s3Param (map (kv: match "([^=]*)=(.*)" kv) (splitOn "&" (elemAt m 3)))));
+  # scheme is http or https; endpoint is HOST[:PORT], optionally with http:// or https://.
+  s3Param = p:
+    let k = elemAt p 0; x = elemAt p 1; in
+    if k == "scheme" then elem x [ "http" "https" ]
+    else if k == "endpoint" then match "(https?://)?${hostPattern}/?" x != null
+    else true;
 
   # manifest.ValidateSubstituter, step by step.
   printable = chars "!\"\$%&'()*+,-./0123456789:;<=>?@ABCDEFGHIJKLMNOPQRSTUVWXYZ[]^_`abcdefghijklmnopqrstuvwxyz{|}~";
@@ -81,6 +87,8 @@ let
     file = [ "priority" "want-mass-query" ];
     s3 = [ "region" "endpoint" "scheme" "profile" "priority" "want-mass-query" ];
   };
+  # name[:port] or [IPv6][:port], as the agent's validHost.
+  substituterHost = "([A-Za-z0-9._-]+|[[][0-9A-Fa-f:.]+[]])(:[0-9]{1,5})?";
   isSubstituter = s:
     let
       m = match "(https|http|file|s3)://(.*)" s;
@@ -95,7 +103,7 @@ let
     isString s && stringLength s >= 1 && stringLength s <= 1024
     && all (c: elem c printable) (chars s) && m != null
     && match ".*[@%].*" authPath == null
-    && (if scheme == "file" then host == "" && path != "" else host != "")
+    && (if scheme == "file" then host == "" && path != "" else match substituterHost host != null)
     && (query == null || query == "" || isQuery substituterParams.${scheme} "[A-Za-z0-9._:-]+" query);
 
   # agent.ParseWindow: HH:MM-HH:MM, not empty.
@@ -112,6 +120,9 @@ in
 
   isName = matches namePattern;
   isDuration = s: matches durationPattern s;
+  # interval: at least 1s; healthTimeout: more than 0s.
+  isInterval = s: matches durationPattern s && durationMs s >= 1000;
+  isTimeout = s: matches durationPattern s && durationMs s > 0;
   isPublicKey = s: matches ed25519Pattern s || matches ecdsaPattern s;
   # Nix's binary cache keys: NAME:BASE64 of a 32-byte ed25519 key.
   isCacheKey = matches "[^:[:space:]]+:[A-Za-z0-9+/]{43}=";
