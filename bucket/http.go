@@ -31,7 +31,7 @@ func openHTTP(u *url.URL, client *http.Client) (*httpStore, error) {
 	if client == nil {
 		client = defaultClient()
 	}
-	return &httpStore{base: strings.TrimSuffix(u.String(), "/"), client: client}, nil
+	return &httpStore{base: strings.TrimSuffix(u.String(), "/"), client: guardRedirects(client)}, nil
 }
 
 func (s *httpStore) String() string { return redact(s.base) }
@@ -50,7 +50,7 @@ func (s *httpStore) do(ctx context.Context, method, key, ifNoneMatch string) (*h
 	req.Header.Set("User-Agent", userAgent)
 	resp, err := s.client.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("%s %s: %w: %s: %v", strings.ToLower(method), key, ErrUnreachable, s, err)
+		return nil, transportError(strings.ToLower(method), key, s, err)
 	}
 	switch resp.StatusCode {
 	case http.StatusOK:

@@ -19,7 +19,9 @@ type Options struct {
 	// the agent passes FileCredentials.
 	Credentials CredentialsFunc
 	// HTTPClient for the built-in s3:// client and for http(s)://; nil
-	// means a default client with a 60 s timeout.
+	// means a default client with a 60 s timeout. Either way the store
+	// uses a copy that follows redirects only within the bucket's origin
+	// (CheckRedirect).
 	HTTPClient *http.Client
 }
 

@@ -57,7 +57,7 @@ func openS3HTTP(cfg S3Config, creds CredentialsFunc, client *http.Client) (*s3HT
 		o.DisableDoublePathEscape = true // S3 signs the path escaped once
 		o.AddPayloadHashHeader = true    // S3 requires X-Amz-Content-Sha256
 	})
-	return &s3HTTPStore{cfg: cfg, base: scheme + "://" + cfg.Endpoint, creds: creds, client: client, signer: signer}, nil
+	return &s3HTTPStore{cfg: cfg, base: scheme + "://" + cfg.Endpoint, creds: creds, client: guardRedirects(client), signer: signer}, nil
 }
 
 func (s *s3HTTPStore) String() string {
@@ -152,7 +152,7 @@ func (s *s3HTTPStore) do(ctx context.Context, op, method, key string, body []byt
 	}
 	resp, err := s.client.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("%s %s: %w: %s: %v", op, key, ErrUnreachable, s, err)
+		return nil, transportError(op, key, s, err)
 	}
 	if resp.StatusCode/100 == 2 {
 		return resp, nil

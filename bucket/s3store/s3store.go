@@ -47,11 +47,18 @@ func New(cfg bucket.S3Config, creds *credentials.Credentials) (bucket.Store, err
 	if creds == nil {
 		creds = credentials.NewChainCredentials([]credentials.Provider{&credentials.EnvAWS{}, &credentials.EnvMinio{}})
 	}
+	// minio-go follows no redirect; the guard turns one to another origin
+	// into an error that names both URLs instead of a bare 3xx status.
+	tr, err := minio.DefaultTransport(cfg.Secure)
+	if err != nil {
+		return nil, fmt.Errorf("s3://%s: %w", cfg.Bucket, err)
+	}
 	cl, err := minio.New(cfg.Endpoint, &minio.Options{
 		Creds:      creds,
 		Secure:     cfg.Secure,
 		Region:     cfg.Region,
 		MaxRetries: 3,
+		Transport:  bucket.RedirectGuard{Next: tr},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("%w: s3://%s: %v", bucket.ErrInvalidURL, cfg.Bucket, err)
@@ -82,6 +89,12 @@ func (s *s3Store) key(k string) string {
 func (s *s3Store) mapErr(op, key string, err error) error {
 	var ne net.Error
 	var ue *url.Error
+	if errors.Is(err, bucket.ErrRedirect) {
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return fmt.Errorf("%s %s: %w: %s: %w", op, key, bucket.ErrUnreachable, s, err)
+	}
 	if errors.As(err, &ne) || errors.As(err, &ue) {
 		return fmt.Errorf("%s %s: %w: %s: %v", op, key, bucket.ErrUnreachable, s, err)
 	}
