@@ -23,8 +23,9 @@ import (
 const (
 	// safeFlags go with every open below the root.
 	safeFlags = unix.O_CLOEXEC | unix.O_NOFOLLOW | unix.O_NONBLOCK | unix.O_NOCTTY
-	// walkFlags open a directory to resolve names in, not to read it.
-	walkFlags = unix.O_PATH | unix.O_DIRECTORY | safeFlags
+	// walkFlags open a directory to resolve names in, not to read it
+	// (O_PATH takes no other flags).
+	walkFlags = unix.O_PATH | unix.O_DIRECTORY | unix.O_CLOEXEC | unix.O_NOFOLLOW
 	// readFlags open a file or directory for reading.
 	readFlags = unix.O_RDONLY | safeFlags
 )

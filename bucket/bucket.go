@@ -7,7 +7,12 @@
 // promises bounded reads (every Get has a size limit) and the write
 // semantics publishing relies on: create-only puts for immutable history and
 // compare-and-swap (put-if-match) for the channel pointer, so two racing
-// publishers cannot lose or duplicate a revision.
+// publishers cannot lose or duplicate a revision. It also keeps a bucket
+// from turning the reader against its own machine or credentials: a
+// file:// bucket (which anyone who can write the directory or the USB stick
+// controls) is reached through no symlink and yields only regular files,
+// without blocking (beneath.go); HTTP clients follow redirects only within
+// the bucket's scheme, host and port (redirect.go).
 //
 // Every backend passes the same conformance suite (bucket_test.go); the S3
 // one runs against a real MinIO server.

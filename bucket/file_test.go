@@ -139,7 +139,12 @@ func TestFileSymlinkedDirectory(t *testing.T) {
 		s, root, outside := fileBucket(t)
 		symlink(t, outside, filepath.Join(root, "devices"))
 		symlink(t, outside, filepath.Join(root, "channels/prod"))
+		symlink(t, filepath.Join(outside, "made"), filepath.Join(root, "cache")) // dangling
 		writeFile(t, filepath.Join(root, "channels/prod.json"), "ok")
+
+		// A dangling link must not make its target directory either.
+		_, err := bucket.PutBytes(ctx, s, "cache/nar/x.nar", []byte("nar"), bucket.PutOptions{})
+		wantErr(t, "put through a dangling link", err, bucket.ErrSymlink, "cache is a symlink")
 
 		for _, o := range []bucket.PutOptions{{}, {CreateOnly: true}, {IfMatch: "e"}} {
 			_, err := bucket.PutBytes(ctx, s, "devices/x.json", []byte("status"), o)
@@ -147,7 +152,7 @@ func TestFileSymlinkedDirectory(t *testing.T) {
 			_, err = bucket.PutBytes(ctx, s, "devices/d1/status.json", []byte("status"), o)
 			wantErr(t, "put devices/d1/status.json", err, bucket.ErrSymlink, "devices is a symlink")
 		}
-		_, err := s.Get(ctx, "devices/secret.txt", bucket.GetOptions{})
+		_, err = s.Get(ctx, "devices/secret.txt", bucket.GetOptions{})
 		wantErr(t, "get through a symlinked directory", err, bucket.ErrSymlink, "devices is a symlink")
 		err = s.Delete(ctx, "devices/secret.txt")
 		wantErr(t, "delete through a symlinked directory", err, bucket.ErrSymlink, "devices is a symlink")
