@@ -107,6 +107,11 @@ const DefaultHeartbeat = 15 * time.Minute
 // ExpiryWarning is how close to expiry a channel is flagged.
 const ExpiryWarning = 7 * 24 * time.Hour
 
+// MaxClockSkew is how far in the future a device's checkedAt may be before
+// its status is shown invalid ("clock ahead"): a blob dated years ahead
+// would otherwise never count as offline.
+const MaxClockSkew = 10 * time.Minute
+
 // Collect reads a bucket: one LIST of channels/, one GET per channel
 // pointer, one LIST of devices/, one GET per device (bounded concurrency).
 func Collect(ctx context.Context, s bucket.Store, o Options) (*Fleet, error) {
@@ -186,7 +191,7 @@ func readChannel(ctx context.Context, s bucket.Store, name string, o Options) Ch
 	c := Channel{Name: name, Signature: "unverified"}
 	obj, err := s.Get(ctx, bucket.ChannelKey(name), bucket.GetOptions{MaxSize: manifest.MaxBodySize})
 	if err != nil {
-		c.Problem, c.Signature = "unreadable: "+err.Error(), "-"
+		c.Problem, c.Signature = "unreadable: "+status.Clean(err.Error(), maxText), "-"
 		return c
 	}
 	p, _, err := manifest.DecodeUnverified(obj.Data)
@@ -196,13 +201,14 @@ func readChannel(ctx context.Context, s bucket.Store, name string, o Options) Ch
 	}
 	if o.Trust != nil {
 		if _, err := manifest.Verify(*o.Trust, name, manifest.State{}, obj.Data, o.Now); err != nil {
-			c.Signature = "REJECTED: " + err.Error()
+			c.Signature = "REJECTED: " + status.Clean(err.Error(), maxText)
 		} else {
 			c.Signature = "ok"
 		}
 	}
-	c.Revision, c.StorePath, c.Systems = p.Revision, p.StorePath, p.Systems
-	c.PublishedAt, c.ExpiresAt, c.Rollout, c.Message, c.Publisher = p.PublishedAt, p.ExpiresAt, p.Rollout.Percent, p.Message, p.Publisher
+	c.Revision, c.StorePath, c.Systems = p.Revision, status.Clean(p.StorePath, maxText), cleanSystems(p.Systems)
+	c.PublishedAt, c.ExpiresAt, c.Rollout = p.PublishedAt, p.ExpiresAt, p.Rollout.Percent
+	c.Message, c.Publisher = status.Clean(p.Message, maxText), status.Clean(p.Publisher, maxText)
 	switch left := p.ExpiresAt.Sub(o.Now); {
 	case left <= 0:
 		c.Problem = "expired: devices reject it; re-sign or publish"
@@ -210,6 +216,22 @@ func readChannel(ctx context.Context, s bucket.Store, name string, o Options) Ch
 		c.Problem = "expires soon: re-sign it"
 	}
 	return c
+}
+
+// maxText caps text from a manifest that the bucket serves: until a
+// channel's signature is checked, it is as untrusted as a status blob.
+const maxText = 4096
+
+// cleanSystems cleans a manifest's class names and store paths for showing.
+func cleanSystems(m map[string]string) map[string]string {
+	if m == nil {
+		return nil
+	}
+	out := make(map[string]string, len(m))
+	for class, path := range m {
+		out[status.Clean(class, 64)] = status.Clean(path, maxText)
+	}
+	return out
 }
 
 func readDevice(ctx context.Context, s bucket.Store, key string, now time.Time) Device {
@@ -224,7 +246,7 @@ func readDevice(ctx context.Context, s bucket.Store, key string, now time.Time) 
 		if errors.Is(err, bucket.ErrTooLarge) {
 			d.LastError = "status blob too large"
 		} else {
-			d.LastError = "unreadable status blob: " + err.Error()
+			d.LastError = "unreadable status blob: " + status.Clean(err.Error(), 1024)
 		}
 		return d
 	}
@@ -236,6 +258,11 @@ func readDevice(ctx context.Context, s bucket.Store, key string, now time.Time) 
 	d = Device{ID: id, Channel: st.Channel, Class: st.Class, State: st.State, Reported: st.State, Revision: st.Revision,
 		StorePath: st.StorePath, CheckedAt: st.CheckedAt, NeedsReboot: st.NeedsReboot, LastError: st.LastError,
 		Note: st.Note, AgentVersion: st.AgentVersion, Attempted: st.Attempted}
+	if ahead := st.CheckedAt.Sub(now); ahead > MaxClockSkew {
+		d.State = Invalid
+		d.LastError = fmt.Sprintf("clock ahead: checked in at %s, %s after this clock (allowed skew %s); fix the device's clock", st.CheckedAt.UTC().Format(time.RFC3339), ahead.Round(time.Second), MaxClockSkew)
+		return d
+	}
 	hb := time.Duration(st.HeartbeatSeconds) * time.Second
 	if hb <= 0 {
 		hb = DefaultHeartbeat

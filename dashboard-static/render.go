@@ -52,11 +52,12 @@ func HTML(f *Fleet) ([]byte, error) {
 		rows, hidden = rows[:MaxRows], len(rows)-MaxRows
 	}
 	if err := t.Execute(&b, struct {
-		F       *Fleet
-		Rows    []Device
-		Hidden  int
-		Refresh int
-	}{f, rows, hidden, RefreshSeconds}); err != nil {
+		F           *Fleet
+		Rows        []Device
+		Hidden      int
+		Refresh     int
+		SkewMinutes int
+	}{f, rows, hidden, RefreshSeconds, int(MaxClockSkew / time.Minute)}); err != nil {
 		return nil, err
 	}
 	return b.Bytes(), nil

@@ -4,8 +4,9 @@
 //
 // Threat model: a status blob is written by a device, and a device may be
 // compromised. Readers treat every field as untrusted text: Parse bounds the
-// size, refuses a blob whose deviceId does not match its key, and caps
-// every string; the dashboard escapes everything it shows.
+// size, refuses a blob whose deviceId does not match its key, and passes
+// every string through Clean (no control or invisible formatting
+// characters, capped length); the dashboard escapes everything it shows.
 package status
 
 import (
@@ -13,8 +14,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"reflect"
 	"strings"
 	"time"
+	"unicode"
 	"unicode/utf8"
 )
 
@@ -66,37 +69,81 @@ func Parse(deviceID string, b []byte) (*Status, error) {
 	if len(b) > MaxSize {
 		return nil, fmt.Errorf("%w: %d bytes, limit %d", ErrInvalid, len(b), MaxSize)
 	}
+	if Clean(deviceID, maxField) != deviceID {
+		return nil, fmt.Errorf("%w: device id %q has control or invisible characters", ErrInvalid, Clean(deviceID, 64))
+	}
 	var s Status
 	dec := json.NewDecoder(bytes.NewReader(b))
 	if err := dec.Decode(&s); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
+		return nil, fmt.Errorf("%w: %v", ErrInvalid, Clean(err.Error(), maxField))
 	}
 	if s.DeviceID != deviceID {
-		return nil, fmt.Errorf("%w: blob of device %q claims to be %q", ErrInvalid, deviceID, clip(s.DeviceID, 64))
+		return nil, fmt.Errorf("%w: blob of device %q claims to be %q", ErrInvalid, Clean(deviceID, 64), Clean(s.DeviceID, 64))
 	}
 	known := false
 	for _, st := range States {
 		known = known || s.State == st
 	}
 	if !known {
-		return nil, fmt.Errorf("%w: unknown state %q", ErrInvalid, clip(s.State, 32))
+		return nil, fmt.Errorf("%w: unknown state %q", ErrInvalid, Clean(s.State, 32))
 	}
-	for _, f := range []*string{&s.Channel, &s.Class, &s.StorePath, &s.BootedStorePath, &s.LastError, &s.Note, &s.Cleanup, &s.AgentVersion} {
-		*f = clip(*f, maxField)
-	}
+	cleanStrings(&s)
 	return &s, nil
 }
 
-// clip cuts s to at most n bytes on a rune boundary, marking the cut.
-func clip(s string, n int) string {
-	s = strings.ToValidUTF8(s, "\uFFFD")
-	if len(s) <= n {
+// cleanStrings passes every string field of s through Clean, found by
+// reflection so that a field added later cannot be missed.
+func cleanStrings(s *Status) {
+	v := reflect.ValueOf(s).Elem()
+	for i := range v.NumField() {
+		if f := v.Field(i); f.Kind() == reflect.String {
+			f.SetString(Clean(f.String(), maxField))
+		}
+	}
+}
+
+// Clean makes untrusted text safe to show on one line, in a terminal or a
+// web page: invalid UTF-8 becomes U+FFFD; line breaks, tabs and other
+// white-space controls become a space; every other control character (C0,
+// DEL, C1: terminal escapes) and every invisible format character
+// (Unicode Cf: bidi overrides and isolates, zero-width characters, the
+// byte-order mark, tag characters), which can make text display as
+// something else, is dropped; and the result is cut to at most limit
+// bytes on a rune boundary, ending in "…" when cut.
+func Clean(s string, limit int) string {
+	var b strings.Builder
+	for _, r := range strings.ToValidUTF8(s, "\uFFFD") {
+		switch {
+		case r == '\t' || r == '\n' || r == '\v' || r == '\f' || r == '\r' || r == 0x85 || r == 0x2028 || r == 0x2029:
+			b.WriteByte(' ')
+		case unicode.IsControl(r) || unicode.Is(unicode.Cf, r):
+		default:
+			b.WriteRune(r)
+		}
+		if b.Len() > limit {
+			break // enough to know it must be cut
+		}
+	}
+	return cut(b.String(), limit)
+}
+
+const ellipsis = "…"
+
+// cut shortens s to at most limit bytes on a rune boundary, ending in "…"
+// when there is room for it.
+func cut(s string, limit int) string {
+	if len(s) <= limit {
 		return s
 	}
+	mark := ellipsis
+	if limit < len(mark) {
+		mark = ""
+	}
+	n := max(limit-len(mark), 0)
 	for n > 0 && !utf8.RuneStart(s[n]) {
 		n--
 	}
-	return s[:n] + "…"
+	return s[:n] + mark
 }
 
 // SameFacts reports whether two statuses say the same thing apart from

@@ -1,10 +1,15 @@
 package status
 
 import (
+	"encoding/json"
 	"errors"
+	"fmt"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
+	"unicode"
+	"unicode/utf8"
 )
 
 func TestParse(t *testing.T) {
@@ -55,6 +60,7 @@ func TestSameFacts(t *testing.T) {
 func FuzzParse(f *testing.F) {
 	f.Add("kiosk-1", []byte(`{"deviceId":"kiosk-1","state":"failed","lastError":"x"}`))
 	f.Add("a", []byte(`{"deviceId":"a","state":"up-to-date","revision":18446744073709551615}`))
+	f.Add("a", []byte("{\"deviceId\":\"a\",\"state\":\"failed\",\"lastError\":\"\u202eexe.txt\\u202e\x1b[2J\"}"))
 	f.Fuzz(func(t *testing.T, id string, b []byte) {
 		s, err := Parse(id, b)
 		if err != nil {
@@ -63,10 +69,133 @@ func FuzzParse(f *testing.F) {
 		if s.DeviceID != id {
 			t.Fatalf("accepted a blob for %q under %q", s.DeviceID, id)
 		}
-		for _, f := range []string{s.Channel, s.LastError, s.Note, s.StorePath, s.AgentVersion} {
-			if len(f) > maxField+4 {
-				t.Fatalf("field of %d bytes not capped", len(f))
+		for name, v := range stringFields(s) {
+			if why := unclean(v, maxField); why != "" {
+				t.Fatalf("field %s = %q: %s", name, v, why)
 			}
 		}
 	})
+}
+
+// stringFields lists every string field of s by name.
+func stringFields(s *Status) map[string]string {
+	out := map[string]string{}
+	v := reflect.ValueOf(s).Elem()
+	for i := range v.NumField() {
+		if v.Field(i).Kind() == reflect.String {
+			out[v.Type().Field(i).Name] = v.Field(i).String()
+		}
+	}
+	return out
+}
+
+// unclean says why s is not what Clean promises, or "".
+func unclean(s string, limit int) string {
+	if len(s) > limit {
+		return fmt.Sprintf("%d bytes, limit %d", len(s), limit)
+	}
+	if !utf8.ValidString(s) {
+		return "invalid UTF-8"
+	}
+	for _, r := range s {
+		if unicode.IsControl(r) || unicode.Is(unicode.Cf, r) || r == 0x2028 || r == 0x2029 {
+			return fmt.Sprintf("contains %U", r)
+		}
+	}
+	return ""
+}
+
+// hostile is text a compromised device might write: terminal escapes,
+// every bidi control, zero-width and other invisible characters, line
+// breaks and invalid UTF-8.
+const hostile = "ok\x1b[31mred\x1b]0;title\x07\u009b2J" +
+	"\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200b\u200c\u200d\u200e\u200f\ufeff\u061c\u2060\U000e0041\u00ad" +
+	"line\nbreak\r\u2028\u2029\u0085tab\t\x00\x7f\xff end"
+
+func TestClean(t *testing.T) {
+	for _, c := range []struct {
+		in    string
+		limit int
+		want  string
+	}{
+		{"plain text", 100, "plain text"},
+		{hostile, 100, "ok[31mred]0;title2Jline break    tab � end"},
+		{"evil\u202eexe.txt", 100, "evilexe.txt"},
+		{"a\u200bdmin", 100, "admin"},
+		{"\ufeffbom", 100, "bom"},
+		{"x\ny", 100, "x y"},
+		{"abcdef", 5, "ab…"},
+		{"abcdef", 6, "abcdef"},
+		{"éééé", 6, "é…"},
+		{"abcdef", 2, "ab"},
+		{"éé", 3, "…"},
+		{"abc", 0, ""},
+		{"abc", -1, ""},
+		{"\u202e\u202e\u202eab", 2, "ab"},
+	} {
+		if got := Clean(c.in, c.limit); got != c.want {
+			t.Errorf("Clean(%q, %d) = %q, want %q", c.in, c.limit, got, c.want)
+		}
+	}
+}
+
+func FuzzClean(f *testing.F) {
+	f.Add(hostile, 40)
+	f.Add("éééé", 6)
+	f.Add("", 0)
+	f.Fuzz(func(t *testing.T, s string, limit int) {
+		limit %= 4096
+		got := Clean(s, limit)
+		if why := unclean(got, max(limit, 0)); why != "" {
+			t.Fatalf("Clean(%q, %d) = %q: %s", s, limit, got, why)
+		}
+		if again := Clean(got, limit); again != got {
+			t.Fatalf("not idempotent: %q then %q", got, again)
+		}
+		if unclean(s, limit) == "" && got != s {
+			t.Fatalf("changed clean text %q to %q", s, got)
+		}
+	})
+}
+
+// TestParseCleansEveryField: hostile text in every string field of a blob
+// comes out clean; in the id or state it makes the blob invalid.
+func TestParseCleansEveryField(t *testing.T) {
+	st := Status{DeviceID: "kiosk-1", State: Failed}
+	v := reflect.ValueOf(&st).Elem()
+	n := 0
+	for i := range v.NumField() {
+		if f := v.Field(i); f.Kind() == reflect.String && f.String() == "" {
+			f.SetString(hostile + strings.Repeat("x", 1200))
+			n++
+		}
+	}
+	if n < 8 {
+		t.Fatalf("only %d string fields set", n)
+	}
+	blob, err := json.Marshal(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := Parse("kiosk-1", blob)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, v := range stringFields(s) {
+		if why := unclean(v, maxField); why != "" {
+			t.Errorf("%s: %s", name, why)
+		}
+	}
+	for name, c := range map[string]struct{ id, blob string }{
+		"bidi in the blob's id":   {"kiosk-1", `{"deviceId":"kiosk-1\u202e","state":"failed"}`},
+		"bidi in the reader's id": {"kiosk-1\u202e", `{"deviceId":"kiosk-1\u202e","state":"failed"}`},
+		"bidi in the state":       {"kiosk-1", `{"deviceId":"kiosk-1","state":"failed\u200b"}`},
+	} {
+		_, err := Parse(c.id, []byte(c.blob))
+		if !errors.Is(err, ErrInvalid) {
+			t.Errorf("%s: %v", name, err)
+		} else if why := unclean(err.Error(), 1000); why != "" {
+			t.Errorf("%s: the error itself %q: %s", name, err, why)
+		}
+	}
 }
