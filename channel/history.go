@@ -275,3 +275,21 @@ func (h *History) RevertTarget(cur Entry, to uint64) (Entry, error) {
 	}
 	return Entry{}, fmt.Errorf("channel %q: %w: no earlier verified revision with a different system to go back to", h.Channel, bucket.ErrNotFound)
 }
+
+// List returns the names of the channels in a bucket (channels/<name>.json)
+// and, apart, pointer objects whose names no agent could follow.
+func List(ctx context.Context, s bucket.Store) (names, invalid []string, err error) {
+	err = s.List(ctx, bucket.ChannelsPrefix, func(i bucket.Info) error {
+		n, ok := strings.CutSuffix(strings.TrimPrefix(i.Key, bucket.ChannelsPrefix), ".json")
+		switch {
+		case !ok || strings.Contains(n, "/"):
+		case manifest.ValidateName("channel", n) != nil:
+			invalid = append(invalid, n)
+		default:
+			names = append(names, n)
+		}
+		return nil
+	})
+	sort.Strings(names)
+	return names, invalid, err
+}

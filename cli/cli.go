@@ -37,13 +37,15 @@ type usageError struct{ error }
 
 func usagef(format string, a ...any) error { return usageError{fmt.Errorf(format, a...)} }
 
-// command is one subcommand.
+// command is one subcommand. Each lives in its own cmd_<name>.go: an
+// options struct, a flags method that binds it, and a run method.
 type command struct {
 	name     string
 	summary  string
 	about    string // one paragraph for --help
 	examples string
-	flags    func(fs *pflag.FlagSet) func(ctx context.Context, env *Env, args []string) error
+	flags    func(fs *pflag.FlagSet)
+	run      func(ctx context.Context, env *Env, args []string) error
 }
 
 // Env is what a command may touch: its output streams and the process
@@ -95,7 +97,9 @@ func Run(ctx context.Context, args []string, env *Env) int {
 	fs := pflag.NewFlagSet(cmd.name, pflag.ContinueOnError)
 	fs.SortFlags = false
 	fs.SetOutput(io.Discard)
-	run := cmd.flags(fs)
+	if cmd.flags != nil {
+		cmd.flags(fs)
+	}
 	fs.Usage = func() { commandUsage(env.Stdout, cmd, fs) }
 	if err := fs.Parse(args[1:]); err != nil {
 		if errors.Is(err, pflag.ErrHelp) { // fs.Usage already printed it
@@ -104,7 +108,7 @@ func Run(ctx context.Context, args []string, env *Env) int {
 		fmt.Fprintf(env.Stderr, "nix-ota %s: %v (see nix-ota %s --help)\n", cmd.name, err, cmd.name)
 		return ExitUsage
 	}
-	err := run(ctx, env, fs.Args())
+	err := cmd.run(ctx, env, fs.Args())
 	if err == nil {
 		return ExitOK
 	}
@@ -167,19 +171,6 @@ func commandUsage(w io.Writer, c *command, fs *pflag.FlagSet) {
 	fmt.Fprintf(w, "nix-ota %s: %s\n\n%s\n\nFlags:\n%s", c.name, c.summary, strings.TrimSpace(c.about), fs.FlagUsagesWrapped(100))
 	if c.examples != "" {
 		fmt.Fprintf(w, "\nExamples:\n%s\n", strings.TrimRight(c.examples, "\n"))
-	}
-}
-
-func versionCmd() *command {
-	return &command{
-		name: "version", summary: "print the version",
-		about: "Prints the version of this nix-ota build.",
-		flags: func(fs *pflag.FlagSet) func(context.Context, *Env, []string) error {
-			return func(_ context.Context, env *Env, _ []string) error {
-				fmt.Fprintf(env.Stdout, "nix-ota %s\n", Version)
-				return nil
-			}
-		},
 	}
 }
 

@@ -2,8 +2,6 @@ package cli
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/http"
@@ -19,7 +17,16 @@ import (
 	"github.com/nix-ota/nix-ota/manifest"
 )
 
+type doctorOptions struct {
+	bkt        string
+	publicURL  string
+	readOnly   bool
+	warnWithin time.Duration
+	tf         trustFlags
+}
+
 func doctorCmd() *command {
+	o := &doctorOptions{}
 	return &command{
 		name:    "doctor",
 		summary: "check that a bucket is ready to serve a fleet",
@@ -33,27 +40,31 @@ devices are failing or offline. Prints one line per check; exits 1 if any
 check FAILs (warnings do not fail).`,
 		examples: `  nix-ota doctor --bucket s3://fleet?endpoint=minio.lan:9000 --public-key "$(cat sign.pub)"
   nix-ota doctor --bucket s3://fleet --public-url https://fleet.example.org --read-only`,
-		flags: func(fs *pflag.FlagSet) func(context.Context, *Env, []string) error {
-			bkt := fs.String("bucket", "", "bucket URL (or $NIX_OTA_BUCKET)")
-			publicURL := fs.String("public-url", "", "where devices read the bucket anonymously (https://…); \"none\" skips the check")
-			readOnly := fs.Bool("read-only", false, "do not test writing")
-			warnWithin := fs.Duration("expiry-warning", 7*24*time.Hour, "warn when a manifest expires within this long")
-			tf := addTrustFlags(fs)
-			return func(ctx context.Context, env *Env, args []string) error {
-				trust, s, err := openForReading(ctx, env, args, tf, *bkt)
-				if err != nil {
-					return err
-				}
-				d := &doctor{env: env}
-				d.run(ctx, s, *bkt, *publicURL, *readOnly, *warnWithin, trust)
-				if d.failed > 0 {
-					return fmt.Errorf("%d check(s) failed, %d warning(s)", d.failed, d.warned)
-				}
-				fmt.Fprintf(env.Stdout, "doctor: all checks passed (%d warning(s))\n", d.warned)
-				return nil
-			}
-		},
+		flags: o.flags,
+		run:   o.run,
 	}
+}
+
+func (o *doctorOptions) flags(fs *pflag.FlagSet) {
+	fs.StringVar(&o.bkt, "bucket", "", "bucket URL (or $NIX_OTA_BUCKET)")
+	fs.StringVar(&o.publicURL, "public-url", "", "where devices read the bucket anonymously (https://…); \"none\" skips the check")
+	fs.BoolVar(&o.readOnly, "read-only", false, "do not test writing")
+	fs.DurationVar(&o.warnWithin, "expiry-warning", 7*24*time.Hour, "warn when a manifest expires within this long")
+	o.tf = addTrustFlags(fs)
+}
+
+func (o *doctorOptions) run(ctx context.Context, env *Env, args []string) error {
+	trust, s, err := openForReading(ctx, env, args, o.tf, o.bkt)
+	if err != nil {
+		return err
+	}
+	d := &doctor{env: env}
+	d.run(ctx, s, o, trust)
+	if d.failed > 0 {
+		return fmt.Errorf("%d check(s) failed, %d warning(s)", d.failed, d.warned)
+	}
+	fmt.Fprintf(env.Stdout, "doctor: all checks passed (%d warning(s))\n", d.warned)
+	return nil
 }
 
 type doctor struct {
@@ -71,25 +82,43 @@ func (d *doctor) fail(format string, a ...any) {
 	fmt.Fprintf(d.env.Stdout, "FAIL  "+format+"\n", a...)
 }
 
-func (d *doctor) run(ctx context.Context, s bucket.Store, rawURL, publicURL string, readOnly bool, warnWithin time.Duration, trust *manifest.Trust) {
+func (d *doctor) run(ctx context.Context, s bucket.Store, o *doctorOptions, trust *manifest.Trust) {
+	if !d.checkReach(ctx, s) {
+		return
+	}
+	channels := d.listChannels(ctx, s)
+	if !o.readOnly {
+		d.checkWrite(ctx, s)
+	}
+	d.checkCache(ctx, s)
+	now := time.Now()
+	for _, ch := range channels {
+		if p, ok := d.checkChannel(ctx, s, ch, trust, now); ok {
+			d.checkExpiry(ch, p, now, o.warnWithin)
+		}
+	}
+	d.checkAnonymous(ctx, o.bkt, o.publicURL, channels)
+	if len(channels) > 0 {
+		d.checkDevices(ctx, s)
+	}
+}
+
+func (d *doctor) checkReach(ctx context.Context, s bucket.Store) bool {
 	if _, err := s.Stat(ctx, bucket.LayoutKey); err != nil && !errors.Is(err, bucket.ErrNotFound) {
 		d.fail("reach %s: %s", s, oneLine(err.Error(), 200))
-		return
+		return false
 	}
 	d.ok("reach %s", s)
 	if err := bucket.CheckLayout(ctx, s); err != nil {
 		d.fail("layout marker: %s", oneLine(err.Error(), 200))
-		return
+		return false
 	}
 	d.ok("layout marker %s", bucket.LayoutKey)
+	return true
+}
 
-	var channels []string
-	err := s.List(ctx, bucket.ChannelsPrefix, func(i bucket.Info) error {
-		if n, ok := strings.CutSuffix(strings.TrimPrefix(i.Key, bucket.ChannelsPrefix), ".json"); ok && !strings.Contains(n, "/") {
-			channels = append(channels, n)
-		}
-		return nil
-	})
+func (d *doctor) listChannels(ctx context.Context, s bucket.Store) []string {
+	channels, invalid, err := channel.List(ctx, s)
 	switch {
 	case errors.Is(err, bucket.ErrUnsupported):
 		d.warn("list: %s cannot list (read-only URL); channel and device checks need s3:// or file://", s)
@@ -98,18 +127,24 @@ func (d *doctor) run(ctx context.Context, s bucket.Store, rawURL, publicURL stri
 	default:
 		d.ok("list channels/ (%d channels)", len(channels))
 	}
-
-	if !readOnly {
-		probe := "doctor/probe-" + randomHex(6) + ".txt"
-		if _, err := bucket.PutBytes(ctx, s, probe, []byte("nix-ota doctor write probe\n"), bucket.PutOptions{ContentType: "text/plain"}); err != nil {
-			d.fail("write %s: %s", probe, oneLine(err.Error(), 200))
-		} else if err := s.Delete(ctx, probe); err != nil {
-			d.fail("delete %s: %s", probe, oneLine(err.Error(), 200))
-		} else {
-			d.ok("credentials can write and delete")
-		}
+	for _, n := range invalid {
+		d.warn("channel object %q has an invalid name; agents cannot follow it", oneLine(n, 80))
 	}
+	return channels
+}
 
+func (d *doctor) checkWrite(ctx context.Context, s bucket.Store) {
+	probe := "doctor/probe-" + randomHex(6) + ".txt"
+	if _, err := bucket.PutBytes(ctx, s, probe, []byte("nix-ota doctor write probe\n"), bucket.PutOptions{ContentType: "text/plain"}); err != nil {
+		d.fail("write %s: %s", probe, oneLine(err.Error(), 200))
+	} else if err := s.Delete(ctx, probe); err != nil {
+		d.fail("delete %s: %s", probe, oneLine(err.Error(), 200))
+	} else {
+		d.ok("credentials can write and delete")
+	}
+}
+
+func (d *doctor) checkCache(ctx context.Context, s bucket.Store) {
 	if o, err := s.Get(ctx, cache.InfoKey, bucket.GetOptions{MaxSize: 4096}); err != nil {
 		d.warn("binary cache: no %s (fine if devices use another cache; nix-ota push creates it)", cache.InfoKey)
 	} else if !strings.Contains(string(o.Data), "StoreDir: /nix/store") {
@@ -117,41 +152,31 @@ func (d *doctor) run(ctx context.Context, s bucket.Store, rawURL, publicURL stri
 	} else {
 		d.ok("binary cache %s", cache.InfoKey)
 	}
+}
 
-	now := time.Now()
-	for _, ch := range channels {
-		if manifest.ValidateName("channel", ch) != nil {
-			d.warn("channel object %q has an invalid name; agents cannot follow it", ch)
-			continue
-		}
-		p, ok := d.checkChannel(ctx, s, ch, trust, now)
-		if !ok {
-			continue
-		}
-		rev := p.Revision
-		switch left := p.ExpiresAt.Sub(now); {
-		case left <= 0:
-			d.fail("channel %s revision %d expired %s ago: devices refuse it; run nix-ota resign", ch, rev, humanDuration(-left))
-		case left < warnWithin:
-			d.warn("channel %s revision %d expires in %s: run nix-ota resign (e.g. from a scheduled job)", ch, rev, humanDuration(left))
-		default:
-			d.ok("channel %s revision %d: %s, expires in %s", ch, rev, strings.Join(p.StorePaths(), " "), humanDuration(left))
-		}
+func (d *doctor) checkExpiry(ch string, p *manifest.Payload, now time.Time, warnWithin time.Duration) {
+	switch left := p.ExpiresAt.Sub(now); {
+	case left <= 0:
+		d.fail("channel %s revision %d expired %s ago: devices refuse it; run nix-ota resign", ch, p.Revision, humanDuration(-left))
+	case left < warnWithin:
+		d.warn("channel %s revision %d expires in %s: run nix-ota resign (e.g. from a scheduled job)", ch, p.Revision, humanDuration(left))
+	default:
+		d.ok("channel %s revision %d: %s, expires in %s", ch, p.Revision, strings.Join(p.StorePaths(), " "), humanDuration(left))
 	}
+}
 
-	d.checkAnonymous(ctx, rawURL, publicURL, channels)
-
-	if len(channels) > 0 {
-		f, err := dashboard.Collect(ctx, s, dashboard.Options{})
-		if err == nil {
-			c := f.Counts
-			msg := fmt.Sprintf("devices: %d checked in, %d failed, %d offline, %d invalid status", c.Devices, c.Failed, c.Offline, c.Invalid)
-			if c.Failed+c.Offline+c.Invalid > 0 {
-				d.warn("%s (nix-ota status shows which)", msg)
-			} else {
-				d.ok("%s", msg)
-			}
-		}
+func (d *doctor) checkDevices(ctx context.Context, s bucket.Store) {
+	f, err := dashboard.Collect(ctx, s, dashboard.Options{})
+	if err != nil {
+		d.warn("devices: %s", oneLine(err.Error(), 200))
+		return
+	}
+	c := f.Counts
+	msg := fmt.Sprintf("devices: %d checked in, %d failed, %d offline, %d invalid status", c.Devices, c.Failed, c.Offline, c.Invalid)
+	if c.Failed+c.Offline+c.Invalid > 0 {
+		d.warn("%s (nix-ota status shows which)", msg)
+	} else {
+		d.ok("%s", msg)
 	}
 }
 
@@ -233,10 +258,4 @@ func (d *doctor) checkAnonymous(ctx context.Context, rawURL, publicURL string, c
 		return
 	}
 	d.ok("anonymous read of %s/%s (how devices poll over https)", publicURL, key)
-}
-
-func randomHex(n int) string {
-	b := make([]byte, n)
-	rand.Read(b)
-	return hex.EncodeToString(b)
 }

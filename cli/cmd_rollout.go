@@ -15,7 +15,20 @@ import (
 	"github.com/nix-ota/nix-ota/status"
 )
 
+type rolloutOptions struct {
+	bkt       string
+	kf        keyFlags
+	tf        signTrustFlags
+	ch        string
+	stepsFlag string
+	wait      time.Duration
+	maxFailed string
+	interval  time.Duration
+	expires   time.Duration
+}
+
 func rolloutCmd() *command {
+	o := &rolloutOptions{}
 	return &command{
 		name:    "rollout",
 		summary: "advance a staged rollout step by step, halting on failures",
@@ -31,37 +44,41 @@ channel's current percentage. Cohorts are hash(salt, device id), so raising
 the percentage only adds devices.`,
 		examples: `  nix-ota publish --channel prod --store-path ./result --rollout 5 --key sign.key
   nix-ota rollout --channel prod --steps 5,25,100 --wait 15m --max-failed 2% --key sign.key`,
-		flags: func(fs *pflag.FlagSet) func(context.Context, *Env, []string) error {
-			bkt := fs.String("bucket", "", "bucket URL (or $NIX_OTA_BUCKET)")
-			kf := addKeyFlags(fs)
-			tf := addSignTrustFlags(fs)
-			ch := fs.String("channel", "", "channel name (required)")
-			stepsFlag := fs.String("steps", "5,25,100", "rollout percentages, ascending")
-			wait := fs.Duration("wait", 15*time.Minute, "how long to follow each step before judging it")
-			maxFailed := fs.String("max-failed", "2%", "halt when more than this share (N%) or number (N) of the step's cohort failed")
-			interval := fs.Duration("interval", 10*time.Second, "how often to read device statuses")
-			expires := fs.Duration("expires", 720*time.Hour, "validity of each manifest")
-			return func(ctx context.Context, env *Env, args []string) error {
-				if err := noArgs(args); err != nil {
-					return err
-				}
-				steps, err := parseSteps(*stepsFlag)
-				if err != nil {
-					return err
-				}
-				limit, err := parseLimit(*maxFailed)
-				if err != nil {
-					return err
-				}
-				c, err := openSigned(ctx, env, *bkt, kf, tf, *ch)
-				if err != nil {
-					return err
-				}
-				r := &rollout{env: env, c: c, ch: *ch, wait: *wait, interval: *interval, limit: limit, expires: *expires}
-				return r.run(ctx, steps)
-			}
-		},
+		flags: o.flags,
+		run:   o.run,
 	}
+}
+
+func (o *rolloutOptions) flags(fs *pflag.FlagSet) {
+	fs.StringVar(&o.bkt, "bucket", "", "bucket URL (or $NIX_OTA_BUCKET)")
+	o.kf = addKeyFlags(fs)
+	o.tf = addSignTrustFlags(fs)
+	fs.StringVar(&o.ch, "channel", "", "channel name (required)")
+	fs.StringVar(&o.stepsFlag, "steps", "5,25,100", "rollout percentages, ascending")
+	fs.DurationVar(&o.wait, "wait", 15*time.Minute, "how long to follow each step before judging it")
+	fs.StringVar(&o.maxFailed, "max-failed", "2%", "halt when more than this share (N%) or number (N) of the step's cohort failed")
+	fs.DurationVar(&o.interval, "interval", 10*time.Second, "how often to read device statuses")
+	fs.DurationVar(&o.expires, "expires", 720*time.Hour, "validity of each manifest")
+}
+
+func (o *rolloutOptions) run(ctx context.Context, env *Env, args []string) error {
+	if err := noArgs(args); err != nil {
+		return err
+	}
+	steps, err := parseSteps(o.stepsFlag)
+	if err != nil {
+		return err
+	}
+	limit, err := parseLimit(o.maxFailed)
+	if err != nil {
+		return err
+	}
+	c, err := openSigned(ctx, env, o.bkt, o.kf, o.tf, o.ch)
+	if err != nil {
+		return err
+	}
+	r := &rollout{env: env, c: c, ch: o.ch, wait: o.wait, interval: o.interval, limit: limit, expires: o.expires}
+	return r.run(ctx, steps)
 }
 
 func parseSteps(s string) ([]int, error) {

@@ -1,0 +1,82 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/nix-ota/nix-ota/manifest"
+)
+
+type rollbackOptions struct {
+	bkt     string
+	kf      keyFlags
+	tf      signTrustFlags
+	ch      string
+	to      uint64
+	expires time.Duration
+	noDash  bool
+}
+
+func rollbackCmd() *command {
+	o := &rollbackOptions{}
+	return &command{
+		name:    "rollback",
+		summary: "republish an earlier revision's system",
+		about: `Publishes the system of an earlier revision as the channel's next revision, so
+devices (which never accept a lower revision) move back to it. Without --to
+it picks the newest earlier revision with a different system. The message
+records what was rolled back from. Only revisions that verify with the
+signing keys (and any --public-key) are considered; a current manifest that
+does not verify is refused (exit 3) and nothing is signed.`,
+		examples: `  nix-ota rollback --bucket file:///srv/nix-ota --key sign.key --channel prod
+  nix-ota rollback --channel prod --to 6 --key sign.key`,
+		flags: o.flags,
+		run:   o.run,
+	}
+}
+
+func (o *rollbackOptions) flags(fs *pflag.FlagSet) {
+	fs.StringVar(&o.bkt, "bucket", "", "bucket URL (or $NIX_OTA_BUCKET)")
+	o.kf = addKeyFlags(fs)
+	o.tf = addSignTrustFlags(fs)
+	fs.StringVar(&o.ch, "channel", "", "channel name (required)")
+	fs.Uint64Var(&o.to, "to", 0, "revision whose system to go back to (default: the newest earlier one with a different system)")
+	fs.DurationVar(&o.expires, "expires", 720*time.Hour, "how long devices accept the new manifest")
+	fs.BoolVar(&o.noDash, "no-dashboard", false, "do not regenerate the dashboard")
+}
+
+func (o *rollbackOptions) run(ctx context.Context, env *Env, args []string) error {
+	if err := noArgs(args); err != nil {
+		return err
+	}
+	c, err := openSigned(ctx, env, o.bkt, o.kf, o.tf, o.ch)
+	if err != nil {
+		return err
+	}
+	cur, err := c.current()
+	if err != nil {
+		return err
+	}
+	if o.to != 0 && o.to >= cur.Revision() {
+		return usagef("--to %d: not an earlier revision (current is %d)", o.to, cur.Revision())
+	}
+	target, err := c.h.RevertTarget(cur, o.to)
+	if err != nil {
+		return err
+	}
+	d := target.Draft(o.expires)
+	d.Edit(func(p *manifest.Payload) {
+		p.Rollout.Percent = 100
+		p.Message = fmt.Sprintf("rollback from revision %d (%s) to revision %d", cur.Revision(), cur.Systems(), target.Revision())
+		p.Publisher = publisherName()
+	})
+	res, err := c.publish(ctx, d, o.noDash)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(env.Stdout, "channel %s revision %d: %s\n", o.ch, res.Revision, res.Payload.Message)
+	return nil
+}

@@ -1,0 +1,111 @@
+package cli
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"os/user"
+	"strings"
+	"time"
+
+	"github.com/nix-ota/nix-ota/manifest"
+	"github.com/nix-ota/nix-ota/manifest/signing"
+)
+
+func publisherName() string {
+	u := "unknown"
+	if cu, err := user.Current(); err == nil {
+		u = cu.Username
+	}
+	h, _ := os.Hostname()
+	return u + "@" + h
+}
+
+func firstReason(err error) string {
+	for _, r := range []error{manifest.ErrSignature, manifest.ErrMalformed, manifest.ErrWrongChannel, manifest.ErrInvalidStorePath, manifest.ErrPayloadType, manifest.ErrTooLarge} {
+		if errors.Is(err, r) {
+			return "BAD: " + r.Error()
+		}
+	}
+	return "BAD"
+}
+
+// oneLine keeps a table row on one line, whatever the bucket holds, and
+// drops every control character (C0, DEL, C1): bucket and device text must
+// not reach the terminal as escape sequences.
+func oneLine(s string, max int) string {
+	s = strings.Map(func(r rune) rune {
+		if r < 0x20 || (r >= 0x7f && r <= 0x9f) {
+			return ' '
+		}
+		return r
+	}, strings.ToValidUTF8(s, "?"))
+	if len([]rune(s)) > max {
+		s = string([]rune(s)[:max-1]) + "…"
+	}
+	return s
+}
+
+// humanDuration renders a duration the way an operator reads it: 29d 23h,
+// 5h 3m, 42s.
+func humanDuration(d time.Duration) string {
+	neg := d < 0
+	if neg {
+		d = -d
+	}
+	var s string
+	switch {
+	case d >= 24*time.Hour:
+		s = fmt.Sprintf("%dd %dh", d/(24*time.Hour), (d%(24*time.Hour))/time.Hour)
+	case d >= time.Hour:
+		s = fmt.Sprintf("%dh %dm", d/time.Hour, (d%time.Hour)/time.Minute)
+	case d >= time.Minute:
+		s = fmt.Sprintf("%dm %ds", d/time.Minute, (d%time.Minute)/time.Second)
+	default:
+		s = fmt.Sprintf("%ds", d/time.Second)
+	}
+	if neg {
+		return "-" + s
+	}
+	return s
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	select {
+	case <-ctx.Done():
+		return false
+	case <-time.After(d):
+		return true
+	}
+}
+
+func ago(now, t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return humanDuration(now.Sub(t)) + " ago"
+}
+
+func first(xs []string, n int) []string {
+	if len(xs) > n {
+		return append(xs[:n:n], fmt.Sprintf("… %d more", len(xs)-n))
+	}
+	return xs
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+func signerNames(ss []signing.Key) string {
+	var n []string
+	for _, s := range ss {
+		n = append(n, s.Name)
+	}
+	return strings.Join(n, "+")
+}
