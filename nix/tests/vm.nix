@@ -1,6 +1,10 @@
 # NixOS VM test: a bucket node (MinIO) and a device node running
-# services.nix-ota-agent with scoped credentials.
+# services.nix-ota-agent with scoped credentials, on a read-only Nix store.
 #
+#   0. the device's /nix/store is read-only, as on a NixOS device, and the
+#      agent's unit reaches it through nix-daemon (a root Nix without the
+#      daemon would need a mount namespace to write it, which the unit's
+#      RestrictNamespaces= forbids);
 #   1. a validly signed update switches /run/current-system and the status
 #      blob in MinIO says so;
 #   2. a manifest signed by an untrusted key changes nothing, and the status
@@ -41,7 +45,7 @@ pkgs.testers.runNixOSTest {
     environment.etc."nix-ota-test/device-policy.json".source = ../../examples/policies/device-policy.json;
   };
 
-  nodes.device = { ... }: {
+  nodes.device = { lib, options, ... }: {
     imports = [ self.nixosModules.agent ];
     services.nix-ota-agent = {
       enable = true;
@@ -52,7 +56,18 @@ pkgs.testers.runNixOSTest {
       statusCredentialsFile = "/etc/nix-ota-test/credentials";
       healthChecks = [ "test ! -e /etc/nix-ota-test-broken" ];
       healthTimeout = "20s";
-      interval = "1h"; # the test starts the service itself
+    };
+    # The test starts the service itself; with the timer off, no timer run
+    # races a manual one (the second would find the state directory locked).
+    systemd.timers.nix-ota-agent.enable = false;
+    # The store as a NixOS device has it: no writable overlay. (qemu-vm.nix
+    # declares the option on every test node; the guard only keeps this node
+    # evaluable without it, and the test script checks the store really is
+    # read-only, so the guard cannot weaken the test unnoticed.)
+    virtualisation = {
+      memorySize = 1536;
+    } // lib.optionalAttrs (options.virtualisation ? writableStore) {
+      writableStore = false;
     };
     environment.etc."nix-ota-test/credentials".source = deviceCreds;
     environment.etc."nix-ota-test-version".text = "initial";
@@ -62,7 +77,6 @@ pkgs.testers.runNixOSTest {
       environment.etc."nix-ota-test-version".text = pkgs.lib.mkForce "broken";
       environment.etc."nix-ota-test-broken".text = "1";
     };
-    virtualisation.memorySize = 1536;
   };
 
   testScript = { nodes, ... }:
@@ -99,6 +113,12 @@ pkgs.testers.runNixOSTest {
       initial = current()
       new = device.succeed("readlink -f ${toplevel}/specialisation/new").strip()
       broken = device.succeed("readlink -f ${toplevel}/specialisation/broken").strip()
+
+      with subtest("the store is read-only and the agent uses nix-daemon"):
+          device.fail("touch /nix/store/nix-ota-write-probe")
+          device.succeed("systemctl show -p Environment nix-ota-agent.service | grep -q NIX_REMOTE=daemon")
+          device.fail("systemctl is-active nix-ota-agent.timer")
+          device.succeed("nix-ota-agent check-config /etc/nix-ota/agent.json")
 
       with subtest("a signed update switches the system"):
           publish(new)
