@@ -10,6 +10,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/nix-ota/nix-ota/bucket"
 	"github.com/nix-ota/nix-ota/bucket/s3store"
@@ -452,16 +453,25 @@ func TestBuiltinS3WrongRegion(t *testing.T) {
 	}
 	defer m.Stop()
 	creds := bucket.StaticCredentials(m.AccessKey, m.SecretKey, "")
-	right, _ := bucket.Open(fmt.Sprintf("s3://fleet?endpoint=%s&scheme=http&region=eu-west-3", m.Endpoint), bucket.Options{Credentials: creds})
-	if _, err := right.Get(ctx, "channels/prod.json", bucket.GetOptions{}); !errors.Is(err, bucket.ErrUnreachable) || !strings.Contains(err.Error(), "does not exist") {
-		t.Fatalf("right region, no bucket: %v", err)
-	}
 	wrong, _ := bucket.Open(fmt.Sprintf("s3://fleet?endpoint=%s&scheme=http", m.Endpoint), bucket.Options{Credentials: creds})
-	_, err = wrong.Get(ctx, "channels/prod.json", bucket.GetOptions{})
+	// A fresh server says ready before it has loaded its settings: for a
+	// moment it answers 503 XMinioServerNotInitialized, then accepts any
+	// region. Wait, at most 30 s, for it to enforce its own.
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		_, err = wrong.Get(ctx, "channels/prod.json", bucket.GetOptions{})
+		starting := err != nil && (strings.Contains(err.Error(), "XMinioServerNotInitialized") || errors.Is(err, bucket.ErrUnreachable))
+		if !starting || time.Now().After(deadline) {
+			break
+		}
+	}
 	if !errors.Is(err, bucket.ErrAccessDenied) || !strings.Contains(err.Error(), "region=us-east-1 right?") || strings.Contains(err.Error(), "\n") {
 		t.Fatalf("wrong region: %v", err)
 	}
 	t.Logf("wrong region: %v", err)
+	right, _ := bucket.Open(fmt.Sprintf("s3://fleet?endpoint=%s&scheme=http&region=eu-west-3", m.Endpoint), bucket.Options{Credentials: creds})
+	if _, err := right.Get(ctx, "channels/prod.json", bucket.GetOptions{}); !errors.Is(err, bucket.ErrUnreachable) || !strings.Contains(err.Error(), "does not exist") {
+		t.Fatalf("right region, no bucket: %v", err)
+	}
 }
 
 func TestOpenBadURLs(t *testing.T) {
