@@ -152,17 +152,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, beforeWor
 		logger.Printf("nix-ota-agent %s: unexpected argument %q", cmd, fs.Arg(0))
 		return ExitUsage
 	}
-	cfg := &Config{}
-	if configFile != "" {
-		c, err := LoadConfig(configFile)
-		if err != nil {
-			logger.Printf("nix-ota-agent %s: %v", cmd, err)
-			return ExitUsage
-		}
-		cfg = c
+	src := &configSource{path: configFile, flags: &flagCfg, fs: fs}
+	cfg, err := src.load()
+	if err != nil {
+		logger.Printf("nix-ota-agent %s: %v", cmd, err)
+		return ExitUsage
 	}
-	overlay(cfg, &flagCfg, fs)
-	cfg.withDefaults()
 	if cmd == "status" {
 		return printStatus(cfg, stdout, logger)
 	}
@@ -177,6 +172,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, beforeWor
 		return ExitFailed
 	}
 	defer unlock()
+	a.noteConfig()
 	a.BeforeWork = beforeWork
 	if cmd == "daemon" {
 		a.beforeWork()
@@ -187,7 +183,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, beforeWor
 	if cmd == "once" {
 		return exitCode(a.Poll(ctx))
 	}
-	return a.Daemon(ctx)
+	if configFile == "" {
+		src = nil // nothing to reread
+	}
+	return a.Daemon(ctx, src)
 }
 
 // overlay copies the flags that were set on the command line over the
@@ -245,38 +244,48 @@ func New(cfg Config, trust manifest.Trust, logf func(string, ...any)) (*Agent, f
 	if err != nil {
 		return nil, nil, err
 	}
-	var creds bucket.CredentialsFunc // nil: the environment, else anonymous
-	if cfg.StatusCredentials != "" {
-		// Read on every request, so rotated keys need no restart; checked
-		// once here so a broken file fails at start with its reason.
-		creds = bucket.FileCredentials(cfg.StatusCredentials, "default")
-		if _, err := creds(context.Background()); err != nil {
-			unlock()
-			return nil, nil, fmt.Errorf("status credentials: %w", err)
-		}
-	}
-	store, err := bucket.Open(cfg.Bucket, bucket.Options{Credentials: creds})
+	store, statusStore, err := openBuckets(cfg)
 	if err != nil {
 		unlock()
 		return nil, nil, err
 	}
-	var statusStore bucket.Store
-	if cfg.StatusBucket != "" {
-		if statusStore, err = bucket.Open(cfg.StatusBucket, bucket.Options{Credentials: creds}); err != nil {
-			unlock()
-			return nil, nil, fmt.Errorf("status bucket: %w", err)
-		}
-	}
-	via := map[string]string{"auto": "auto", "systemd-run": "always", "direct": "never"}[cfg.SwitchVia]
 	a := &Agent{
 		Config: cfg, Trust: trust, Store: store, Status: statusStore, Logf: logf,
-		System: &nix.Local{SystemdRun: via, Log: logf},
+		System: localSystem(cfg, logf),
 	}
 	if err := a.Load(); err != nil {
 		unlock()
 		return nil, nil, err
 	}
 	return a, unlock, nil
+}
+
+// openBuckets opens the bucket the channel is read from and, if set, the
+// one the status is written to.
+func openBuckets(cfg Config) (store, status bucket.Store, err error) {
+	var creds bucket.CredentialsFunc // nil: the environment, else anonymous
+	if cfg.StatusCredentials != "" {
+		// Read on every request, so rotated keys need no restart; checked
+		// once here so a broken file fails at start with its reason.
+		creds = bucket.FileCredentials(cfg.StatusCredentials, "default")
+		if _, err := creds(context.Background()); err != nil {
+			return nil, nil, fmt.Errorf("status credentials: %w", err)
+		}
+	}
+	if store, err = bucket.Open(cfg.Bucket, bucket.Options{Credentials: creds}); err != nil {
+		return nil, nil, err
+	}
+	if cfg.StatusBucket != "" {
+		if status, err = bucket.Open(cfg.StatusBucket, bucket.Options{Credentials: creds}); err != nil {
+			return nil, nil, fmt.Errorf("status bucket: %w", err)
+		}
+	}
+	return store, status, nil
+}
+
+func localSystem(cfg Config, logf func(string, ...any)) *nix.Local {
+	via := map[string]string{"auto": "auto", "systemd-run": "always", "direct": "never"}[cfg.SwitchVia]
+	return &nix.Local{SystemdRun: via, Log: logf}
 }
 
 // lockDir takes an exclusive, non-blocking flock in the state directory.
@@ -292,10 +301,15 @@ func lockDir(dir string) (func(), error) {
 	return func() { f.Close() }, nil
 }
 
-// Daemon polls every interval plus random jitter until ctx ends.
-func (a *Agent) Daemon(ctx context.Context) int {
+// Daemon polls every interval plus random jitter until ctx ends. Before
+// each poll after the first it rereads the configuration file (src; nil:
+// none) and takes a changed, valid configuration (see reload).
+func (a *Agent) Daemon(ctx context.Context, src *configSource) int {
 	a.logf("daemon: following channel %s on %s every %s (+ up to %s jitter)", a.Config.Channel, a.Store, a.Config.Interval.Duration, a.Config.Jitter.Duration)
-	for {
+	for first := true; ; first = false {
+		if !first && src != nil {
+			a.reload(src)
+		}
 		pctx, cancel := context.WithTimeout(ctx, 2*time.Hour)
 		a.Poll(pctx)
 		cancel()
