@@ -16,6 +16,7 @@ const (
 	LayoutKey      = "nix-ota.json"     // layout marker written by init
 	ChannelsPrefix = "channels/"        // channel pointers and their history
 	DevicesPrefix  = "devices/"         // one status blob per device
+	AttestPrefix   = "attestations/"    // signed records of how revisions did
 	CachePrefix    = "cache/"           // a Nix binary cache
 	DashboardKey   = "index.html"       // the static dashboard
 	DashboardJSON  = "dashboard.json"   // the same facts, machine-readable
@@ -54,6 +55,14 @@ func ParseRevisionKey(channel, key string) (uint64, bool) {
 	}
 	rev, err := strconv.ParseUint(num, 10, 64)
 	return rev, err == nil
+}
+
+// AttestationsPrefix lists a channel's attestations.
+func AttestationsPrefix(channel string) string { return AttestPrefix + channel + "/" }
+
+// AttestationKey is the publisher's signed record of how revision rev did.
+func AttestationKey(channel string, rev uint64) string {
+	return AttestationsPrefix(channel) + strconv.FormatUint(rev, 10) + ".json"
 }
 
 // StatusKey is the check-in blob of one device.

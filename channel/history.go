@@ -67,6 +67,7 @@ type History struct {
 	Entries []Entry  // verified history, ascending by revision
 	Skipped []Skipped
 	trust   manifest.Trust
+	health  map[string]Health // by Entry.Systems, from verified attestations
 }
 
 // Load reads channel name and verifies its pointer and each history entry
@@ -100,6 +101,9 @@ func Load(ctx context.Context, s bucket.Store, name string, trust manifest.Trust
 	}
 	h.Skipped = junk
 	h.readEntries(ctx, s, revs)
+	if err := h.readAttestations(ctx, s); err != nil {
+		return nil, err
+	}
 	return h, nil
 }
 
@@ -259,21 +263,23 @@ func (h *History) RunStart(cur Entry) uint64 {
 }
 
 // RevertTarget picks what a rollback goes to: revision to when given (it
-// must be verified and earlier), else the newest earlier verified entry
-// with a different system.
+// must be verified, earlier, and not recorded bad), else the newest earlier
+// known-good system (KnownGood).
 func (h *History) RevertTarget(cur Entry, to uint64) (Entry, error) {
-	if to != 0 {
-		if to >= cur.Revision() {
-			return Entry{}, fmt.Errorf("channel %q: revision %d is not earlier than the current revision %d", h.Channel, to, cur.Revision())
-		}
-		return h.Find(to)
+	if to == 0 {
+		return h.KnownGood(cur.Revision(), cur)
 	}
-	for _, e := range h.Before(cur.Revision()) {
-		if e.Systems() != cur.Systems() {
-			return e, nil
-		}
+	if to >= cur.Revision() {
+		return Entry{}, fmt.Errorf("channel %q: revision %d is not earlier than the current revision %d", h.Channel, to, cur.Revision())
 	}
-	return Entry{}, fmt.Errorf("channel %q: %w: no earlier verified revision with a different system to go back to", h.Channel, bucket.ErrNotFound)
+	e, err := h.Find(to)
+	if err != nil {
+		return Entry{}, err
+	}
+	if hl, ok := h.HealthOf(e); ok && !hl.Good {
+		return Entry{}, fmt.Errorf("channel %q: revision %d's system was recorded bad at revision %d (%s); pick another with --to", h.Channel, to, hl.Revision, hl.Reason)
+	}
+	return e, nil
 }
 
 // List returns the names of the channels in a bucket (channels/<name>.json)

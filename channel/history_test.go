@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/nix-ota/nix-ota/bucket"
 	"github.com/nix-ota/nix-ota/channel"
@@ -162,49 +163,93 @@ func TestNextRevision(t *testing.T) {
 	}
 }
 
-// TestRevertTarget: the newest earlier verified entry with another system,
-// or the verified entry asked for; never a forged one.
+// attest signs and stores an attestation for entry rev of h.
+func attest(t *testing.T, st bucket.Store, h *channel.History, s signing.Key, rev uint64, good bool) {
+	t.Helper()
+	e, err := h.Find(rev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := signing.SignAttestation(context.Background(), e.Attestation(good, "test", time.Now()), s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := channel.WriteAttestation(context.Background(), st, h, rev, body); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestRevertTarget: a revert goes to the newest earlier system with a good
+// verified record and never to one recorded bad; with none it refuses.
 func TestRevertTarget(t *testing.T) {
 	ctx := context.Background()
 	st := fileStore(t)
 	s, pub := testenv.NewSigner(t, "k")
 	intruder, _ := testenv.NewSigner(t, "intruder")
-	a := "/nix/store/0c5lq2n9xqbq6yv5q9r1lxg7b8c7wjsz-nixos-system-a"
-	b := "/nix/store/1c5lq2n9xqbq6yv5q9r1lxg7b8c7wjsz-nixos-system-b"
-	c := "/nix/store/2c5lq2n9xqbq6yv5q9r1lxg7b8c7wjsz-nixos-system-c"
-	for _, sys := range []string{a, b, c, c} { // revisions 1-4, current 4 (c)
+	for _, sys := range []string{sysA, sysB, sysC, sysC, sysB} { // revisions 1-5; 3-4 are one run of C
 		publishSystem(t, st, s, sys)
 	}
-	put(t, st, "channels/prod/2.json", signed(t, intruder, "prod", 2))
-	h, err := channel.Load(ctx, st, "prod", trustOf(pub))
-	if err != nil {
-		t.Fatal(err)
+	load := func() (*channel.History, channel.Entry) {
+		h, err := channel.Load(ctx, st, "prod", trustOf(pub))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cur, err := h.Current()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return h, cur
 	}
-	cur, err := h.Current()
-	if err != nil {
-		t.Fatal(err)
+	h, cur := load()
+	if h.RunStart(cur) != 5 {
+		t.Fatalf("run of the current system starts at %d, want 5", h.RunStart(cur))
 	}
-	if h.RunStart(cur) != 3 {
-		t.Fatalf("run of the current system starts at %d, want 3", h.RunStart(cur))
+	if _, err := h.RevertTarget(cur, 0); !errors.Is(err, channel.ErrNoKnownGood) {
+		t.Fatalf("revert with no record: %v", err)
 	}
+	attest(t, st, h, s, 1, true)  // A completed a rollout
+	attest(t, st, h, s, 4, true)  // so did C...
+	attest(t, st, h, s, 2, false) // B halted once
+	// A forged "good" record for B, and one signed for another revision.
+	forged, _ := signing.SignAttestation(ctx, mustFind(t, h, 2).Attestation(true, "forged", time.Now()), intruder)
+	put(t, st, bucket.AttestationKey("prod", 7), forged)
+	h, cur = load()
 	for _, tc := range []struct {
 		name    string
 		to      uint64
 		wantRev uint64
-		wantErr error
+		wantErr bool
 	}{
-		{"newest earlier other system, forged 2 skipped", 0, 1, nil},
-		{"explicit verified", 3, 3, nil},
-		{"explicit forged", 2, 0, channel.ErrUnverified},
+		{"newest known-good other system", 0, 4, false},
+		{"explicit, good", 1, 1, false},
+		{"explicit, no record", 3, 3, false},
+		{"explicit, recorded bad", 2, 0, true},
+		{"explicit, current", 5, 0, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e, err := h.RevertTarget(cur, tc.to)
-			if !errors.Is(err, tc.wantErr) || (err == nil && e.Revision() != tc.wantRev) {
-				t.Fatalf("got %v %v, want %d %v", e, err, tc.wantRev, tc.wantErr)
+			if (err != nil) != tc.wantErr || (err == nil && e.Revision() != tc.wantRev) {
+				t.Fatalf("got %v %v, want %d (error %v)", e.Revision(), err, tc.wantRev, tc.wantErr)
 			}
 		})
 	}
-	if _, err := h.RevertTarget(cur, 4); err == nil {
-		t.Fatal("revert to the current revision")
+	if len(h.Skipped) != 1 || h.Skipped[0].Key != "attestations/prod/7.json" {
+		t.Fatalf("skipped %+v", h.Skipped)
 	}
+	// C recorded bad later: the revert goes past it to A.
+	attest(t, st, h, s, 3, false)
+	attest(t, st, h, s, 4, false)
+	h, cur = load()
+	if e, err := h.RevertTarget(cur, 0); err != nil || e.Revision() != 1 {
+		t.Fatalf("revert past a bad system: %v %v", e.Revision(), err)
+	}
+}
+
+func mustFind(t *testing.T, h *channel.History, rev uint64) channel.Entry {
+	t.Helper()
+	e, err := h.Find(rev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
 }

@@ -25,7 +25,7 @@ type publishOptions struct {
 	salt, message, sw, pub string
 	noDashboard, push      bool
 	cacheKey               string
-	wait, waitEvery        time.Duration
+	gate                   gateFlags
 }
 
 func publishCmd() *command {
@@ -71,9 +71,10 @@ func (o *publishOptions) flags(fs *pflag.FlagSet) {
 	fs.BoolVar(&o.noDashboard, "no-dashboard", false, "do not regenerate the dashboard in the bucket")
 	fs.BoolVar(&o.push, "push", false, "first upload the closures into the bucket's cache/ (see nix-ota push)")
 	fs.StringVar(&o.cacheKey, "cache-key", "", "binary cache secret key file for --push (or $NIX_OTA_CACHE_KEY)")
-	fs.DurationVar(&o.wait, "wait", 0, "follow the rollout until every device in the cohort runs it (--wait or --wait=30m); exit 1 if one fails")
+	fs.DurationVar(&o.gate.wait, "wait", 0, "follow the rollout until every device in the cohort runs it (--wait or --wait=30m); exit 1 if one fails or none reports")
 	fs.Lookup("wait").NoOptDefVal = "15m"
-	fs.DurationVar(&o.waitEvery, "wait-interval", 5*time.Second, "how often --wait reads the device statuses")
+	fs.DurationVar(&o.gate.interval, "wait-interval", 5*time.Second, "how often --wait reads the device statuses")
+	o.gate.addGate(fs)
 }
 
 func (o *publishOptions) run(ctx context.Context, env *Env, args []string) error {
@@ -83,6 +84,12 @@ func (o *publishOptions) run(ctx context.Context, env *Env, args []string) error
 	p, err := o.payload(env)
 	if err != nil {
 		return err
+	}
+	var f *follower
+	if o.gate.wait > 0 {
+		if f, err = o.gate.follower(env, channel.Gate{RequireAll: true}); err != nil {
+			return err
+		}
 	}
 	c, err := openSigned(ctx, env, o.bucket, o.keys, o.trust, o.channel)
 	if err != nil {
@@ -100,8 +107,9 @@ func (o *publishOptions) run(ctx context.Context, env *Env, args []string) error
 	*p = res.Payload
 	fmt.Fprintf(env.Stdout, "published channel %s revision %d: %s (signed by %s, rollout %d%%, expires %s)\n",
 		o.channel, res.Revision, strings.Join(p.StorePaths(), " "), signerNames(c.keys), p.Rollout.Percent, p.ExpiresAt.Format(time.RFC3339))
-	if o.wait > 0 {
-		return waitRollout(ctx, env, c.s, o.channel, res.Revision, p.Rollout, p.PublishedAt, o.wait, o.waitEvery)
+	if f != nil {
+		f.s, f.trust = c.s, &c.trust
+		return waitPublished(ctx, c, f, res.Revision)
 	}
 	return nil
 }

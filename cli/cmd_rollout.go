@@ -10,9 +10,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/nix-ota/nix-ota/channel"
-	dashboard "github.com/nix-ota/nix-ota/dashboard-static"
 	"github.com/nix-ota/nix-ota/manifest"
-	"github.com/nix-ota/nix-ota/status"
 )
 
 type rolloutOptions struct {
@@ -21,10 +19,9 @@ type rolloutOptions struct {
 	tf        signTrustFlags
 	ch        string
 	stepsFlag string
-	wait      time.Duration
 	maxFailed string
-	interval  time.Duration
 	expires   time.Duration
+	gate      gateFlags
 }
 
 func rolloutCmd() *command {
@@ -50,15 +47,14 @@ the percentage only adds devices.`,
 }
 
 func (o *rolloutOptions) flags(fs *pflag.FlagSet) {
-	fs.StringVar(&o.bkt, "bucket", "", "bucket URL (or $NIX_OTA_BUCKET)")
+	addBucketFlag(fs, &o.bkt, "")
 	o.kf = addKeyFlags(fs)
 	o.tf = addSignTrustFlags(fs)
 	fs.StringVar(&o.ch, "channel", "", "channel name (required)")
 	fs.StringVar(&o.stepsFlag, "steps", "5,25,100", "rollout percentages, ascending")
-	fs.DurationVar(&o.wait, "wait", 15*time.Minute, "how long to follow each step before judging it")
 	fs.StringVar(&o.maxFailed, "max-failed", "2%", "halt when more than this share (N%) or number (N) of the step's cohort failed")
-	fs.DurationVar(&o.interval, "interval", 10*time.Second, "how often to read device statuses")
 	fs.DurationVar(&o.expires, "expires", 720*time.Hour, "validity of each manifest")
+	o.gate.add(fs, 15*time.Minute, 10*time.Second)
 }
 
 func (o *rolloutOptions) run(ctx context.Context, env *Env, args []string) error {
@@ -69,7 +65,11 @@ func (o *rolloutOptions) run(ctx context.Context, env *Env, args []string) error
 	if err != nil {
 		return err
 	}
-	limit, err := parseLimit(o.maxFailed)
+	limit, err := channel.ParseLimit(o.maxFailed)
+	if err != nil {
+		return usagef("--max-failed %v", err)
+	}
+	f, err := o.gate.follower(env, channel.Gate{Limit: limit})
 	if err != nil {
 		return err
 	}
@@ -77,7 +77,12 @@ func (o *rolloutOptions) run(ctx context.Context, env *Env, args []string) error
 	if err != nil {
 		return err
 	}
-	r := &rollout{env: env, c: c, ch: o.ch, wait: o.wait, interval: o.interval, limit: limit, expires: o.expires}
+	if _, err := c.current(); err != nil {
+		return err
+	}
+	f.s, f.trust = c.s, &c.trust
+	r := &rollout{env: env, c: c, f: f, expires: o.expires}
+	defer c.refreshDashboard(ctx)
 	return r.run(ctx, steps)
 }
 
@@ -96,64 +101,26 @@ func parseSteps(s string) ([]int, error) {
 	return steps, nil
 }
 
-// failLimit is --max-failed: a share (percent) or a count.
-type failLimit struct {
-	percent float64
-	count   int
-	isPct   bool
-}
-
-func parseLimit(s string) (failLimit, error) {
-	if p, ok := strings.CutSuffix(s, "%"); ok {
-		v, err := strconv.ParseFloat(p, 64)
-		if err != nil || v < 0 || v > 100 {
-			return failLimit{}, usagef("--max-failed %q: want N%% or N", s)
-		}
-		return failLimit{percent: v, isPct: true}, nil
-	}
-	n, err := strconv.Atoi(s)
-	if err != nil || n < 0 {
-		return failLimit{}, usagef("--max-failed %q: want N%% or N", s)
-	}
-	return failLimit{count: n}, nil
-}
-
-func (l failLimit) exceeded(failed, cohort int) bool {
-	if l.isPct {
-		return cohort > 0 && float64(failed)*100 > l.percent*float64(cohort)
-	}
-	return failed > l.count
-}
-
-func (l failLimit) String() string {
-	if l.isPct {
-		return strconv.FormatFloat(l.percent, 'f', -1, 64) + "%"
-	}
-	return strconv.Itoa(l.count)
-}
-
 type rollout struct {
-	env            *Env
-	c              *signedChannel
-	ch             string
-	wait, interval time.Duration
-	expires        time.Duration
-	limit          failLimit
+	env     *Env
+	c       *signedChannel
+	f       *follower
+	expires time.Duration
 }
-
-// tally of the devices in a step's cohort.
-type tally struct{ cohort, done, failed, pending int }
 
 func (r *rollout) run(ctx context.Context, steps []int) error {
 	cur, err := r.c.current()
 	if err != nil {
 		return err
 	}
-	first := r.c.h.RunStart(cur)
-	pct := cur.Payload().Rollout.Percent
-	fmt.Fprintf(r.env.Stderr, "rollout %s: %s, revisions %d..%d, now at %d%%; steps %v, halt above %s failed\n", r.ch, cur.Systems(), first, cur.Revision(), pct, steps, r.limit)
-	// Judge the step already published, then take the next ones.
-	todo := []int{pct}
+	pct, last := cur.Payload().Rollout.Percent, steps[len(steps)-1]
+	if pct >= last {
+		fmt.Fprintf(r.env.Stdout, "channel %s revision %d is already at %d%%, the last step; nothing to do\n", r.c.name, cur.Revision(), pct)
+		return nil
+	}
+	step := r.c.h.StepOf(cur)
+	fmt.Fprintf(r.env.Stderr, "rollout %s: %s, revisions %d..%d, now at %d%%; steps %v, halt above %s failed\n", r.c.name, cur.Systems(), step.First, cur.Revision(), pct, steps, r.f.gate.Limit)
+	todo := []int{pct} // judge the step already published, then take the next ones
 	for _, st := range steps {
 		if st > pct {
 			todo = append(todo, st)
@@ -168,17 +135,31 @@ func (r *rollout) run(ctx context.Context, steps []int) error {
 		if pct == 0 {
 			continue
 		}
-		p := cur.Payload()
-		t, err := r.follow(ctx, &p, first, cur.Revision())
-		if err != nil {
+		if err := r.judge(ctx, cur, pct); err != nil {
 			return err
 		}
-		if r.limit.exceeded(t.failed, t.cohort) {
-			return r.halt(ctx, cur, first, pct, t)
-		}
-		fmt.Fprintf(r.env.Stderr, "rollout %s: step %d%% healthy: %d of %d cohort devices done, %d failed, %d pending\n", r.ch, pct, t.done, t.cohort, t.failed, t.pending)
 	}
-	fmt.Fprintf(r.env.Stdout, "rollout of %s on channel %s complete at %d%% (revision %d)\n", cur.Systems(), r.ch, cur.Payload().Rollout.Percent, cur.Revision())
+	r.c.attest(ctx, cur, true, fmt.Sprintf("rollout completed at %d%%", pct))
+	fmt.Fprintf(r.env.Stdout, "rollout of %s on channel %s complete at %d%% (revision %d); recorded as known good\n", cur.Systems(), r.c.name, cur.Payload().Rollout.Percent, cur.Revision())
+	return nil
+}
+
+// judge follows one step and acts on the outcome: nil to go on, or the
+// error that ends the rollout (after a halt's revert).
+func (r *rollout) judge(ctx context.Context, cur channel.Entry, pct int) error {
+	out, why, _, err := r.f.follow(ctx, r.c.h.StepOf(cur))
+	if err != nil {
+		return err
+	}
+	switch out {
+	case channel.Halt:
+		return r.halt(ctx, cur, pct, why)
+	case channel.Unproven:
+		err := fmt.Errorf("rollout of channel %s stopped at %d%%: %s (nothing reverted; --allow-empty passes such steps)", r.c.name, pct, why)
+		r.f.notify(ctx, "unproven", r.c.name, cur.Revision(), err.Error())
+		return err
+	}
+	fmt.Fprintf(r.env.Stderr, "rollout %s: step %d%% passed: %s\n", r.c.name, pct, why)
 	return nil
 }
 
@@ -194,7 +175,7 @@ func (r *rollout) step(ctx context.Context, cur channel.Entry, pct int) (channel
 	if err != nil {
 		return channel.Entry{}, err
 	}
-	fmt.Fprintf(r.env.Stderr, "rollout %s: revision %d now at %d%%\n", r.ch, res.Revision, pct)
+	fmt.Fprintf(r.env.Stderr, "rollout %s: revision %d now at %d%%\n", r.c.name, res.Revision, pct)
 	return r.c.h.Find(res.Revision)
 }
 
@@ -207,75 +188,30 @@ func stripStep(msg string) string {
 	return msg
 }
 
-// follow reads device statuses until every cohort device is done or
-// failed, the failures already exceed the limit, or the wait is over.
-func (r *rollout) follow(ctx context.Context, cur *manifest.Payload, first, rev uint64) (tally, error) {
-	deadline := time.Now().Add(r.wait)
-	for {
-		f, err := dashboard.Collect(ctx, r.c.s, dashboard.Options{Channel: r.ch})
-		if err != nil {
-			return tally{}, err
-		}
-		var t tally
-		for _, d := range f.Devices {
-			if d.State == dashboard.Invalid || !cur.Rollout.Includes(d.ID) {
-				continue
-			}
-			t.cohort++
-			rep := d.Reported
-			switch {
-			case d.Revision >= first && d.StorePath != "" && containsPath(cur, d.StorePath) && (rep == status.UpToDate || rep == status.WaitingReboot):
-				t.done++
-			case (rep == status.Failed || rep == status.RolledBack) && d.Attempted >= first,
-				rep == status.Rejected && d.Revision >= first:
-				t.failed++
-			default:
-				t.pending++
-			}
-		}
-		fmt.Fprintf(r.env.Stderr, "rollout %s revision %d at %d%%: %d done, %d pending, %d failed of %d in the cohort\n", r.ch, rev, cur.Rollout.Percent, t.done, t.pending, t.failed, t.cohort)
-		if t.pending == 0 || r.limit.exceeded(t.failed, t.cohort) || time.Now().After(deadline) {
-			return t, nil
-		}
-		if !sleepCtx(ctx, r.interval) {
-			return t, ctx.Err()
-		}
-	}
-}
-
-func containsPath(p *manifest.Payload, sp string) bool {
-	for _, x := range p.StorePaths() {
-		if x == sp {
-			return true
-		}
-	}
-	return false
-}
-
-// halt reverts the channel: the newest verified system from before this
+// halt reverts the channel: the newest known-good system from before this
 // rollout at 100%, or the same system at 0% when there is none, so no
-// further device applies it.
-func (r *rollout) halt(ctx context.Context, cur channel.Entry, first uint64, pct int, t tally) error {
-	why := fmt.Sprintf("%d of %d devices in the %d%% cohort failed (limit %s)", t.failed, t.cohort, pct, r.limit)
+// further device applies it; and records the halted system as bad.
+func (r *rollout) halt(ctx context.Context, cur channel.Entry, pct int, why string) error {
+	r.c.attest(ctx, cur, false, fmt.Sprintf("rollout halted at %d%%: %s", pct, why))
 	d := cur.Draft(r.expires)
 	d.Edit(func(p *manifest.Payload) {
 		p.Rollout.Percent = 0
-		p.Message = fmt.Sprintf("rollout halted at %d%%: %s; no earlier system, paused at 0%%", pct, why)
+		p.Message = fmt.Sprintf("rollout halted at %d%%: %s; no known-good earlier system, paused at 0%%", pct, why)
 	})
-	for _, e := range r.c.h.Before(first) {
-		if e.Systems() != cur.Systems() {
-			d = e.Draft(r.expires)
-			d.Edit(func(p *manifest.Payload) {
-				p.Rollout.Percent = 100
-				p.Message = fmt.Sprintf("rollout of %s halted at %d%%: %s; reverted", cur.Systems(), pct, why)
-			})
-			break
-		}
+	if good, err := r.c.h.KnownGood(r.c.h.RunStart(cur), cur); err == nil {
+		d = good.Draft(r.expires)
+		d.Edit(func(p *manifest.Payload) {
+			p.Rollout.Percent = 100
+			p.Message = fmt.Sprintf("rollout of %s halted at %d%%: %s; reverted to revision %d", cur.Systems(), pct, why, good.Revision())
+		})
 	}
 	d.Edit(func(p *manifest.Payload) { p.Publisher = publisherName() })
-	res, err := r.c.publish(ctx, d, false)
+	res, err := r.c.publish(ctx, d, true)
 	if err != nil {
-		return fmt.Errorf("rollout halted (%s) but the revert failed: %w", why, err)
+		err = fmt.Errorf("rollout halted (%s) but the revert failed: %w", why, err)
+	} else {
+		err = fmt.Errorf("rollout of channel %s halted: %s; published revision %d: %s", r.c.name, why, res.Revision, strings.Join(res.Payload.StorePaths(), " "))
 	}
-	return fmt.Errorf("rollout of channel %s halted: %s; published revision %d: %s", r.ch, why, res.Revision, strings.Join(res.Payload.StorePaths(), " "))
+	r.f.notify(ctx, "halted", r.c.name, cur.Revision(), err.Error())
+	return err
 }

@@ -104,7 +104,7 @@ func TestPublishWait(t *testing.T) {
 	writeStatus(t, f.store, status.Status{DeviceID: "d1", Channel: "prod", State: status.UpToDate, Revision: 1, StorePath: sp1})
 	time.Sleep(500 * time.Millisecond)
 	writeStatus(t, f.store, status.Status{DeviceID: "d2", Channel: "prod", State: status.UpToDate, Revision: 1, StorePath: sp1})
-	if code := exitOf(cmd); code != 0 || !strings.Contains(se.String(), "2 done, 0 pending, 0 failed") || !strings.Contains(se.String(), "1 done, 1 pending") {
+	if code := exitOf(cmd); code != 0 || !strings.Contains(se.String(), "2 of 2 cohort devices done, 0 failed, 0 pending") || !strings.Contains(se.String(), "1 of 2 cohort devices done, 0 failed, 1 pending") {
 		t.Fatalf("wait for a healthy rollout: exit %d\n%s", code, se)
 	}
 	// A device rolls the new revision back: the publish fails.
@@ -114,9 +114,18 @@ func TestPublishWait(t *testing.T) {
 	if code := exitOf(cmd); code != 1 || !strings.Contains(se.String(), "d1 (rolled-back") {
 		t.Fatalf("wait for a failing rollout: exit %d\n%s", code, se)
 	}
-	// Nobody reports: time out.
+	// Devices that do not move: not confirmed.
 	cmd, se = wait(sp1, "--wait=1s")
-	if code := exitOf(cmd); code != 1 || !strings.Contains(se.String(), "timed out after 1s") {
+	if code := exitOf(cmd); code != 1 || !strings.Contains(se.String(), "not confirmed") || !strings.Contains(se.String(), "2 pending") {
 		t.Fatalf("wait timeout: exit %d\n%s", code, se)
+	}
+	// A channel no device follows: a gate that checked nothing fails...
+	args := []string{"publish", "--bucket", f.url, "--key", key, "--channel", "empty", "--store-path", sp1, "--wait=1s", "--wait-interval", "200ms"}
+	if r := run(t, nil, args...); r.code != 1 || !strings.Contains(r.stderr, "only 0 cohort device(s) reported done") || !strings.Contains(r.stderr, "--allow-empty") {
+		t.Fatalf("wait with nobody reporting: exit %d\n%s", r.code, r.stderr)
+	}
+	// ...unless the operator says an empty cohort is fine.
+	if r := run(t, nil, append(args, "--allow-empty")...); r.code != 0 {
+		t.Fatalf("--allow-empty: exit %d\n%s", r.code, r.stderr)
 	}
 }

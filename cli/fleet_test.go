@@ -223,7 +223,7 @@ func TestRollbackAndResign(t *testing.T) {
 	f := fixtures(t)["file"](t)
 	key, pub := keygen(t, "fleet-1")
 	a, b := storePath("sys-a"), storePath("sys-b")
-	mustRun(t, nil, "publish", "--bucket", f.url, "--key", key, "--channel", "prod", "--store-path", a)
+	publishKnownGood(t, f, key, a, 1)
 	mustRun(t, nil, "publish", "--bucket", f.url, "--key", key, "--channel", "prod", "--store-path", b, "--expires", "2h")
 	current := func() *manifest.Payload {
 		v, err := manifest.CheckSigned(mustTrust(t, pub), "prod", getObj(t, f.store, "channels/prod.json"))

@@ -150,7 +150,7 @@ func TestStagedRollout(t *testing.T) {
 	if r.code != 0 || !strings.Contains(r.stdout, "complete at 100%") {
 		t.Fatalf("healthy rollout: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
-	for _, step := range []string{"step 10% healthy", "step 50% healthy", "step 100% healthy"} {
+	for _, step := range []string{"step 10% passed", "step 50% passed", "step 100% passed"} {
 		if !strings.Contains(r.stderr, step) {
 			t.Fatalf("healthy rollout did not pass %q:\n%s", step, r.stderr)
 		}
@@ -178,4 +178,27 @@ func TestStagedRollout(t *testing.T) {
 	if touched == 0 || touched > 2 {
 		t.Fatalf("%d devices tried the broken system, want the 1-2 of the 10%% cohort", touched)
 	}
+	// Already at the last step: nothing to do, nothing published.
+	before := snapshotKeys(t, f.store, "channels/")
+	if r := rollout(); r.code != 0 || !strings.Contains(r.stdout, "nothing to do") || snapshotKeys(t, f.store, "channels/") != before {
+		t.Fatalf("rollout of a channel at 100%%: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	// A revert never goes to the halted system; good1 never completed a
+	// rollout, so there is no known-good system before good2.
+	if r := run(t, f.env, "rollback", "--bucket", f.url, "--key", key, "--channel", "prod"); r.code != 1 || !strings.Contains(r.stderr, "known good") {
+		t.Fatalf("rollback after a halt: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if r := run(t, f.env, "rollback", "--bucket", f.url, "--key", key, "--channel", "prod", "--to", fmt.Sprint(brokenRev)); r.code != 1 || !strings.Contains(r.stderr, "recorded bad") {
+		t.Fatalf("rollback --to the halted revision: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if v, _ := manifest.CheckSigned(mustTrust(t, pub), "prod", getObj(t, f.store, "channels/prod.json")); v.Payload.StorePath != good2 {
+		t.Fatalf("channel moved to %s", v.Payload.StorePath)
+	}
+}
+
+// snapshotKeys lists the keys under prefix, for "nothing was written".
+func snapshotKeys(t *testing.T, s bucket.Store, prefix string) string {
+	var keys []string
+	s.List(context.Background(), prefix, func(i bucket.Info) error { keys = append(keys, i.Key); return nil })
+	return strings.Join(keys, " ")
 }

@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/spf13/pflag"
 
@@ -121,4 +122,28 @@ func (c *signedChannel) publish(ctx context.Context, d channel.Draft, noDash boo
 		}
 	}
 	return res, c.reload(ctx)
+}
+
+// attest signs and stores how entry e did. A failure is a warning: the
+// record only steers later reverts, which refuse without it.
+func (c *signedChannel) attest(ctx context.Context, e channel.Entry, good bool, reason string) {
+	body, err := signing.SignAttestation(ctx, e.Attestation(good, reason, time.Now()), c.keys...)
+	if err == nil {
+		err = channel.WriteAttestation(ctx, c.s, c.h, e.Revision(), body)
+	}
+	if err == nil {
+		err = c.reload(ctx)
+	}
+	if err != nil {
+		fmt.Fprintf(c.env.Stderr, "warning: could not record revision %d as %s: %s\n", e.Revision(), map[bool]string{true: "good", false: "bad"}[good], oneLine(err.Error(), 300))
+	}
+}
+
+// refreshDashboard rewrites the bucket's dashboard at the end of a command
+// that observed the fleet, so the page never shows what the command saw
+// change. A failure is a warning.
+func (c *signedChannel) refreshDashboard(ctx context.Context) {
+	if _, _, err := regenerate(ctx, c.s, "", &c.trust); err != nil {
+		fmt.Fprintf(c.env.Stderr, "warning: dashboard not regenerated: %s\n", oneLine(err.Error(), 300))
+	}
 }

@@ -100,7 +100,8 @@ func TestRollbackSkipsForgedHistory(t *testing.T) {
 	f := fixtures(t)["file"](t)
 	key, pub := keygen(t, "fleet-1")
 	evil := storePath("evil")
-	for _, sp := range []string{storePath("a"), storePath("b"), storePath("c")} {
+	publishKnownGood(t, f, key, storePath("a"), 1)
+	for _, sp := range []string{storePath("b"), storePath("c")} {
 		mustRun(t, nil, "publish", "--bucket", f.url, "--key", key, "--channel", "prod", "--store-path", sp, "--no-dashboard")
 	}
 	putObj(t, f.store, "channels/prod/2.json", forge(t, 2, evil, 100))
@@ -191,5 +192,19 @@ func TestRevisionInflation(t *testing.T) {
 		if rev, ok := bucket.ParseRevisionKey("prod", k); ok && rev > manifest.MaxRevision {
 			t.Fatalf("%s exists", k)
 		}
+	}
+}
+
+// publishKnownGood publishes sp as revision rev of prod with --wait while
+// a device reports running it, so the publisher records it as known good.
+func publishKnownGood(t *testing.T, f fixture, key, sp string, rev uint64) {
+	t.Helper()
+	writeStatus(t, f.store, status.Status{DeviceID: "kiosk-good", Channel: "prod", State: status.UpToDate, Revision: rev, StorePath: sp})
+	r := run(t, f.env, "publish", "--bucket", f.url, "--key", key, "--channel", "prod", "--store-path", sp, "--no-dashboard", "--wait=20s", "--wait-interval", "100ms")
+	if r.code != 0 || !strings.Contains(r.stdout, fmt.Sprintf("revision %d", rev)) {
+		t.Fatalf("publish --wait of a known-good system: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if _, err := f.store.Stat(ctx, bucket.AttestationKey("prod", rev)); err != nil {
+		t.Fatalf("no attestation for revision %d: %v", rev, err)
 	}
 }

@@ -168,6 +168,11 @@ func decodeB64(s string) ([]byte, error) {
 }
 
 func decodeEnvelope(body []byte) (*ssldsse.Envelope, []byte, error) {
+	return decodeEnvelopeOf(body, PayloadType)
+}
+
+// decodeEnvelopeOf is decodeEnvelope for an envelope of payload type want.
+func decodeEnvelopeOf(body []byte, want string) (*ssldsse.Envelope, []byte, error) {
 	if len(body) > MaxBodySize {
 		return nil, nil, fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, len(body), MaxBodySize)
 	}
@@ -181,8 +186,8 @@ func decodeEnvelope(body []byte) (*ssldsse.Envelope, []byte, error) {
 	if err := json.Unmarshal(body, &env); err != nil {
 		return nil, nil, fmt.Errorf("%w: envelope: %v", ErrMalformed, err)
 	}
-	if env.PayloadType != PayloadType {
-		return nil, nil, fmt.Errorf("%w: %q, want %q", ErrPayloadType, clipForError(env.PayloadType), PayloadType)
+	if env.PayloadType != want {
+		return nil, nil, fmt.Errorf("%w: %q, want %q", ErrPayloadType, clipForError(env.PayloadType), want)
 	}
 	payload, err := decodeB64(env.Payload)
 	if err != nil {

@@ -70,6 +70,25 @@ func Sign(ctx context.Context, p *manifest.Payload, keys ...Key) ([]byte, error)
 // is what publishers use; SignRaw exists for tests that need a validly
 // signed bad payload (a publisher gone wrong, or a stolen key).
 func SignRaw(ctx context.Context, payload []byte, keys ...Key) ([]byte, error) {
+	return signEnvelope(ctx, manifest.PayloadType, payload, keys)
+}
+
+// SignAttestation validates a and signs it as an attestation envelope.
+func SignAttestation(ctx context.Context, a *manifest.Attestation, keys ...Key) ([]byte, error) {
+	if len(keys) == 0 {
+		return nil, errors.New("sign: no signing key")
+	}
+	if err := a.Validate(); err != nil {
+		return nil, err
+	}
+	body, err := json.Marshal(a)
+	if err != nil {
+		return nil, err
+	}
+	return signEnvelope(ctx, manifest.AttestationType, body, keys)
+}
+
+func signEnvelope(ctx context.Context, payloadType string, payload []byte, keys []Key) ([]byte, error) {
 	adapters := make([]ssldsse.Signer, 0, len(keys))
 	for _, k := range keys {
 		if err := manifest.ValidateName("key", k.Name); err != nil {
@@ -85,7 +104,7 @@ func SignRaw(ctx context.Context, payload []byte, keys ...Key) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	env, err := es.SignPayload(ctx, manifest.PayloadType, payload)
+	env, err := es.SignPayload(ctx, payloadType, payload)
 	if err != nil {
 		return nil, fmt.Errorf("sign: %w", err)
 	}

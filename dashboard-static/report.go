@@ -1,0 +1,22 @@
+package dashboard
+
+import (
+	"github.com/nix-ota/nix-ota/channel"
+	"github.com/nix-ota/nix-ota/status"
+)
+
+// Reports are the devices as the rollout rules (channel.Step.Classify) see
+// them. An invalid status blob is left out: nothing it says can count.
+func (f *Fleet) Reports() []channel.Report {
+	out := make([]channel.Report, 0, len(f.Devices))
+	for _, d := range f.Devices {
+		if d.State == Invalid {
+			continue
+		}
+		out = append(out, channel.Report{Offline: d.Offline, Status: status.Status{
+			DeviceID: d.ID, Channel: d.Channel, Class: d.Class, State: d.Reported, Revision: d.Revision,
+			Attempted: d.Attempted, StorePath: d.StorePath, CheckedAt: d.CheckedAt, LastError: d.LastError,
+		}})
+	}
+	return out
+}
