@@ -116,6 +116,9 @@ func TestGitHubAction(t *testing.T) {
 		"message":     "ci build 42",
 		"rollout":     "25",
 		"nix-ota":     nixOta,
+		// example.org is not reachable from tests; the check itself is
+		// covered by TestClosureCheck.
+		"skip-closure-check": "true",
 	}
 	code, out, outputs := runAction(t, f.env, with)
 	if code != 0 || strings.TrimSpace(outputs) != "revision=1" {
@@ -142,5 +145,16 @@ func TestGitHubAction(t *testing.T) {
 	}
 	if v, _ := manifest.CheckSigned(mustTrust(t, pub), "prod", getObj(t, f.store, "channels/prod.json")); v.Payload.Revision != 2 {
 		t.Fatal("a failed action changed the channel")
+	}
+	// wait with no device reporting: the job fails, and still says which
+	// revision it published.
+	with["key"], with["wait"] = keyFile, "2s"
+	code, out, outputs = runAction(t, f.env, with)
+	if code == 0 || strings.TrimSpace(outputs) != "revision=3" || !strings.Contains(out, "only 0 cohort device(s) reported done") {
+		t.Fatalf("wait with nobody reporting: exit %d, outputs %q\n%s", code, outputs, out)
+	}
+	with["allow-empty"] = "true"
+	if code, out, outputs := runAction(t, f.env, with); code != 0 || strings.TrimSpace(outputs) != "revision=4" {
+		t.Fatalf("wait with allow-empty: exit %d %q\n%s", code, outputs, out)
 	}
 }

@@ -166,7 +166,7 @@ func TestPublishVerify(t *testing.T) {
 			key, pub := keygen(t, "fleet-1")
 			_, otherPub := keygen(t, "intruder")
 			publish := func(extra ...string) string {
-				args := append([]string{"publish", "--bucket", f.url, "--key", key, "--channel", "prod", "--substituter", "https://cache.example.org"}, extra...)
+				args := append([]string{"publish", "--skip-closure-check", "--bucket", f.url, "--key", key, "--channel", "prod", "--substituter", "https://cache.example.org"}, extra...)
 				return mustRun(t, f.env, args...)
 			}
 			out := publish("--store-path", storePath("system-a"))
@@ -276,7 +276,7 @@ func TestConcurrentPublish(t *testing.T) {
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
-					results[i] = run(t, f.env, "publish", "--bucket", f.url, "--key", key, "--channel", "prod",
+					results[i] = run(t, f.env, "publish", "--skip-closure-check", "--bucket", f.url, "--key", key, "--channel", "prod",
 						"--store-path", storePath(fmt.Sprintf("system-%02d", i)))
 				}()
 			}
@@ -347,7 +347,7 @@ func TestBadInput(t *testing.T) {
 			f := mk(t)
 			key, _ := keygen(t, "fleet-1")
 			sp := storePath("system-a")
-			mustRun(t, f.env, "publish", "--bucket", f.url, "--key", key, "--channel", "prod", "--store-path", sp)
+			mustRun(t, f.env, "publish", "--skip-closure-check", "--bucket", f.url, "--key", key, "--channel", "prod", "--store-path", sp)
 			before := snapshot(t, f.store)
 			port, _ := testenv.FreePort()
 			cases := []struct {
@@ -372,7 +372,7 @@ func TestBadInput(t *testing.T) {
 				{"bad URL", 2, "invalid bucket URL", []string{"--channel", "prod", "--store-path", sp, "--bucket", "ftp://x"}},
 			}
 			for _, c := range cases {
-				args := append([]string{"publish"}, c.args...)
+				args := append([]string{"publish", "--skip-closure-check"}, c.args...)
 				if !contains(c.args, "--key") {
 					args = append(args, "--key", key)
 				}

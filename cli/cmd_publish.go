@@ -24,6 +24,7 @@ type publishOptions struct {
 	rollout                int
 	salt, message, sw, pub string
 	noDashboard, push      bool
+	skipClosureCheck, json bool
 	cacheKey               string
 	gate                   gateFlags
 }
@@ -70,6 +71,8 @@ func (o *publishOptions) flags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.pub, "publisher", "", "who published (default user@host)")
 	fs.BoolVar(&o.noDashboard, "no-dashboard", false, "do not regenerate the dashboard in the bucket")
 	fs.BoolVar(&o.push, "push", false, "first upload the closures into the bucket's cache/ (see nix-ota push)")
+	fs.BoolVar(&o.json, "json", false, "print the result as one JSON object on stdout (messages go to stderr)")
+	fs.BoolVar(&o.skipClosureCheck, "skip-closure-check", false, "do not check that a cache the devices use has every store path (for caches this machine cannot read)")
 	fs.StringVar(&o.cacheKey, "cache-key", "", "binary cache secret key file for --push (or $NIX_OTA_CACHE_KEY)")
 	fs.DurationVar(&o.gate.wait, "wait", 0, "follow the rollout until every device in the cohort runs it (--wait or --wait=30m); exit 1 if one fails or none reports")
 	fs.Lookup("wait").NoOptDefVal = "15m"
@@ -100,18 +103,43 @@ func (o *publishOptions) run(ctx context.Context, env *Env, args []string) error
 			return fmt.Errorf("push (nothing published): %w", err)
 		}
 	}
+	if !o.skipClosureCheck {
+		if err := checkClosures(ctx, env, c.s, p); err != nil {
+			return err
+		}
+	}
 	res, err := c.publish(ctx, channel.NewDraft(*p, o.expires), o.noDashboard)
 	if err != nil {
 		return err
 	}
 	*p = res.Payload
-	fmt.Fprintf(env.Stdout, "published channel %s revision %d: %s (signed by %s, rollout %d%%, expires %s)\n",
-		o.channel, res.Revision, strings.Join(p.StorePaths(), " "), signerNames(c.keys), p.Rollout.Percent, p.ExpiresAt.Format(time.RFC3339))
+	if o.json {
+		err = writeJSON(env.Stdout, publishResult{Channel: o.channel, Revision: res.Revision, Superseded: res.Superseded,
+			StorePaths: p.StorePaths(), Systems: p.Systems, Rollout: p.Rollout.Percent, ExpiresAt: p.ExpiresAt, SignedBy: keyNames(c.keys)})
+	} else {
+		fmt.Fprintf(env.Stdout, "published channel %s revision %d: %s (signed by %s, rollout %d%%, expires %s)\n",
+			o.channel, res.Revision, strings.Join(p.StorePaths(), " "), signerNames(c.keys), p.Rollout.Percent, p.ExpiresAt.Format(time.RFC3339))
+	}
+	if err != nil {
+		return err
+	}
 	if f != nil {
 		f.s, f.trust = c.s, &c.trust
 		return waitPublished(ctx, c, f, res.Revision)
 	}
 	return nil
+}
+
+// publishResult is publish --json.
+type publishResult struct {
+	Channel    string           `json:"channel"`
+	Revision   uint64           `json:"revision"`
+	Superseded uint64           `json:"supersededBy,omitempty"`
+	StorePaths []string         `json:"storePaths"`
+	Systems    manifest.Systems `json:"systems,omitempty"`
+	Rollout    int              `json:"rollout"`
+	ExpiresAt  time.Time        `json:"expiresAt"`
+	SignedBy   []string         `json:"signedBy"`
 }
 
 // payload checks the flags and builds the new revision's content, before

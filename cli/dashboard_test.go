@@ -32,7 +32,7 @@ func TestStatusAndDashboard(t *testing.T) {
 			f := mk(t)
 			key, _ := keygen(t, "fleet-1")
 			sp := storePath("system-a")
-			mustRun(t, f.env, "publish", "--bucket", f.url, "--key", key, "--channel", "prod", "--store-path", sp)
+			mustRun(t, f.env, "publish", "--skip-closure-check", "--bucket", f.url, "--key", key, "--channel", "prod", "--store-path", sp)
 			page := getObj(t, f.store, "index.html")
 			if !strings.Contains(string(page), "<title>nix-ota fleet: 0 devices") {
 				t.Fatalf("publish did not write the dashboard:\n%.300s", page)
@@ -76,7 +76,7 @@ func TestPublishWait(t *testing.T) {
 	key, _ := keygen(t, "fleet-1")
 	sp1, sp2 := storePath("system-a"), storePath("system-b")
 	wait := func(sp string, extra ...string) (*exec.Cmd, *strings.Builder) {
-		args := append([]string{"publish", "--bucket", f.url, "--key", key, "--channel", "prod", "--store-path", sp, "--wait-interval", "200ms"}, extra...)
+		args := append([]string{"publish", "--skip-closure-check", "--bucket", f.url, "--key", key, "--channel", "prod", "--store-path", sp, "--wait-interval", "200ms"}, extra...)
 		cmd := exec.Command(nixOta, args...)
 		cmd.Env = append(os.Environ(), "AWS_EC2_METADATA_DISABLED=true")
 		var se strings.Builder
@@ -120,7 +120,7 @@ func TestPublishWait(t *testing.T) {
 		t.Fatalf("wait timeout: exit %d\n%s", code, se)
 	}
 	// A channel no device follows: a gate that checked nothing fails...
-	args := []string{"publish", "--bucket", f.url, "--key", key, "--channel", "empty", "--store-path", sp1, "--wait=1s", "--wait-interval", "200ms"}
+	args := []string{"publish", "--skip-closure-check", "--bucket", f.url, "--key", key, "--channel", "empty", "--store-path", sp1, "--wait=1s", "--wait-interval", "200ms"}
 	if r := run(t, nil, args...); r.code != 1 || !strings.Contains(r.stderr, "only 0 cohort device(s) reported done") || !strings.Contains(r.stderr, "--allow-empty") {
 		t.Fatalf("wait with nobody reporting: exit %d\n%s", r.code, r.stderr)
 	}

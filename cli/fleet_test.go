@@ -164,7 +164,7 @@ func TestGC(t *testing.T) {
 		systems = append(systems, testenv.BuildSystem(t, fmt.Sprintf("sys%d", i), testenv.SystemOptions{Deps: []string{shared, lib}}))
 	}
 	for _, sp := range systems {
-		mustRun(t, f.env, "publish", "--bucket", f.url, "--key", key, "--channel", "prod", "--store-path", sp,
+		mustRun(t, f.env, "publish", "--skip-closure-check", "--bucket", f.url, "--key", key, "--channel", "prod", "--store-path", sp,
 			"--push", "--cache-key", c.SecretKey, "--substituter", subst, "--no-dashboard")
 	}
 	before := cacheKeys(t, f)
@@ -224,7 +224,7 @@ func TestRollbackAndResign(t *testing.T) {
 	key, pub := keygen(t, "fleet-1")
 	a, b := storePath("sys-a"), storePath("sys-b")
 	publishKnownGood(t, f, key, a, 1)
-	mustRun(t, nil, "publish", "--bucket", f.url, "--key", key, "--channel", "prod", "--store-path", b, "--expires", "2h")
+	mustRun(t, nil, "publish", "--skip-closure-check", "--bucket", f.url, "--key", key, "--channel", "prod", "--store-path", b, "--expires", "2h")
 	current := func() *manifest.Payload {
 		v, err := manifest.CheckSigned(mustTrust(t, pub), "prod", getObj(t, f.store, "channels/prod.json"))
 		if err != nil {
@@ -266,10 +266,10 @@ func TestPublisherKilled(t *testing.T) {
 	px := testenv.StartFaultProxy(t, m.Endpoint)
 	proxied := strings.Replace(f.url, m.Endpoint, px.Addr, 1)
 	key, pub := keygen(t, "fleet-1")
-	mustRun(t, f.env, "publish", "--bucket", proxied, "--key", key, "--channel", "prod", "--store-path", storePath("a"), "--no-dashboard")
+	mustRun(t, f.env, "publish", "--skip-closure-check", "--bucket", proxied, "--key", key, "--channel", "prod", "--store-path", storePath("a"), "--no-dashboard")
 
 	px.Set(testenv.Hang, testenv.PathHas("PUT", "/channels/prod.json"))
-	cmd := exec.Command(nixOta, "publish", "--bucket", proxied, "--key", key, "--channel", "prod", "--store-path", storePath("b"), "--no-dashboard")
+	cmd := exec.Command(nixOta, "publish", "--skip-closure-check", "--bucket", proxied, "--key", key, "--channel", "prod", "--store-path", storePath("b"), "--no-dashboard")
 	cmd.Env = append(append(os.Environ(), "AWS_EC2_METADATA_DISABLED=true"), f.env...)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -289,7 +289,7 @@ func TestPublisherKilled(t *testing.T) {
 	if r := run(t, f.env, "verify", "--bucket", f.url, "--channel", "prod", "--public-key", pub); r.code != 3 || !strings.Contains(r.stderr, "older than accepted revision 2") {
 		t.Fatalf("verify after an interrupted publish: %d %s", r.code, r.stderr)
 	}
-	out := mustRun(t, f.env, "publish", "--bucket", f.url, "--key", key, "--channel", "prod", "--store-path", storePath("b"), "--no-dashboard")
+	out := mustRun(t, f.env, "publish", "--skip-closure-check", "--bucket", f.url, "--key", key, "--channel", "prod", "--store-path", storePath("b"), "--no-dashboard")
 	if !strings.Contains(out, "revision 3") {
 		t.Fatalf("next publish: %s", out)
 	}

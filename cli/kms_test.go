@@ -41,14 +41,14 @@ func TestKMSSigning(t *testing.T) {
 		t.Fatal(stderr)
 	}
 	sp := "/nix/store/0c5lq2n9xqbq6yv5q9r1lxg7b8c7wjsz-nixos-system-a"
-	if code, _, stderr := run("publish", "--bucket", bucketURL, "--key", "fleet-kms=fakekms://fleet", "--channel", "prod", "--store-path", sp); code != 0 {
+	if code, _, stderr := run("publish", "--skip-closure-check", "--bucket", bucketURL, "--key", "fleet-kms=fakekms://fleet", "--channel", "prod", "--store-path", sp); code != 0 {
 		t.Fatalf("publish with a KMS key: %s", stderr)
 	}
 	if code, out, stderr := run("verify", "--bucket", bucketURL, "--channel", "prod", "--public-key", kmsPub); code != 0 || !strings.Contains(out, "signed by fleet-kms") {
 		t.Fatalf("verify a KMS-signed manifest: %d %s %s", code, out, stderr)
 	}
 	// A KMS key without a name is refused before any signing.
-	if code, _, stderr := run("publish", "--bucket", bucketURL, "--key", "fakekms://fleet", "--channel", "prod", "--store-path", sp); code != ExitUsage || !strings.Contains(stderr, "needs a name") {
+	if code, _, stderr := run("publish", "--skip-closure-check", "--bucket", bucketURL, "--key", "fakekms://fleet", "--channel", "prod", "--store-path", sp); code != ExitUsage || !strings.Contains(stderr, "needs a name") {
 		t.Fatalf("unnamed KMS key: %d %s", code, stderr)
 	}
 
@@ -59,17 +59,17 @@ func TestKMSSigning(t *testing.T) {
 	// The current revision has one signature; by default two keys also
 	// require two on what they build on, so going from one key to two
 	// says so once.
-	if code, _, stderr := run("publish", "--bucket", bucketURL, "--key", keyFile, "--key", "fleet-kms=fakekms://fleet", "--channel", "prod", "--store-path", sp); code != ExitRejected || !strings.Contains(stderr, "--threshold") {
+	if code, _, stderr := run("publish", "--skip-closure-check", "--bucket", bucketURL, "--key", keyFile, "--key", "fleet-kms=fakekms://fleet", "--channel", "prod", "--store-path", sp); code != ExitRejected || !strings.Contains(stderr, "--threshold") {
 		t.Fatalf("two keys over a one-key channel: %d %s", code, stderr)
 	}
-	if code, _, stderr := run("publish", "--bucket", bucketURL, "--key", keyFile, "--key", "fleet-kms=fakekms://fleet", "--threshold", "1", "--channel", "prod", "--store-path", sp); code != 0 {
+	if code, _, stderr := run("publish", "--skip-closure-check", "--bucket", bucketURL, "--key", keyFile, "--key", "fleet-kms=fakekms://fleet", "--threshold", "1", "--channel", "prod", "--store-path", sp); code != 0 {
 		t.Fatalf("publish with two keys: %s", stderr)
 	}
 	if code, out, stderr := run("verify", "--bucket", bucketURL, "--channel", "prod", "--public-key", edPub, "--public-key", kmsPub, "--threshold", "2"); code != 0 {
 		t.Fatalf("threshold 2: %d %s %s", code, out, stderr)
 	}
 	// One signature is not two.
-	if code, _, stderr := run("publish", "--bucket", bucketURL, "--key", keyFile, "--channel", "prod", "--store-path", sp); code != 0 {
+	if code, _, stderr := run("publish", "--skip-closure-check", "--bucket", bucketURL, "--key", keyFile, "--channel", "prod", "--store-path", sp); code != 0 {
 		t.Fatal(stderr)
 	}
 	if code, _, stderr := run("verify", "--bucket", bucketURL, "--channel", "prod", "--public-key", edPub, "--public-key", kmsPub, "--threshold", "2"); code != ExitRejected || !strings.Contains(stderr, "threshold is 2") {

@@ -132,7 +132,7 @@ func TestStagedRollout(t *testing.T) {
 	broken := testenv.BuildSystem(t, "broken", testenv.SystemOptions{})
 	fleet := startFleet(t, f, pub, 10, s0)
 	publish := func(sp string, extra ...string) uint64 {
-		out := mustRun(t, f.env, append([]string{"publish", "--bucket", f.url, "--key", key, "--channel", "prod", "--store-path", sp, "--no-dashboard"}, extra...)...)
+		out := mustRun(t, f.env, append([]string{"publish", "--skip-closure-check", "--bucket", f.url, "--key", key, "--channel", "prod", "--store-path", sp, "--no-dashboard"}, extra...)...)
 		var rev uint64
 		fmt.Sscanf(out[strings.Index(out, "revision ")+len("revision "):], "%d", &rev)
 		return rev

@@ -68,14 +68,14 @@ func TestSigningPathsRefuseForgeries(t *testing.T) {
 		{"rollout step, forged pointer", func(f fixture) { putObj(t, f.store, "channels/prod.json", forge(t, 3, evil, 10)) },
 			[]string{"rollout", "--steps", "50,100", "--wait", "1s", "--interval", "100ms"}, "channels/prod.json"},
 		{"publish, forged pointer", func(f fixture) { putObj(t, f.store, "channels/prod.json", forge(t, 3, evil, 100)) },
-			[]string{"publish", "--store-path", storePath("new")}, "channels/prod.json"},
+			[]string{"publish", "--skip-closure-check", "--store-path", storePath("new")}, "channels/prod.json"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			f := fixtures(t)["file"](t)
 			key, pub := keygen(t, "fleet-1")
-			mustRun(t, nil, "publish", "--bucket", f.url, "--key", key, "--channel", "prod", "--store-path", a, "--no-dashboard")
-			mustRun(t, nil, "publish", "--bucket", f.url, "--key", key, "--channel", "prod", "--store-path", b, "--no-dashboard")
+			mustRun(t, nil, "publish", "--skip-closure-check", "--bucket", f.url, "--key", key, "--channel", "prod", "--store-path", a, "--no-dashboard")
+			mustRun(t, nil, "publish", "--skip-closure-check", "--bucket", f.url, "--key", key, "--channel", "prod", "--store-path", b, "--no-dashboard")
 			tc.forge(f)
 			before := snapshot(t, f.store)
 			args := append(append([]string{}, tc.args...), "--bucket", f.url, "--key", key, "--channel", "prod")
@@ -102,7 +102,7 @@ func TestRollbackSkipsForgedHistory(t *testing.T) {
 	evil := storePath("evil")
 	publishKnownGood(t, f, key, storePath("a"), 1)
 	for _, sp := range []string{storePath("b"), storePath("c")} {
-		mustRun(t, nil, "publish", "--bucket", f.url, "--key", key, "--channel", "prod", "--store-path", sp, "--no-dashboard")
+		mustRun(t, nil, "publish", "--skip-closure-check", "--bucket", f.url, "--key", key, "--channel", "prod", "--store-path", sp, "--no-dashboard")
 	}
 	putObj(t, f.store, "channels/prod/2.json", forge(t, 2, evil, 100))
 	r := run(t, nil, "rollback", "--bucket", f.url, "--key", key, "--channel", "prod", "--no-dashboard")
@@ -125,8 +125,8 @@ func TestRolloutHaltSkipsForgedHistory(t *testing.T) {
 	f := fixtures(t)["file"](t)
 	key, pub := keygen(t, "fleet-1")
 	a, b, evil := storePath("a"), storePath("b"), storePath("evil")
-	mustRun(t, nil, "publish", "--bucket", f.url, "--key", key, "--channel", "prod", "--store-path", a, "--no-dashboard")
-	mustRun(t, nil, "publish", "--bucket", f.url, "--key", key, "--channel", "prod", "--store-path", b, "--rollout", "50", "--rollout-salt", "s", "--no-dashboard")
+	mustRun(t, nil, "publish", "--skip-closure-check", "--bucket", f.url, "--key", key, "--channel", "prod", "--store-path", a, "--no-dashboard")
+	mustRun(t, nil, "publish", "--skip-closure-check", "--bucket", f.url, "--key", key, "--channel", "prod", "--store-path", b, "--rollout", "50", "--rollout-salt", "s", "--no-dashboard")
 	putObj(t, f.store, "channels/prod/1.json", forge(t, 1, evil, 100))
 	var id string
 	for i := 0; id == ""; i++ {
@@ -156,7 +156,7 @@ func TestRevisionInflation(t *testing.T) {
 	key, pub := keygen(t, "fleet-1")
 	publish := func() uint64 {
 		t.Helper()
-		mustRun(t, nil, "publish", "--bucket", f.url, "--key", key, "--channel", "prod", "--store-path", storePath("a"), "--no-dashboard")
+		mustRun(t, nil, "publish", "--skip-closure-check", "--bucket", f.url, "--key", key, "--channel", "prod", "--store-path", storePath("a"), "--no-dashboard")
 		v, err := manifest.CheckSigned(mustTrust(t, pub), "prod", getObj(t, f.store, "channels/prod.json"))
 		if err != nil {
 			t.Fatal(err)
@@ -200,7 +200,7 @@ func TestRevisionInflation(t *testing.T) {
 func publishKnownGood(t *testing.T, f fixture, key, sp string, rev uint64) {
 	t.Helper()
 	writeStatus(t, f.store, status.Status{DeviceID: "kiosk-good", Channel: "prod", State: status.UpToDate, Revision: rev, StorePath: sp})
-	r := run(t, f.env, "publish", "--bucket", f.url, "--key", key, "--channel", "prod", "--store-path", sp, "--no-dashboard", "--wait=20s", "--wait-interval", "100ms")
+	r := run(t, f.env, "publish", "--skip-closure-check", "--bucket", f.url, "--key", key, "--channel", "prod", "--store-path", sp, "--no-dashboard", "--wait=20s", "--wait-interval", "100ms")
 	if r.code != 0 || !strings.Contains(r.stdout, fmt.Sprintf("revision %d", rev)) {
 		t.Fatalf("publish --wait of a known-good system: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}

@@ -32,7 +32,9 @@ case "$INPUT_KEY" in
     ;;
 esac
 
-args=(publish --channel "$INPUT_CHANNEL" --key "$keyfile" --expires "${INPUT_EXPIRES:-720h}" --rollout "${INPUT_ROLLOUT:-100}")
+command -v jq >/dev/null || { echo "::error::jq is needed to read nix-ota's --json output (GitHub's runners have it; apt-get install jq elsewhere)" >&2; exit 2; }
+
+args=(publish --json --channel "$INPUT_CHANNEL" --key "$keyfile" --expires "${INPUT_EXPIRES:-720h}" --rollout "${INPUT_ROLLOUT:-100}")
 while IFS= read -r p; do
   [ -n "$p" ] && args+=(--store-path "$p")
 done <<< "$INPUT_STORE_PATH"
@@ -41,13 +43,25 @@ while IFS= read -r s; do
 done <<< "${INPUT_SUBSTITUTER:-}"
 [ -n "${INPUT_MESSAGE:-}" ] && args+=(--message "$INPUT_MESSAGE")
 [ -n "${INPUT_WAIT:-}" ] && args+=(--wait="$INPUT_WAIT")
+[ -n "${INPUT_MIN_DEVICES:-}" ] && args+=(--min-devices "$INPUT_MIN_DEVICES")
+[ "${INPUT_ALLOW_EMPTY:-false}" = true ] && args+=(--allow-empty)
+[ "${INPUT_SKIP_CLOSURE_CHECK:-false}" = true ] && args+=(--skip-closure-check)
 
-out=$("${ota[@]}" "${args[@]}")
+# The revision is read from --json before --wait's verdict: a publish whose
+# rollout then fails still reports which revision it wrote.
+status=0
+out=$("${ota[@]}" "${args[@]}") || status=$?
 printf '%s\n' "$out"
-rev=$(sed -n 's/^published channel .* revision \([0-9][0-9]*\):.*/\1/p' <<< "$out")
+rev=$(jq -er '.revision' <<< "$out" 2>/dev/null || true)
+if [ -n "$rev" ]; then
+  echo "revision=$rev" >> "${GITHUB_OUTPUT:-/dev/null}"
+  echo "::notice::published $INPUT_CHANNEL revision $rev"
+fi
+if [ "$status" -ne 0 ]; then
+  echo "::error::nix-ota publish exited $status${rev:+ (revision $rev was published)}" >&2
+  exit "$status"
+fi
 if [ -z "$rev" ]; then
-  echo "::error::could not read the published revision from nix-ota's output" >&2
+  echo "::error::could not read the published revision from nix-ota's --json output" >&2
   exit 1
 fi
-echo "revision=$rev" >> "${GITHUB_OUTPUT:-/dev/null}"
-echo "::notice::published $INPUT_CHANNEL revision $rev"

@@ -207,7 +207,7 @@ func run(sizes, publishAt []int, runs int) error {
 		var ss []sample
 		for i := 0; i < runs; i++ {
 			px.Reset()
-			s, err := measure(bin, m.Env(), "publish", "--bucket", s3URL, "--key", keyFile, "--channel", "prod", "--store-path", sp)
+			s, err := measure(bin, m.Env(), "publish", "--skip-closure-check", "--bucket", s3URL, "--key", keyFile, "--channel", "prod", "--store-path", sp)
 			if err != nil {
 				return err
 			}
