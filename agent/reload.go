@@ -34,11 +34,10 @@ type configSource struct {
 func (s *configSource) load() (*Config, error) {
 	cfg := &Config{}
 	if s.path != "" {
-		b, err := os.ReadFile(s.path)
+		b, err := s.read()
 		if err != nil {
 			return nil, fmt.Errorf("%w: %v", ErrConfig, err)
 		}
-		s.seen = sha256.Sum256(b)
 		if cfg, err = ParseConfig(b); err != nil {
 			return nil, fmt.Errorf("%s: %w", s.path, err)
 		}
@@ -48,17 +47,32 @@ func (s *configSource) load() (*Config, error) {
 	return cfg, nil
 }
 
-// changed reports whether the file's content differs from what load last
-// read. A file that cannot be read counts as changed, so load reports why.
+// read reads the file and remembers what it read (its content, or the
+// error), so changed can tell when there is something new to report.
+func (s *configSource) read() ([]byte, error) {
+	b, err := os.ReadFile(s.path)
+	s.seen = digestOf(b, err)
+	return b, err
+}
+
+// changed reports whether the file differs from what read last saw.
 func (s *configSource) changed() bool {
 	b, err := os.ReadFile(s.path)
-	return err != nil || sha256.Sum256(b) != s.seen
+	return digestOf(b, err) != s.seen
+}
+
+func digestOf(b []byte, err error) [sha256.Size]byte {
+	if err != nil {
+		b = []byte("\x00unreadable: " + err.Error())
+	}
+	return sha256.Sum256(b)
 }
 
 // reload takes a changed configuration file between polls. A file that
-// does not parse or check, or that moves the state directory (whose lock
-// this process holds), is logged with the reason and the running
-// configuration is kept; it is not logged again until the file changes.
+// cannot be read, parsed or checked, or that moves the state directory
+// (whose lock this process holds), is logged with the reason and the
+// running configuration is kept; it is not logged again until the file
+// changes.
 func (a *Agent) reload(src *configSource) {
 	if !src.changed() {
 		return

@@ -69,8 +69,8 @@ func installConfig(t *testing.T, link string, cfg any) {
 // TestDaemonReloadsConfig: a running daemon takes a changed configuration
 // file without a restart. It refuses a manifest signed by a key it does not
 // trust; once the file trusts that key too, it verifies the same manifest
-// again and applies it. A broken file is logged once with its reason and
-// the running configuration kept: the next update still applies.
+// again and applies it. A broken or missing file is logged once with its
+// reason and the running configuration kept: the next update still applies.
 func TestDaemonReloadsConfig(t *testing.T) {
 	f := newFleet(t, "file")
 	d := f.device(t, "kiosk-1")
@@ -121,6 +121,14 @@ func TestDaemonReloadsConfig(t *testing.T) {
 		t.Fatalf("the broken file was reported %d times (want once, with the reason):\n%s", n, out)
 	}
 
+	// 4. The file gone (the module removed): reported once, still running.
+	os.Remove(link)
+	waitFor("the report of the missing file", logged("no such file or directory"))
+	time.Sleep(1500 * time.Millisecond)
+	if n := strings.Count(log.String(), "no such file or directory"); n != 1 {
+		t.Fatalf("the missing file was reported %d times, want once:\n%s", n, log.String())
+	}
+
 	cmd.Process.Signal(syscall.SIGTERM)
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
@@ -132,7 +140,7 @@ func TestDaemonReloadsConfig(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("daemon did not stop on SIGTERM")
 	}
-	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+	for _, line := range strings.Split(strings.TrimSpace(log.String()), "\n") {
 		if strings.Contains(line, "daemon: reloaded") || strings.Contains(line, "keeping the running configuration") {
 			t.Log(line)
 		}
