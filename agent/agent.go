@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"syscall"
@@ -37,6 +38,13 @@ var Version = "dev"
 // status write), so a hung bucket cannot hang the agent.
 const RequestTimeout = 60 * time.Second
 
+// Limits of text the agent writes, after status.Clean: one status field
+// (what status.Parse keeps), one log line.
+const (
+	maxText    = 1024
+	maxLogLine = 4096
+)
+
 // Agent is one device's agent.
 type Agent struct {
 	Config Config
@@ -53,6 +61,12 @@ type Agent struct {
 	// poll two threads (docs/perf.md).
 	BeforeWork func()
 	state      *State
+	// saveErr is the first failed save; from then on the agent refuses
+	// to poll (see ErrStateNotSaved). saveReported: the status says so.
+	saveErr      error
+	saveReported bool
+	// statusErr is the first status write that failed in this poll.
+	statusErr error
 }
 
 func (a *Agent) beforeWork() {
@@ -61,16 +75,11 @@ func (a *Agent) beforeWork() {
 	}
 }
 
-// Outcome summarises one poll, for exit codes and tests.
-type Outcome struct {
-	Action  string // idle, reject, skip-bad, not-in-cohort, up-to-date, applied, failed, rolled-back, waiting-reboot, interrupted
-	Err     error
-	Request int // bucket requests made for the manifest
-}
-
+// logf logs one line, passed through status.Clean: errors quote bucket,
+// manifest and command output, which must not forge or break log lines.
 func (a *Agent) logf(format string, args ...any) {
 	if a.Logf != nil {
-		a.Logf(format, args...)
+		a.Logf("%s", status.Clean(fmt.Sprintf(format, args...), maxLogLine))
 	}
 }
 
@@ -81,21 +90,60 @@ func (a *Agent) now() time.Time {
 	return time.Now()
 }
 
-// Load reads the state file; call it once before Recover and Poll.
+// Load reads the state file; call it once before Recover and Poll. It
+// warns when the status will never reach the bucket.
 func (a *Agent) Load() error {
 	s, err := loadState(a.Config.StateDir)
 	if err != nil {
 		return err
 	}
 	a.state = s
+	if a.Status == nil {
+		a.logf("warning: no statusBucket: %s is read-only, so this device's status is never written to the bucket, only to %s; set statusBucket (s3:// or file://) and statusCredentials for publishers and rollouts to see it",
+			a.Store, filepath.Join(a.Config.StateDir, "status.json"))
+	}
 	return nil
 }
 
+// save writes the state file; it is the only way to it. Its error must be
+// handled (agent TestSavesAreChecked): a failure stops the agent, and is
+// also kept (saveErr) so that the poll ends with ExitStateNotSaved and a
+// status saying why even if a caller carried on.
 func (a *Agent) save() error {
-	if err := saveState(a.Config.StateDir, a.state); err != nil {
-		return fmt.Errorf("save state: %w", err)
+	err := saveState(a.Config.StateDir, a.state)
+	if err == nil {
+		return nil
 	}
-	return nil
+	err = fmt.Errorf("%w: %v; the agent stops and acts again only once it can write %s (free space, or fix its mount)", ErrStateNotSaved, err, a.Config.StateDir)
+	if a.saveErr == nil {
+		a.saveErr = err
+		a.logf("state: %v", err)
+	}
+	return err
+}
+
+// refused is the outcome of a Poll or Recover after a failed save.
+func (a *Agent) refused() Outcome {
+	return Outcome{Result: ResultFailed, Err: a.saveErr, SaveErr: a.saveErr}
+}
+
+// settle finishes a Poll or Recover: an unsaved state file is reported
+// once (the status says failed, and why) and carried in the outcome, as
+// is a status that could not be written.
+func (a *Agent) settle(ctx context.Context, out Outcome) Outcome {
+	if a.saveErr != nil {
+		out.SaveErr = a.saveErr
+		if !a.saveReported {
+			a.saveReported = true
+			why := a.saveErr
+			if out.Err != nil && errors.Is(out.Err, ErrStateNotSaved) {
+				why = out.Err
+			}
+			a.report(context.WithoutCancel(ctx), status.Failed, why, "")
+		}
+	}
+	out.StatusErr = a.statusErr
+	return out
 }
 
 func (a *Agent) device() Device {
@@ -104,6 +152,14 @@ func (a *Agent) device() Device {
 
 // Poll runs one poll (DESIGN.md §5).
 func (a *Agent) Poll(ctx context.Context) Outcome {
+	if a.saveErr != nil {
+		return a.refused()
+	}
+	a.statusErr = nil
+	return a.settle(ctx, a.poll(ctx))
+}
+
+func (a *Agent) poll(ctx context.Context) Outcome {
 	cs := a.state.channel(a.Config.Channel)
 	key := bucket.ChannelKey(a.Config.Channel)
 	gctx, cancel := context.WithTimeout(ctx, RequestTimeout)
@@ -116,7 +172,7 @@ func (a *Agent) Poll(ctx context.Context) Outcome {
 		err = fmt.Errorf("%w: %v", manifest.ErrTooLarge, err)
 		a.logf("poll %s: rejected: %v", a.Config.Channel, err)
 		a.report(ctx, status.Rejected, err, "")
-		return Outcome{Action: "reject", Err: err, Request: 1}
+		return Outcome{Result: ResultRejected, Err: err, Request: 1}
 	case err != nil:
 		err = fmt.Errorf("fetch manifest %s from %s: %w", key, a.Store, err)
 		a.logf("poll %s: %v", a.Config.Channel, err)
@@ -125,12 +181,12 @@ func (a *Agent) Poll(ctx context.Context) Outcome {
 			st = status.Failed
 		}
 		a.report(ctx, st, err, "")
-		return Outcome{Action: "failed", Err: err, Request: 1}
+		return Outcome{Result: ResultFailed, Err: err, Request: 1}
 	}
 	current, err := a.System.ProfileTarget(a.Config.Profile)
 	if err != nil {
 		a.report(ctx, status.Failed, err, "")
-		return Outcome{Action: "failed", Err: err, Request: 1}
+		return Outcome{Result: ResultFailed, Err: err, Request: 1}
 	}
 	d := Decide(a.device(), *cs, current, obj.Data, a.now())
 	out := a.act(ctx, cs, d, obj.ETag, current)
@@ -148,15 +204,15 @@ func (a *Agent) idle(ctx context.Context, cs *ChannelState) Outcome {
 	if !cs.ExpiresAt.IsZero() && !now.Before(cs.ExpiresAt) {
 		err := fmt.Errorf("%w: the channel manifest expired at %s and was not re-signed; staying on the current system", manifest.ErrExpired, cs.ExpiresAt.UTC().Format(time.RFC3339))
 		a.report(ctx, st.State, err, st.Note)
-		return Outcome{Action: "idle", Err: err, Request: 1}
+		return Outcome{Result: ResultIdle, Err: err, Request: 1}
 	}
-	if a.state.RemoteAt.IsZero() || now.Sub(a.state.RemoteAt) >= a.Config.Heartbeat.Duration || a.state.RemoteStale {
+	if a.heartbeatDue(now) {
 		a.report(ctx, st.State, errorFromText(st.LastError), st.Note)
 	}
 	if a.Config.AllowReboot && (st.State == status.WaitingReboot || st.NeedsReboot) && st.StorePath != "" {
 		a.maybeReboot(ctx, st.StorePath)
 	}
-	return Outcome{Action: "idle", Request: 1}
+	return Outcome{Result: ResultIdle, Request: 1}
 }
 
 func errorFromText(s string) error {
@@ -167,29 +223,17 @@ func errorFromText(s string) error {
 }
 
 func (a *Agent) act(ctx context.Context, cs *ChannelState, d Decision, etag, current string) Outcome {
-	ch := a.Config.Channel
 	if d.Action == Reject {
-		if errors.Is(d.Err, manifest.ErrEquivocation) || errors.Is(d.Err, manifest.ErrRollback) {
-			a.logf("SECURITY: poll %s: rejected: %v", ch, d.Err)
-		} else {
-			a.logf("poll %s: rejected: %v", ch, d.Err)
-		}
-		// Remember the ETag so the same bad bytes are not re-verified on
-		// every poll; a new publish changes it.
-		cs.ETag = etag
-		a.save()
-		a.report(ctx, status.Rejected, d.Err, "")
-		return Outcome{Action: "reject", Err: d.Err}
+		return a.reject(ctx, cs, d.Err, etag)
 	}
 	// The manifest is valid: raise the anti-rollback memory first, durably.
-	p := d.Verified.Payload
+	ch, p := a.Config.Channel, d.Verified.Payload
 	cs.Revision, cs.PayloadDigest, cs.ExpiresAt = p.Revision, d.Verified.PayloadDigest, p.ExpiresAt
 	if d.Action != Apply {
 		cs.ETag = etag
 	}
 	if err := a.save(); err != nil {
-		a.report(ctx, status.Failed, err, "")
-		return Outcome{Action: "failed", Err: err}
+		return halted(ResultFailed, nil, err)
 	}
 	if pd := a.state.Pending; pd != nil && pd.Installed && pd.StorePath == d.StorePath && (d.Action == UpToDate || d.Action == Apply) {
 		return a.waitReboot(ctx, pd)
@@ -198,66 +242,112 @@ func (a *Agent) act(ctx context.Context, cs *ChannelState, d Decision, etag, cur
 	case UpToDate:
 		if a.state.Applied == nil || a.state.Applied.StorePath != d.StorePath || a.state.Applied.Revision != p.Revision {
 			a.state.Applied = &Applied{Channel: ch, Revision: p.Revision, StorePath: d.StorePath, At: a.now()}
-			a.save()
+			if err := a.save(); err != nil {
+				return halted(ResultUpToDate, nil, err)
+			}
 		}
 		a.logf("poll %s: revision %d: already running %s", ch, p.Revision, d.StorePath)
 		a.report(ctx, status.UpToDate, nil, "")
-		return Outcome{Action: "up-to-date"}
+		return Outcome{Result: ResultUpToDate}
 	case SkipBad:
 		a.logf("poll %s: %v", ch, d.Err)
 		a.report(ctx, a.state.Status.State, d.Err, "")
-		return Outcome{Action: "skip-bad", Err: d.Err}
+		return Outcome{Result: ResultSkippedBad, Err: d.Err}
 	case NotCohort:
 		note := fmt.Sprintf("revision %d is rolling out to %d%% of devices, not this one yet", p.Revision, p.Rollout.Percent)
 		a.logf("poll %s: %s", ch, note)
 		a.report(ctx, status.UpToDate, nil, note)
-		return Outcome{Action: "not-in-cohort"}
+		return Outcome{Result: ResultNotInCohort}
 	}
 	return a.apply(ctx, cs, d, etag, current)
 }
 
+// reject logs and reports a manifest that failed a rule. Its ETag is
+// remembered so the same bad bytes are not re-verified on every poll; a
+// new publish changes it.
+func (a *Agent) reject(ctx context.Context, cs *ChannelState, why error, etag string) Outcome {
+	if errors.Is(why, manifest.ErrEquivocation) || errors.Is(why, manifest.ErrRollback) {
+		a.logf("SECURITY: poll %s: rejected: %v", a.Config.Channel, why)
+	} else {
+		a.logf("poll %s: rejected: %v", a.Config.Channel, why)
+	}
+	cs.ETag = etag
+	if err := a.save(); err != nil {
+		return halted(ResultRejected, why, err)
+	}
+	a.report(ctx, status.Rejected, why, "")
+	return Outcome{Result: ResultRejected, Err: why}
+}
+
 // apply fetches, switches and health-checks a new system (DESIGN.md §5
-// steps 4-6).
+// steps 4-6). The pending update is saved before the profile moves, and
+// again once it has moved (ProfileSet), so that a start after a crash or
+// a failed save can tell an update that never started from one that was
+// rolled back.
 func (a *Agent) apply(ctx context.Context, cs *ChannelState, d Decision, etag, previous string) Outcome {
 	a.beforeWork()
 	ch, p := a.Config.Channel, d.Verified.Payload
-	a.logf("poll %s: revision %d: new system %s (%s), fetching closure", ch, p.Revision, d.StorePath, oneLine(p.Message))
+	a.logf("poll %s: revision %d: new system %s (%s), fetching closure", ch, p.Revision, d.StorePath, status.Clean(p.Message, 200))
 	a.state.Attempted = p.Revision
 	a.report(ctx, status.Downloading, nil, fmt.Sprintf("fetching revision %d", p.Revision))
-	subs := slices.Clone(a.Config.Substituters)
-	for _, s := range p.Substituters {
-		if !slices.Contains(subs, s) {
-			subs = append(subs, s)
-		}
-	}
-	if err := a.System.Realise(ctx, d.StorePath, subs, a.Config.TrustedCacheKeys); err != nil {
+	if err := a.System.Realise(ctx, d.StorePath, a.substituters(p), a.Config.TrustedCacheKeys); err != nil {
 		// Transient (cache down, path not pushed yet): retried next poll.
 		err = fmt.Errorf("fetch closure of revision %d: %w", p.Revision, err)
 		a.logf("poll %s: %v; will retry", ch, err)
 		a.report(ctx, status.Failed, err, "")
-		return Outcome{Action: "failed", Err: err}
+		return Outcome{Result: ResultFailed, Err: err}
 	}
 	if old := a.state.Pending; old != nil && old.Installed {
 		// Replacing an update that never booted: roll back to what runs.
 		previous = old.Previous
 	}
-	a.state.Pending = &Pending{Channel: ch, Revision: p.Revision, StorePath: d.StorePath, Previous: previous, Mode: d.Mode, Attempts: 1, StartedAt: a.now()}
+	pd := &Pending{Channel: ch, Revision: p.Revision, StorePath: d.StorePath, Previous: previous, Mode: d.Mode, Attempts: 1, StartedAt: a.now()}
+	a.state.Pending = pd
 	if err := a.save(); err != nil {
 		a.state.Pending = nil
-		a.report(ctx, status.Failed, err, "")
-		return Outcome{Action: "failed", Err: err}
+		return halted(ResultFailed, nil, err)
 	}
 	a.report(ctx, status.Switching, nil, fmt.Sprintf("switching to revision %d", p.Revision))
 	a.logf("poll %s: revision %d: setting profile %s and running switch-to-configuration %s", ch, p.Revision, a.Config.Profile, d.Mode)
 	if err := a.System.SetProfile(ctx, a.Config.Profile, d.StorePath); err != nil {
 		a.state.Pending = nil
 		cs.ETag = ""
-		a.save()
 		err = fmt.Errorf("set profile: %w", err)
+		if serr := a.save(); serr != nil {
+			return halted(ResultFailed, err, serr)
+		}
 		a.report(ctx, status.Failed, err, "")
-		return Outcome{Action: "failed", Err: err}
+		return Outcome{Result: ResultFailed, Err: err}
+	}
+	pd.ProfileSet = true
+	if err := a.save(); err != nil {
+		return a.undoProfile(ctx, pd, err)
 	}
 	return a.finish(ctx, etag)
+}
+
+// substituters are the configured caches plus the manifest's.
+func (a *Agent) substituters(p *manifest.Payload) []string {
+	subs := slices.Clone(a.Config.Substituters)
+	for _, s := range p.Substituters {
+		if !slices.Contains(subs, s) {
+			subs = append(subs, s)
+		}
+	}
+	return subs
+}
+
+// undoProfile moves the profile back when its move could not be recorded:
+// nothing was activated yet, and the state file then says what is true,
+// an update that had not started. If this fails too, the next start finds
+// the profile moved and finishes the update, as after a crash.
+func (a *Agent) undoProfile(ctx context.Context, pd *Pending, saveErr error) Outcome {
+	if pd.Previous != "" {
+		if err := a.System.SetProfile(ctx, a.Config.Profile, pd.Previous); err != nil {
+			a.logf("poll %s: set profile back to %s: %v", pd.Channel, pd.Previous, err)
+		}
+	}
+	return halted(ResultFailed, fmt.Errorf("revision %d not switched to", pd.Revision), saveErr)
 }
 
 // finish runs the switch and health check of the pending update and
@@ -271,19 +361,36 @@ func (a *Agent) finish(ctx context.Context, etag string) Outcome {
 		// Stays pending until the device boots into it (Recover confirms).
 		pd.Installed, pd.ETag = true, etag
 		a.state.channel(pd.Channel).ETag = etag
-		a.save()
+		if err := a.save(); err != nil {
+			return halted(ResultWaitingReboot, nil, err)
+		}
 		a.logf("poll %s: revision %d installed for the next boot; it is confirmed after that boot", pd.Channel, pd.Revision)
 		return a.waitReboot(ctx, pd)
 	}
 	if err := a.healthCheck(ctx, pd); err != nil {
 		return a.rollback(ctx, err, etag)
 	}
-	a.commit(etag)
+	out := a.commit(ctx, pd, etag)
+	if out.Result == ResultApplied {
+		a.maybeReboot(ctx, pd.StorePath)
+	}
+	return out
+}
+
+// commit records a healthy update, then cleans up and reports.
+func (a *Agent) commit(ctx context.Context, pd *Pending, etag string) Outcome {
+	a.state.Applied = &Applied{Channel: pd.Channel, Revision: pd.Revision, StorePath: pd.StorePath, At: a.now()}
+	a.state.Pending = nil
+	a.state.channel(pd.Channel).ETag = etag
+	if err := a.save(); err != nil {
+		return halted(ResultApplied, fmt.Errorf("revision %d is healthy but not recorded; the next start checks it again", pd.Revision), err)
+	}
 	a.logf("poll %s: revision %d is healthy; now running %s", pd.Channel, pd.Revision, pd.StorePath)
-	a.cleanup(ctx)
+	if err := a.cleanup(ctx); err != nil {
+		return halted(ResultApplied, nil, err)
+	}
 	a.report(ctx, status.UpToDate, nil, "")
-	a.maybeReboot(ctx, pd.StorePath)
-	return Outcome{Action: "applied"}
+	return Outcome{Result: ResultApplied}
 }
 
 // interrupted ends a poll that a stop signal (systemctl stop, shutdown) cut
@@ -294,27 +401,31 @@ func (a *Agent) finish(ctx context.Context, etag string) Outcome {
 func (a *Agent) interrupted(ctx context.Context, pd *Pending, cause error) Outcome {
 	err := fmt.Errorf("stopped during the update to revision %d (%v); the next start resumes it", pd.Revision, cause)
 	a.logf("poll %s: %v", pd.Channel, err)
-	a.save()
+	if serr := a.save(); serr != nil {
+		return halted(ResultInterrupted, err, serr)
+	}
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
 	a.report(rctx, status.Switching, err, "")
-	return Outcome{Action: "interrupted", Err: err}
+	return Outcome{Result: ResultInterrupted, Err: err}
 }
 
 // cleanup keeps small devices from filling up after months of updates:
 // old generations go, and the store is collected when space runs low.
-func (a *Agent) cleanup(ctx context.Context) {
+// Only a failed save of what it did is an error.
+func (a *Agent) cleanup(ctx context.Context) error {
 	minFree, _ := ParseSize(a.Config.MinFreeSpace) // checked with the config
 	done, err := a.System.Cleanup(ctx, a.Config.Profile, a.Config.KeepGenerations, minFree)
 	if err != nil {
 		a.logf("cleanup: %v", err)
-		return
+		return nil
 	}
-	if done != "" {
-		a.logf("cleanup: %s", done)
-		a.state.Cleanup = fmt.Sprintf("%s (%s)", done, a.now().UTC().Format(time.RFC3339))
-		a.save()
+	if done == "" {
+		return nil
 	}
+	a.logf("cleanup: %s", done)
+	a.state.Cleanup = fmt.Sprintf("%s (%s)", done, a.now().UTC().Format(time.RFC3339))
+	return a.save()
 }
 
 // waitReboot reports an installed boot-mode update and applies the reboot
@@ -322,13 +433,16 @@ func (a *Agent) cleanup(ctx context.Context) {
 func (a *Agent) waitReboot(ctx context.Context, pd *Pending) Outcome {
 	a.report(ctx, status.WaitingReboot, nil, fmt.Sprintf("revision %d installed; reboot to activate", pd.Revision))
 	a.maybeReboot(ctx, pd.StorePath)
-	return Outcome{Action: "waiting-reboot"}
+	return Outcome{Result: ResultWaitingReboot}
 }
 
 // maybeReboot applies the reboot policy (RebootDecision) to a system that
 // needs a reboot to be fully active: a boot-mode update, or a switch that
-// changed the kernel, initrd or modules.
+// changed the kernel, initrd or modules. Never with an unsaved state.
 func (a *Agent) maybeReboot(ctx context.Context, storePath string) {
+	if a.saveErr != nil {
+		return
+	}
 	needs := a.state.Status.State == status.WaitingReboot
 	if !needs {
 		nr, err := a.System.NeedsReboot(storePath)
@@ -348,16 +462,10 @@ func (a *Agent) maybeReboot(ctx context.Context, storePath string) {
 	}
 }
 
-func (a *Agent) commit(etag string) {
-	pd := a.state.Pending
-	a.state.Applied = &Applied{Channel: pd.Channel, Revision: pd.Revision, StorePath: pd.StorePath, At: a.now()}
-	a.state.Pending = nil
-	a.state.channel(pd.Channel).ETag = etag
-	a.save()
-}
-
 // rollback returns to the previous system and marks the revision bad so it
-// is never retried (DESIGN.md §5 step 6).
+// is never retried (DESIGN.md §5 step 6). If the mark cannot be saved, the
+// next start still sees the pending update with its profile moved back,
+// and marks it bad then (Recover).
 func (a *Agent) rollback(ctx context.Context, reason error, etag string) Outcome {
 	pd := a.state.Pending
 	if ctx.Err() != nil {
@@ -365,32 +473,41 @@ func (a *Agent) rollback(ctx context.Context, reason error, etag string) Outcome
 	}
 	cs := a.state.channel(pd.Channel)
 	a.logf("poll %s: revision %d failed: %v; rolling back to %s", pd.Channel, pd.Revision, reason, orNone(pd.Previous))
-	cs.markBad(pd.Revision, pd.StorePath, oneLine(reason.Error()))
+	cs.markBad(pd.Revision, pd.StorePath, status.Clean(reason.Error(), maxText))
 	cs.ETag = etag
-	if pd.Previous == "" {
-		a.state.Pending = nil
-		a.save()
-		err := fmt.Errorf("%v; no previous system to roll back to", reason)
-		a.report(ctx, status.Failed, err, "")
-		return Outcome{Action: "failed", Err: err}
-	}
-	var rbErr error
-	if err := a.System.SetProfile(ctx, a.Config.Profile, pd.Previous); err != nil {
-		rbErr = fmt.Errorf("set profile back: %w", err)
-	} else if err := a.System.Switch(ctx, pd.Previous, manifest.SwitchNow); err != nil {
-		rbErr = fmt.Errorf("switch back: %w", err)
-	}
+	rbErr := a.restore(ctx, pd.Previous)
 	a.state.Pending = nil
-	a.save()
-	if rbErr != nil {
-		err := fmt.Errorf("%v; ROLLBACK FAILED: %v", reason, rbErr)
+	res, err := ResultRolledBack, fmt.Errorf("revision %d rolled back: %v", pd.Revision, reason)
+	switch {
+	case pd.Previous == "":
+		res, err = ResultFailed, fmt.Errorf("%v; no previous system to roll back to", reason)
+	case rbErr != nil:
+		res, err = ResultFailed, fmt.Errorf("%v; ROLLBACK FAILED: %v", reason, rbErr)
 		a.logf("poll %s: %v", pd.Channel, err)
-		a.report(ctx, status.Failed, err, "")
-		return Outcome{Action: "failed", Err: err}
 	}
-	err := fmt.Errorf("revision %d rolled back: %v", pd.Revision, reason)
-	a.report(ctx, status.RolledBack, err, "")
-	return Outcome{Action: "rolled-back", Err: err}
+	if serr := a.save(); serr != nil {
+		return halted(res, err, serr)
+	}
+	st := status.RolledBack
+	if res == ResultFailed {
+		st = status.Failed
+	}
+	a.report(ctx, st, err, "")
+	return Outcome{Result: res, Err: err}
+}
+
+// restore points the profile at the previous system and activates it.
+func (a *Agent) restore(ctx context.Context, previous string) error {
+	if previous == "" {
+		return nil
+	}
+	if err := a.System.SetProfile(ctx, a.Config.Profile, previous); err != nil {
+		return fmt.Errorf("set profile back: %w", err)
+	}
+	if err := a.System.Switch(ctx, previous, manifest.SwitchNow); err != nil {
+		return fmt.Errorf("switch back: %w", err)
+	}
+	return nil
 }
 
 // healthCheck runs the configured commands, then checks the bucket is
@@ -427,46 +544,83 @@ func runHealthCheck(ctx context.Context, command string, timeout time.Duration, 
 		return fmt.Errorf("health check %q: timed out after %s", command, timeout)
 	}
 	if err != nil {
-		return fmt.Errorf("health check %q: %v: %s", command, err, oneLine(lastBytes(out.String(), 300)))
+		return fmt.Errorf("health check %q: %v: %s", command, err, status.Clean(lastBytes(out.String(), 300), maxText))
 	}
 	return nil
 }
 
-// Recover finishes or rolls back an update a crash left pending. It runs
-// before any poll.
+// Recover finishes or rolls back an update that a crash, a stop or a
+// failed save left pending. It runs before any poll.
 func (a *Agent) Recover(ctx context.Context) Outcome {
+	if a.saveErr != nil {
+		return a.refused()
+	}
+	a.statusErr = nil
+	return a.settle(ctx, a.recover(ctx))
+}
+
+func (a *Agent) recover(ctx context.Context) Outcome {
 	pd := a.state.Pending
 	if pd == nil {
-		return Outcome{Action: "idle"}
+		return Outcome{Result: ResultIdle}
 	}
 	a.beforeWork()
+	current, err := a.System.ProfileTarget(a.Config.Profile)
+	if err != nil {
+		return Outcome{Result: ResultFailed, Err: err}
+	}
+	moved := pd.ProfileSet || pd.Installed
+	if moved && current != pd.StorePath && current == pd.Previous && current != "" {
+		return a.recordRollback(ctx, pd)
+	}
 	if pd.Installed {
 		return a.confirmBoot(ctx, pd)
 	}
 	a.logf("recover: found an unfinished update to revision %d (%s), attempt %d", pd.Revision, pd.StorePath, pd.Attempts)
-	current, err := a.System.ProfileTarget(a.Config.Profile)
-	if err != nil {
-		return Outcome{Action: "failed", Err: err}
-	}
-	cs := a.state.channel(pd.Channel)
-	cs.ETag = "" // re-read the manifest on the next poll whatever happens
+	a.state.channel(pd.Channel).ETag = "" // re-read the manifest on the next poll whatever happens
 	if current != pd.StorePath {
-		// The profile never moved: nothing was switched. Forget it; the
-		// next poll starts the update again.
-		a.logf("recover: the profile still points at %s; the update had not started", orNone(current))
+		// The profile never moved (or was moved elsewhere by hand):
+		// nothing of this update runs. Forget it; the next poll decides.
+		a.logf("recover: the profile points at %s; the update had not started", orNone(current))
 		a.state.Pending = nil
-		a.save()
-		return Outcome{Action: "idle"}
+		if err := a.save(); err != nil {
+			return halted(ResultFailed, nil, err)
+		}
+		return Outcome{Result: ResultIdle}
 	}
 	if pd.Attempts >= 2 {
 		return a.rollback(ctx, fmt.Errorf("the update was interrupted %d times while switching", pd.Attempts), "")
 	}
 	pd.Attempts++
 	if err := a.save(); err != nil {
-		return Outcome{Action: "failed", Err: err}
+		return halted(ResultFailed, nil, err)
 	}
 	a.logf("recover: re-running switch-to-configuration %s for revision %d", pd.Mode, pd.Revision)
 	return a.finish(ctx, "")
+}
+
+// recordRollback finishes a rollback whose outcome was not saved (or that
+// a crash interrupted): the profile moved to the update and is back on the
+// previous system, which only a rollback does. The revision is marked bad
+// first, durably; then the previous system is activated again, in case
+// the rollback's own activation did not complete.
+func (a *Agent) recordRollback(ctx context.Context, pd *Pending) Outcome {
+	a.logf("recover: revision %d (%s) was rolled back to %s but that was not recorded; marking it bad", pd.Revision, pd.StorePath, pd.Previous)
+	reason := fmt.Errorf("revision %d rolled back: the rollback to %s was not recorded before the agent stopped", pd.Revision, pd.Previous)
+	cs := a.state.channel(pd.Channel)
+	cs.markBad(pd.Revision, pd.StorePath, reason.Error())
+	cs.ETag = ""
+	a.state.Pending = nil
+	if err := a.save(); err != nil {
+		return halted(ResultRolledBack, reason, err)
+	}
+	if err := a.System.Switch(ctx, pd.Previous, manifest.SwitchNow); err != nil {
+		err = fmt.Errorf("%v; switch back: %v", reason, err)
+		a.report(ctx, status.Failed, err, "")
+		return Outcome{Result: ResultFailed, Err: err}
+	}
+	a.report(ctx, status.RolledBack, reason, "")
+	return Outcome{Result: ResultRolledBack, Err: reason}
 }
 
 // confirmBoot finishes a boot-mode update: once the device runs it, health
@@ -474,20 +628,16 @@ func (a *Agent) Recover(ctx context.Context) Outcome {
 func (a *Agent) confirmBoot(ctx context.Context, pd *Pending) Outcome {
 	booted, err := a.System.Booted()
 	if err != nil {
-		return Outcome{Action: "failed", Err: err}
+		return Outcome{Result: ResultFailed, Err: err}
 	}
 	if booted != pd.StorePath {
-		return Outcome{Action: "waiting-reboot"}
+		return Outcome{Result: ResultWaitingReboot}
 	}
 	a.logf("recover: booted into revision %d (%s); checking its health", pd.Revision, pd.StorePath)
 	if err := a.healthCheck(ctx, pd); err != nil {
 		return a.rollback(ctx, fmt.Errorf("after booting it: %w", err), pd.ETag)
 	}
-	a.commit(pd.ETag)
-	a.logf("recover: revision %d is healthy after boot", pd.Revision)
-	a.cleanup(ctx)
-	a.report(ctx, status.UpToDate, nil, "")
-	return Outcome{Action: "applied"}
+	return a.commit(ctx, pd, pd.ETag)
 }
 
 func orNone(s string) string {
@@ -495,10 +645,6 @@ func orNone(s string) string {
 		return "(none)"
 	}
 	return s
-}
-
-func oneLine(s string) string {
-	return strings.Join(strings.Fields(s), " ")
 }
 
 func lastBytes(s string, n int) string {

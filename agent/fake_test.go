@@ -122,16 +122,16 @@ func TestBootConfirmation(t *testing.T) {
 			}
 			a := newAgent()
 			a.Recover(ctx)
-			if out := a.Poll(ctx); out.Action != "waiting-reboot" || a.state.Pending == nil || !a.state.Pending.Installed {
+			if out := a.Poll(ctx); out.Result != ResultWaitingReboot || a.state.Pending == nil || !a.state.Pending.Installed {
 				t.Fatalf("first poll: %+v pending %+v", out, a.state.Pending)
 			}
 			// Not rebooted yet: the next run keeps waiting, switches nothing.
 			a = newAgent()
-			if out := a.Recover(ctx); out.Action != "waiting-reboot" {
+			if out := a.Recover(ctx); out.Result != ResultWaitingReboot {
 				t.Fatalf("recover before reboot: %+v", out)
 			}
 			forget(a)
-			if out := a.Poll(ctx); out.Action != "waiting-reboot" || len(sys.switches) != 1 {
+			if out := a.Poll(ctx); out.Result != ResultWaitingReboot || len(sys.switches) != 1 {
 				t.Fatalf("poll before reboot: %+v, switches %v", out, sys.switches)
 			}
 			// The device reboots into B.
@@ -139,12 +139,12 @@ func TestBootConfirmation(t *testing.T) {
 			a = newAgent()
 			out := a.Recover(ctx)
 			if healthy {
-				if out.Action != "applied" || a.state.Pending != nil || a.state.Applied.StorePath != spB || a.state.Status.State != status.UpToDate {
+				if out.Result != ResultApplied || a.state.Pending != nil || a.state.Applied.StorePath != spB || a.state.Status.State != status.UpToDate {
 					t.Fatalf("healthy boot: %+v %+v", out, a.state)
 				}
 				return
 			}
-			if out.Action != "rolled-back" || sys.profile != spA || a.state.Pending != nil || a.state.Status.State != status.RolledBack {
+			if out.Result != ResultRolledBack || sys.profile != spA || a.state.Pending != nil || a.state.Status.State != status.RolledBack {
 				t.Fatalf("unhealthy boot: %+v profile %s state %+v", out, sys.profile, a.state.Status)
 			}
 			if sys.switches[len(sys.switches)-1] != "switch "+spA {

@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nix-ota/nix-ota/agent"
 	"github.com/nix-ota/nix-ota/internal/testenv"
 	"github.com/nix-ota/nix-ota/status"
 )
@@ -85,7 +86,10 @@ func TestFaults(t *testing.T) {
 	t.Run("bucket down during status write", func(t *testing.T) {
 		f.publish(t, f.d)
 		px.Set(testenv.Down, testenv.PathHas("PUT", "/devices/"))
-		d.mustOnce(t, 0) // the update itself succeeds
+		r := d.mustOnce(t, agent.ExitStatusNotWritten) // the update itself succeeds
+		if !strings.Contains(r.stderr, "status: write devices/kiosk-1/status.json") {
+			t.Fatalf("the failed status write is not logged:\n%s", r.stderr)
+		}
 		px.Set(testenv.Pass, nil)
 		consistent(t, d, f.d)
 		if st := d.localStatus(t); st.State != status.UpToDate || st.StorePath != f.d {
@@ -235,7 +239,7 @@ func TestFaults(t *testing.T) {
 		filler := filepath.Join(small, "filler")
 		exec.Command("dd", "if=/dev/zero", "of="+filler, "bs=4k", "count=1000").Run()
 		f.publish(t, f.b)
-		d.mustOnce(t, 1)
+		d.mustOnce(t, agent.ExitStateNotSaved)
 		consistent(t, d, before) // could not record the new revision: did not switch
 		if st := d.remoteStatus(t); !strings.Contains(st.LastError, "no space left") {
 			t.Fatalf("status does not say why: %+v", st)

@@ -29,6 +29,12 @@ const (
 	ExitFailed   = 1 // fetch failed, rolled back, bucket unreachable
 	ExitUsage    = 2 // bad flags or configuration
 	ExitRejected = 3 // the manifest was rejected
+	// ExitStateNotSaved: the state file could not be written (disk full,
+	// read-only); the agent stopped there. The next start recovers.
+	ExitStateNotSaved = 4
+	// ExitStatusNotWritten: the poll went well but its status could not be
+	// written (bucket, local file or Prometheus textfile).
+	ExitStatusNotWritten = 5
 )
 
 const usageText = `nix-ota-agent %s: keeps a NixOS device on its channel's signed system.
@@ -50,7 +56,8 @@ Prometheus textfile.
 
 Flags (each overrides the same field of --config):
 %s
-Exit codes (once): 0 ok, 1 failed or rolled back, 2 usage, 3 manifest rejected.
+Exit codes (once): 0 ok, 1 failed or rolled back, 2 usage, 3 manifest rejected,
+4 state file not saved (the agent stopped; daemon too), 5 status not written.
 `
 
 // Main runs the agent with the process's arguments and exits. SIGINT and
@@ -181,7 +188,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, beforeWor
 		logger.Printf("nix-ota-agent: recover: %v", out.Err)
 	}
 	if cmd == "once" {
-		return exitCode(a.Poll(ctx))
+		return a.Poll(ctx).ExitCode()
 	}
 	if configFile == "" {
 		src = nil // nothing to reread
@@ -222,16 +229,6 @@ func overlay(dst, src *Config, fs *pflag.FlagSet) {
 	set("reboot-window", func() { dst.RebootWindow = src.RebootWindow })
 	set("keep-generations", func() { dst.KeepGenerations = src.KeepGenerations })
 	set("min-free-space", func() { dst.MinFreeSpace = src.MinFreeSpace })
-}
-
-func exitCode(o Outcome) int {
-	switch o.Action {
-	case "reject":
-		return ExitRejected
-	case "failed", "rolled-back", "interrupted":
-		return ExitFailed
-	}
-	return ExitOK
 }
 
 // New builds an agent from a checked configuration, taking the state
@@ -311,8 +308,11 @@ func (a *Agent) Daemon(ctx context.Context, src *configSource) int {
 			a.reload(src)
 		}
 		pctx, cancel := context.WithTimeout(ctx, 2*time.Hour)
-		a.Poll(pctx)
+		out := a.Poll(pctx)
 		cancel()
+		if out.SaveErr != nil {
+			return ExitStateNotSaved
+		}
 		wait := a.Config.Interval.Duration
 		if j := a.Config.Jitter.Duration; j > 0 {
 			wait += time.Duration(rand.Int64N(int64(j)))

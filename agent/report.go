@@ -19,21 +19,57 @@ const ExpiryWarning = 7 * 24 * time.Hour
 
 // report builds the device's status and writes it (bucket, local file,
 // Prometheus textfile) when its facts changed or a heartbeat is due; an
-// idle poll with nothing new writes nothing.
+// idle poll with nothing new writes nothing. A write that fails is logged,
+// retried at the next poll and noted for the exit code (statusErr).
 func (a *Agent) report(ctx context.Context, state string, lastErr error, note string) {
+	now := a.now().UTC()
+	st := a.statusNow(state, lastErr, note, now)
+	prev := a.state.Status
+	st.ChangedAt = prev.ChangedAt
+	changed := !status.SameFacts(prev, st)
+	if changed || st.ChangedAt.IsZero() {
+		st.ChangedAt = now
+	}
+	if !changed && !a.heartbeatDue(now) {
+		return
+	}
+	a.state.Status = st
+	remoteErr, localErr := a.writeStatus(ctx, st)
+	if remoteErr == nil {
+		a.state.RemoteAt = now
+	}
+	a.state.RemoteStale = remoteErr != nil || localErr != nil
+	if a.statusErr == nil {
+		a.statusErr = firstErr(remoteErr, localErr)
+	}
+	if err := a.save(); err != nil {
+		return // logged by save; the poll ends with ExitStateNotSaved
+	}
+	if changed {
+		a.logf("status: %s, revision %d%s", st.State, st.Revision, map[bool]string{true: ", error: " + st.LastError, false: ""}[st.LastError != ""])
+	}
+}
+
+// heartbeatDue: the status must be written even if nothing changed.
+func (a *Agent) heartbeatDue(now time.Time) bool {
+	return a.state.RemoteAt.IsZero() || now.Sub(a.state.RemoteAt) >= a.Config.Heartbeat.Duration || a.state.RemoteStale
+}
+
+// statusNow is the device's status as of now. Free text (errors, notes,
+// cleanup output, store paths) goes through status.Clean.
+func (a *Agent) statusNow(state string, lastErr error, note string, now time.Time) status.Status {
 	if state == "" {
 		state = status.UpToDate
 	}
-	now := a.now().UTC()
 	st := status.Status{
-		DeviceID: a.Config.DeviceID, Channel: a.Config.Channel, State: state, Note: note,
+		DeviceID: a.Config.DeviceID, Channel: a.Config.Channel, State: state, Note: status.Clean(note, maxText),
 		AgentVersion: Version, HeartbeatSeconds: int(a.Config.Heartbeat.Seconds()), CheckedAt: now,
 	}
 	if a.Config.DeviceClass != "" && a.Config.DeviceClass != "default" {
 		st.Class = a.Config.DeviceClass
 	}
 	if lastErr != nil {
-		st.LastError = oneLine(lastErr.Error())
+		st.LastError = status.Clean(lastErr.Error(), maxText)
 	}
 	// Freeze protection cuts both ways: a channel nobody re-signs stops
 	// being accepted. Say so while there is time (a fixed text, so the
@@ -41,7 +77,7 @@ func (a *Agent) report(ctx context.Context, state string, lastErr error, note st
 	if exp := a.state.channel(a.Config.Channel).ExpiresAt; st.Note == "" && !exp.IsZero() && exp.Sub(now) < ExpiryWarning && exp.After(now) {
 		st.Note = fmt.Sprintf("the channel manifest expires at %s; the publisher must re-sign it (nix-ota resign)", exp.UTC().Format(time.RFC3339))
 	}
-	st.Attempted, st.Cleanup = a.state.Attempted, a.state.Cleanup
+	st.Attempted, st.Cleanup = a.state.Attempted, status.Clean(a.state.Cleanup, maxText)
 	if ap := a.state.Applied; ap != nil {
 		st.Revision, st.StorePath = ap.Revision, ap.StorePath
 	}
@@ -51,82 +87,99 @@ func (a *Agent) report(ctx context.Context, state string, lastErr error, note st
 	if booted, err := a.System.Booted(); err == nil {
 		st.BootedStorePath = booted
 	}
+	st.StorePath, st.BootedStorePath = status.Clean(st.StorePath, maxText), status.Clean(st.BootedStorePath, maxText)
 	if st.StorePath != "" {
 		if nr, err := a.System.NeedsReboot(st.StorePath); err == nil {
 			st.NeedsReboot = nr
 		}
 	}
-	prev := a.state.Status
-	st.ChangedAt = prev.ChangedAt
-	changed := !status.SameFacts(prev, st)
-	if changed || st.ChangedAt.IsZero() {
-		st.ChangedAt = now
+	return st
+}
+
+// writeStatus writes the status to <state-dir>/status.json, the
+// Prometheus textfile (if set) and the status bucket (if there is one).
+func (a *Agent) writeStatus(ctx context.Context, st status.Status) (remoteErr, localErr error) {
+	body, err := json.MarshalIndent(st, "", "  ")
+	if err != nil {
+		return err, err // a Status always marshals
 	}
-	heartbeat := a.state.RemoteAt.IsZero() || now.Sub(a.state.RemoteAt) >= a.Config.Heartbeat.Duration || a.state.RemoteStale
-	if !changed && !heartbeat {
-		return
-	}
-	a.state.Status = st
-	body, _ := json.MarshalIndent(st, "", "  ")
 	body = append(body, '\n')
 	if err := atomicfile.WriteFile(filepath.Join(a.Config.StateDir, "status.json"), body, 0o644); err != nil {
-		a.logf("status: write local status: %v", err)
+		localErr = fmt.Errorf("write local status: %w", err)
+		a.logf("status: %v", localErr)
 	}
 	if a.Config.PrometheusFile != "" {
 		if err := atomicfile.WriteFile(a.Config.PrometheusFile, []byte(prometheus(st)), 0o644); err != nil {
-			a.logf("status: write prometheus textfile: %v", err)
+			err = fmt.Errorf("write prometheus textfile: %w", err)
+			a.logf("status: %v", err)
+			localErr = firstErr(localErr, err)
 		}
 	}
 	if a.Status != nil {
+		key := bucket.StatusKey(a.Config.DeviceID)
 		pctx, cancel := context.WithTimeout(ctx, RequestTimeout)
-		_, err := bucket.PutBytes(pctx, a.Status, bucket.StatusKey(a.Config.DeviceID), body, bucket.JSONPut())
+		_, remoteErr = bucket.PutBytes(pctx, a.Status, key, body, bucket.JSONPut())
 		cancel()
-		if err != nil {
-			// The next poll tries again.
-			a.logf("status: write %s to %s: %v", bucket.StatusKey(a.Config.DeviceID), a.Status, err)
-			a.state.RemoteStale = true
-			a.save()
-			return
+		if remoteErr != nil {
+			remoteErr = fmt.Errorf("write %s to %s: %w; the next poll tries again", key, a.Status, remoteErr)
+			a.logf("status: %v", remoteErr)
 		}
-		a.state.RemoteAt, a.state.RemoteStale = now, false
 	}
-	if a.Status == nil {
-		a.state.RemoteAt = now
-	}
-	a.save()
-	if changed {
-		a.logf("status: %s, revision %d%s", st.State, st.Revision, map[bool]string{true: ", error: " + st.LastError, false: ""}[st.LastError != ""])
-	}
+	return remoteErr, localErr
 }
 
-// prometheus renders the status as a node_exporter textfile.
+func firstErr(errs ...error) error {
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// prometheus renders the status as a node_exporter textfile, in the text
+// exposition format.
 func prometheus(st status.Status) string {
 	var b strings.Builder
 	g := func(name, help, labels string, v any) {
 		fmt.Fprintf(&b, "# HELP %s %s\n# TYPE %s gauge\n%s%s %v\n", name, help, name, name, labels, v)
 	}
-	ch := fmt.Sprintf("{channel=%q}", st.Channel)
-	g("nix_ota_revision", "Channel revision the device runs.", ch, st.Revision)
+	g("nix_ota_revision", "Channel revision the device runs.", promLabels("channel", st.Channel), st.Revision)
 	b.WriteString("# HELP nix_ota_state Current agent state (1 for the current one).\n# TYPE nix_ota_state gauge\n")
 	for _, s := range status.States {
-		v := 0
-		if s == st.State {
-			v = 1
-		}
-		fmt.Fprintf(&b, "nix_ota_state{state=%q} %d\n", s, v)
+		fmt.Fprintf(&b, "nix_ota_state%s %d\n", promLabels("state", s), promBool(s == st.State))
 	}
-	nr := 0
-	if st.NeedsReboot {
-		nr = 1
-	}
-	g("nix_ota_needs_reboot", "1 when the running kernel, initrd or modules differ from the installed system's.", "", nr)
-	hasErr := 0
-	if st.LastError != "" {
-		hasErr = 1
-	}
-	g("nix_ota_error", "1 when the last poll reported an error.", "", hasErr)
+	g("nix_ota_needs_reboot", "1 when the running kernel, initrd or modules differ from the installed system's.", "", promBool(st.NeedsReboot))
+	g("nix_ota_error", "1 when the last poll reported an error.", "", promBool(st.LastError != ""))
 	g("nix_ota_last_check_timestamp_seconds", "When the agent last wrote its status.", "", st.CheckedAt.Unix())
 	g("nix_ota_last_change_timestamp_seconds", "When the device's status last changed.", "", st.ChangedAt.Unix())
-	g("nix_ota_info", "Agent version and device id.", fmt.Sprintf("{device=%q,version=%q}", st.DeviceID, st.AgentVersion), 1)
+	g("nix_ota_info", "Agent version and device id.", promLabels("device", st.DeviceID, "version", st.AgentVersion), 1)
+	return b.String()
+}
+
+func promBool(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// promEscape escapes a label value as the text exposition format wants:
+// backslash, double quote and line feed, nothing else (Go's %q escapes
+// more, \x00 or \u2028, which node_exporter refuses along with the whole
+// file). Invalid UTF-8 becomes U+FFFD: label values must be UTF-8.
+var promEscape = strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`)
+
+// promLabels renders {name="value",...} from name, value pairs.
+func promLabels(pairs ...string) string {
+	var b strings.Builder
+	b.WriteByte('{')
+	for i := 0; i+1 < len(pairs); i += 2 {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		fmt.Fprintf(&b, `%s="%s"`, pairs[i], promEscape.Replace(strings.ToValidUTF8(pairs[i+1], "\uFFFD")))
+	}
+	b.WriteByte('}')
 	return b.String()
 }

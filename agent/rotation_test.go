@@ -55,36 +55,36 @@ func TestKeyRotation(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	expect := func(ag *Agent, action string, want error) {
+	expect := func(ag *Agent, action Result, want error) {
 		t.Helper()
 		out := ag.Poll(ctx)
-		if out.Action != action || (want != nil && !errors.Is(out.Err, want)) {
+		if out.Result != action || (want != nil && !errors.Is(out.Err, want)) {
 			t.Fatalf("poll: %+v, want %s %v", out, action, want)
 		}
 	}
 
 	// 1. Trusting {A}: the update that introduces B is signed by A.
 	publish(spB, a)
-	expect(device([]manifest.PublicKey{pubA}, 1), "applied", nil)
+	expect(device([]manifest.PublicKey{pubA}, 1), ResultApplied, nil)
 	// 2. Now running a system that trusts {A, B}: B alone works...
 	publish(spC, b)
-	expect(device([]manifest.PublicKey{pubA, pubB}, 1), "applied", nil)
+	expect(device([]manifest.PublicKey{pubA, pubB}, 1), ResultApplied, nil)
 	// ...and A alone, until A is removed.
 	publish(spA, a)
-	expect(device([]manifest.PublicKey{pubA, pubB}, 1), "applied", nil)
+	expect(device([]manifest.PublicKey{pubA, pubB}, 1), ResultApplied, nil)
 	// 3. A system that trusts only {B}: A alone is refused, B works.
 	publish(spB, b)
-	expect(device([]manifest.PublicKey{pubA, pubB}, 1), "applied", nil)
+	expect(device([]manifest.PublicKey{pubA, pubB}, 1), ResultApplied, nil)
 	publish(spC, a)
-	expect(device([]manifest.PublicKey{pubB}, 1), "reject", manifest.ErrSignature)
+	expect(device([]manifest.PublicKey{pubB}, 1), ResultRejected, manifest.ErrSignature)
 	if sys.profile != spB {
 		t.Fatalf("a rejected manifest moved the profile to %s", sys.profile)
 	}
 	// 4. Threshold 2 with {A, B}: one key is not enough, both are.
 	publish(spC, b)
-	expect(device([]manifest.PublicKey{pubA, pubB}, 2), "reject", manifest.ErrSignature)
+	expect(device([]manifest.PublicKey{pubA, pubB}, 2), ResultRejected, manifest.ErrSignature)
 	publish(spC, a, b)
-	expect(device([]manifest.PublicKey{pubA, pubB}, 2), "applied", nil)
+	expect(device([]manifest.PublicKey{pubA, pubB}, 2), ResultApplied, nil)
 	if sys.profile != spC {
 		t.Fatalf("profile %s, want C", sys.profile)
 	}

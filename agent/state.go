@@ -37,8 +37,9 @@ type State struct {
 	// decides whether facts changed or a heartbeat is due.
 	Status   status.Status `json:"status"`
 	RemoteAt time.Time     `json:"remoteAt,omitempty"`
-	// RemoteStale: the last status could not be written to the bucket;
-	// the next poll writes it, whatever else happens.
+	// RemoteStale: the last status could not be written everywhere (the
+	// bucket, the local status.json, the Prometheus textfile); the next
+	// poll writes it, whatever else happens.
 	RemoteStale bool `json:"remoteStale,omitempty"`
 }
 
@@ -71,6 +72,10 @@ type Pending struct {
 	Mode      string    `json:"mode"`
 	Attempts  int       `json:"attempts"`
 	StartedAt time.Time `json:"startedAt"`
+	// ProfileSet: the profile was moved to StorePath. Saved before the
+	// switch, so that a start which finds the profile back on Previous
+	// knows the update was rolled back, not that it never started.
+	ProfileSet bool `json:"profileSet,omitempty"`
 	// Installed: a boot-mode update whose switch-to-configuration boot
 	// succeeded; it is confirmed (health-checked) once the device has
 	// booted into it, or rolled back.
@@ -142,6 +147,7 @@ func loadState(dir string) (*State, error) {
 	return s, nil
 }
 
+// saveState writes the state file atomically; only Agent.save calls it.
 func saveState(dir string, s *State) error {
 	b, err := json.MarshalIndent(s, "", "  ")
 	if err != nil {

@@ -208,7 +208,7 @@ func run(runs int) error {
 		b.ReportAllocs()
 		syscall.Getrusage(syscall.RUSAGE_SELF, &ruBefore)
 		for i := 0; i < b.N; i++ {
-			if out := a.Poll(ctx); out.Action != "idle" {
+			if out := a.Poll(ctx); out.Result != agent.ResultIdle {
 				b.Fatalf("poll was not idle: %+v", out)
 			}
 		}

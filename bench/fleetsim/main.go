@@ -128,7 +128,7 @@ func run(sizes string, interval time.Duration) error {
 			go func() {
 				defer wg.Done()
 				for a := range work {
-					if out := a.Poll(ctx); out.Err != nil || out.Action != "up-to-date" {
+					if out := a.Poll(ctx); out.Err != nil || out.Result != agent.ResultUpToDate {
 						warmErr.Add(1)
 					}
 				}
@@ -158,7 +158,7 @@ func run(sizes string, interval time.Duration) error {
 				t0 := time.Now()
 				out := a.Poll(ctx)
 				lat[i] = time.Since(t0)
-				if out.Err != nil || out.Action != "idle" {
+				if out.Err != nil || out.Result != agent.ResultIdle {
 					errs.Add(1)
 				}
 			}()
