@@ -205,6 +205,9 @@ func parseStorePaths(env *Env, vals []string, p *manifest.Payload) error {
 		}
 		p.Systems[class] = path
 	}
+	if p.StorePath != "" && len(p.Systems) > 0 {
+		return usagef("--store-path %s has no class but others do; give it one (default=%s for devices without deviceClass)", p.StorePath, p.StorePath)
+	}
 	return nil
 }
 

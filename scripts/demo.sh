@@ -58,10 +58,14 @@ EOF
 show "$agent" check-config "$demo/device/agent.json"
 export NIX_OTA_TEST_LOG="$demo/device/switch.log"
 
-step "4. Publish system A to channel prod, and the device picks it up"
+step "4. Publish system A to channel prod with --wait; the device picks it up, and A is recorded as known good"
 show "$ota" publish --bucket "$bucket" --key "$demo/keys/sign.key" --channel prod \
-  --store-path "$sysA" --substituter "file://$demo/bucket/cache" --message "first release"
+  --store-path "$sysA" --substituter "file://$demo/bucket/cache" --message "first release" \
+  --wait=2m --wait-interval 1s &
+publisher=$!
+sleep 2
 show "$agent" once --config "$demo/device/agent.json"
+wait "$publisher"
 
 step "5. Publish system B; the device moves to it"
 show "$ota" publish --bucket "$bucket" --key "$demo/keys/sign.key" --channel prod \
