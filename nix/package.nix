@@ -26,7 +26,7 @@ buildGoModule {
   };
 
   # `go mod vendor` output hash; scripts/vendor-hash.sh recomputes it.
-  vendorHash = "sha256-5bbXJ2Z/y7vZphzvairk3nu0Rs3gEDbbFMwJ0SzHbBM=";
+  vendorHash = "sha256-do5Y3F8pcKbz0YHLj3IxAMpBHZDCFBTOAPPbzZ6dJag=";
 
   subPackages = [ "cmd/${component}" ];
   env.CGO_ENABLED = 0;
