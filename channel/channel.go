@@ -15,6 +15,15 @@
 // trust, the next revision is derived from verified entries alone, and a
 // new revision can only be drafted from the operator's input or from a
 // verified Entry. Nothing read back unverified is ever signed.
+//
+// The decisions are pure and table-tested, like the device's
+// manifest.Verify and agent.Decide: History (Current, Next, RevertTarget,
+// KnownGood, RunStart) says what the channel is and where a revert goes;
+// Step.Classify is the one rule for whether a device is done, pending or
+// failed in a rollout step, and Gate.Judge decides the step. Load and
+// Publish are the only functions here that touch the bucket, plus the
+// attestation reads and writes that record which systems completed a
+// rollout (known good) or halted one (bad).
 package channel
 
 import (
