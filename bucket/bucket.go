@@ -52,8 +52,9 @@ var (
 	ErrRedirect = errors.New("redirect to another origin refused")
 )
 
-// Store is an object store holding nix-ota's layout (DESIGN.md §2). Keys are
-// relative, '/'-separated, and checked by ValidateKey before any I/O.
+// Store is an object store holding nix-ota's layout (docs/design.md,
+// Bucket layout). Keys are relative, '/'-separated, and checked by
+// ValidateKey before any I/O.
 // ETags are opaque strings without quotes; an ETag changes when the content
 // does.
 type Store interface {

@@ -10,8 +10,9 @@ import (
 	"time"
 )
 
-// Object keys of nix-ota's bucket layout (DESIGN.md §2). Callers validate
-// channel and device names (manifest.ValidateName) before building keys.
+// Object keys of nix-ota's bucket layout (docs/design.md, Bucket layout).
+// Callers validate channel and device names (manifest.ValidateName)
+// before building keys.
 const (
 	LayoutKey      = "nix-ota.json"     // layout marker written by init
 	ChannelsPrefix = "channels/"        // channel pointers and their history

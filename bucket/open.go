@@ -25,7 +25,7 @@ type Options struct {
 	HTTPClient *http.Client
 }
 
-// Open returns the Store a bucket URL names (DESIGN.md §7):
+// Open returns the Store a bucket URL names (docs/design.md, Bucket URLs):
 //
 //	file:///abs/path
 //	s3://BUCKET[/PREFIX]?endpoint=HOST:PORT&region=R&scheme=http|https&profile=P

@@ -1,5 +1,6 @@
 // Package manifest is the signed pointer a device follows: the v1 payload,
-// its DSSE envelope, signing, and the acceptance rules of DESIGN.md §3.
+// its DSSE envelope, signing, and the acceptance rules (docs/design.md,
+// Manifest rules).
 //
 // Threat model. The bucket and every mirror or CDN in front of it are
 // untrusted transport: they may serve any bytes, old bytes, or nothing. A

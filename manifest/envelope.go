@@ -21,7 +21,7 @@ import (
 const MaxSignatures = 16
 
 // Trust is what a device trusts: its configured public keys and how many
-// distinct ones must have signed (DESIGN.md §3 rule 2).
+// distinct ones must have signed (rule 2).
 type Trust struct {
 	Keys      []PublicKey
 	Threshold int // 0 means 1
@@ -93,8 +93,9 @@ func Digest(payload []byte) string {
 	return hex.EncodeToString(sum[:])
 }
 
-// Verify applies DESIGN.md §3 to body for a device that follows channel,
-// trusts t, remembers st, at time now. It does no I/O. On error nothing
+// Verify applies the acceptance rules (docs/design.md, Manifest rules) to
+// body for a device that follows channel, trusts t, remembers st, at time
+// now. It does no I/O. On error nothing
 // about the manifest may be acted on; the error wraps one of the Err*
 // reasons.
 func Verify(t Trust, channel string, st State, body []byte, now time.Time) (*Verified, error) {
@@ -118,10 +119,9 @@ func Verify(t Trust, channel string, st State, body []byte, now time.Time) (*Ver
 }
 
 // CheckSigned applies the rules that do not depend on a device's memory or
-// the clock (DESIGN.md §3 rules 1, 2, 3 and 6): a well-formed envelope
-// signed by a threshold of trusted keys, for this channel, naming valid
-// store paths. Publisher tools use it on history entries; devices use
-// Verify.
+// the clock (rules 1, 2, 3 and 6): a well-formed envelope signed by a
+// threshold of trusted keys, for this channel, naming valid store paths.
+// Publisher tools use it on history entries; devices use Verify.
 func CheckSigned(t Trust, channel string, body []byte) (*Verified, error) {
 	if err := t.Check(); err != nil {
 		return nil, err

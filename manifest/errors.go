@@ -2,8 +2,9 @@ package manifest
 
 import "errors"
 
-// Rejection reasons. Each names one acceptance rule of DESIGN.md §3 and is
-// usable with errors.Is; the wrapped message says what exactly was wrong.
+// Rejection reasons. Each names one acceptance rule (docs/design.md,
+// Manifest rules) and is usable with errors.Is; the wrapped message says
+// what exactly was wrong.
 var (
 	// ErrTooLarge: rule 1, the body is larger than MaxBodySize.
 	ErrTooLarge = errors.New("manifest too large")

@@ -62,8 +62,8 @@ func FuzzParsePublicKey(f *testing.F) {
 	})
 }
 
-// FuzzValidateName holds the hand-written name check to the grammar of
-// DESIGN.md §2, written as a regular expression here.
+// FuzzValidateName holds the hand-written name check to the name grammar
+// (docs/design.md, Names), written as a regular expression here.
 func FuzzValidateName(f *testing.F) {
 	grammar := regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
 	for _, s := range []string{"prod", "a", "-x", ".x", "a.b_c-d", strings.Repeat("x", 64), strings.Repeat("x", 65), "ü", "a\x00", "a/b", ""} {

@@ -20,7 +20,7 @@ const PayloadType = "application/vnd.nix-ota.manifest.v1+json"
 // Schema is the payload schema this code reads and writes.
 const Schema = 1
 
-// MaxBodySize bounds every manifest read (DESIGN.md §3 rule 1): no reader
+// MaxBodySize bounds every manifest read (rule 1): no reader
 // of a manifest reads more, so an endless or huge body cannot exhaust memory.
 const MaxBodySize = 1 << 20
 
@@ -39,7 +39,7 @@ const (
 	SwitchBoot = "boot"   // switch-to-configuration boot, then reboot policy
 )
 
-// Payload is the signed content of a manifest (DESIGN.md §3).
+// Payload is the signed content of a manifest (docs/design.md, Payload).
 type Payload struct {
 	Schema       int       `json:"schema"`
 	Channel      string    `json:"channel"`
@@ -114,10 +114,10 @@ func (p *Payload) StorePaths() []string {
 	return out
 }
 
-// ValidateName checks a channel, device, class or key name against
-// DESIGN.md §2: [A-Za-z0-9][A-Za-z0-9._-]{0,63}. Names become object keys
-// and file names, so this runs before any I/O. (A loop rather than a
-// regexp: compiling that bounded repetition at start-up was the largest
+// ValidateName checks a channel, device, class or key name against the
+// name grammar (docs/design.md, Names): [A-Za-z0-9][A-Za-z0-9._-]{0,63}.
+// Names become object keys and file names, so this runs before any I/O.
+// (A loop rather than a regexp: compiling that bounded repetition at start-up was the largest
 // single cost of every agent process; see docs/perf.md.)
 func ValidateName(kind, name string) error {
 	ok := len(name) >= 1 && len(name) <= 64
@@ -148,9 +148,10 @@ func ValidateStorePath(s string) error {
 	return nil
 }
 
-// Validate checks the payload's own consistency (everything in §3 that does
-// not depend on the device's state or the clock). Publishers run it before
-// signing; Verify runs it after the signature check.
+// Validate checks the payload's own consistency: the parts of rules 1 and
+// 6 that need nothing but the payload (not the signatures, the device's
+// channel, its state or the clock). Publishers run it before signing;
+// Verify runs it after the signature check.
 func (p *Payload) Validate() error {
 	if p.Schema != Schema {
 		return fmt.Errorf("%w: schema %d, this agent understands %d", ErrMalformed, p.Schema, Schema)

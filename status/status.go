@@ -1,6 +1,6 @@
 // Package status is the check-in blob a device writes to
-// devices/<id>/status.json (DESIGN.md §5), shared by the agent that writes
-// it and the CLI and dashboard that read it.
+// devices/<id>/status.json (docs/design.md, Device status), shared by the
+// agent that writes it and the CLI and dashboard that read it.
 //
 // Threat model: a status blob is written by a device, and a device may be
 // compromised. Readers treat every field as untrusted text: Parse bounds the

@@ -36,7 +36,7 @@ func RepoRoot() string {
 }
 
 // BuildSystem builds a real store path that looks like a NixOS system to
-// the agent (DESIGN.md §9), from nix/tests/test-system.nix: no nixpkgs,
+// the agent (docs/testing.md), from nix/tests/test-system.nix: no nixpkgs,
 // just /bin/sh. A fresh nonce per call keeps tests from sharing paths.
 func BuildSystem(t testing.TB, name string, o SystemOptions) string {
 	t.Helper()

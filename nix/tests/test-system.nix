@@ -1,4 +1,4 @@
-# A stand-in for a NixOS system closure that needs no nixpkgs (DESIGN.md §9).
+# A stand-in for a NixOS system closure that needs no nixpkgs (docs/testing.md).
 # Its bin/switch-to-configuration records every call in $NIX_OTA_TEST_LOG
 # ("ACTION /nix/store/…/bin/switch-to-configuration"), can be held in the
 # middle of a switch while the file named by $NIX_OTA_TEST_HANG exists
