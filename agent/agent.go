@@ -122,9 +122,10 @@ func (a *Agent) save() error {
 	return err
 }
 
-// refused is the outcome of a Poll or Recover after a failed save.
-func (a *Agent) refused() Outcome {
-	return Outcome{Result: ResultFailed, Err: a.saveErr, SaveErr: a.saveErr}
+// refused is the outcome of a Poll or Recover after a failed save, which
+// may have happened outside them (noteConfig); settle reports it.
+func (a *Agent) refused(ctx context.Context) Outcome {
+	return a.settle(ctx, Outcome{Result: ResultFailed, Err: a.saveErr})
 }
 
 // settle finishes a Poll or Recover: an unsaved state file is reported
@@ -153,7 +154,7 @@ func (a *Agent) device() Device {
 // Poll runs one poll (DESIGN.md §5).
 func (a *Agent) Poll(ctx context.Context) Outcome {
 	if a.saveErr != nil {
-		return a.refused()
+		return a.refused(ctx)
 	}
 	a.statusErr = nil
 	return a.settle(ctx, a.poll(ctx))
@@ -553,7 +554,7 @@ func runHealthCheck(ctx context.Context, command string, timeout time.Duration, 
 // failed save left pending. It runs before any poll.
 func (a *Agent) Recover(ctx context.Context) Outcome {
 	if a.saveErr != nil {
-		return a.refused()
+		return a.refused(ctx)
 	}
 	a.statusErr = nil
 	return a.settle(ctx, a.recover(ctx))
