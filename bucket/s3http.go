@@ -65,7 +65,7 @@ func (s *s3HTTPStore) String() string {
 	if s.cfg.Prefix != "" {
 		p = "/" + s.cfg.Prefix
 	}
-	return fmt.Sprintf("s3://%s%s?endpoint=%s&scheme=%s", s.cfg.Bucket, p, s.cfg.Endpoint, strings.SplitN(s.base, ":", 2)[0])
+	return fmt.Sprintf("s3://%s%s?endpoint=%s&scheme=%s&region=%s", s.cfg.Bucket, p, s.cfg.Endpoint, strings.SplitN(s.base, ":", 2)[0], s.cfg.Region)
 }
 
 // objectURL is the path-style URL of key. The path is escaped the way

@@ -7,11 +7,14 @@ package awscreds
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/smithy-go/logging"
 	"github.com/minio/minio-go/v7/pkg/credentials"
 )
 
@@ -22,11 +25,16 @@ type provider struct {
 	canExp  bool
 }
 
+// ErrNoCredentials is the chain finding no credentials anywhere: it fell
+// through to the EC2 instance metadata service, and that had none.
+var ErrNoCredentials = errors.New("no AWS credentials found")
+
 // New loads the default AWS chain, optionally for a named profile (the
 // s3:// URL's profile= parameter). Resolution is lazy: nothing is fetched
-// until the first request.
+// until the first request. The SDK's own logger is silenced: what went
+// wrong comes back as one error, not as log lines on stderr.
 func New(ctx context.Context, profile string) (*credentials.Credentials, error) {
-	var opts []func(*config.LoadOptions) error
+	opts := []func(*config.LoadOptions) error{config.WithLogger(logging.Nop{}), config.WithClientLogMode(0)}
 	if profile != "" {
 		opts = append(opts, config.WithSharedConfigProfile(profile))
 	}
@@ -49,6 +57,9 @@ func (p *provider) RetrieveWithCredContext(_ *credentials.CredContext) (credenti
 	defer cancel()
 	v, err := p.aws.Retrieve(ctx)
 	if err != nil {
+		if strings.Contains(err.Error(), "EC2 IMDS") {
+			return credentials.Value{}, fmt.Errorf("%w: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or profile= in the bucket URL (or log in with aws sso login, or run where a web identity or instance role provides them)", ErrNoCredentials)
+		}
 		return credentials.Value{}, fmt.Errorf("aws credentials: %w", err)
 	}
 	p.expires, p.canExp = v.Expires, v.CanExpire

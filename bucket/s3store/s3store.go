@@ -75,7 +75,7 @@ func (s *s3Store) String() string {
 	if s.cfg.Prefix != "" {
 		p = "/" + s.cfg.Prefix
 	}
-	return fmt.Sprintf("s3://%s%s?endpoint=%s&scheme=%s", s.cfg.Bucket, p, s.cfg.Endpoint, s.scheme)
+	return fmt.Sprintf("s3://%s%s?endpoint=%s&scheme=%s&region=%s", s.cfg.Bucket, p, s.cfg.Endpoint, s.scheme, s.cfg.Region)
 }
 
 func (s *s3Store) key(k string) string {
