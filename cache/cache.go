@@ -184,6 +184,21 @@ type Progress struct {
 // Result sums up a push.
 type Result = Progress
 
+// Phases of ByteProgress.
+const (
+	PhaseCompress = "compress" // the NAR is dumped and compressed: Done of NarSize bytes
+	PhaseUpload   = "upload"   // the compressed NAR is sent: Done of its size
+)
+
+// ByteProgress is reported while one path's NAR is compressed and
+// uploaded, after every chunk: a large path shows it is moving long
+// before Progress reports it done.
+type ByteProgress struct {
+	Path        string
+	Phase       string // PhaseCompress or PhaseUpload
+	Done, Total int64  // bytes; Total is 0 when unknown
+}
+
 // Pusher uploads closures into a bucket's cache.
 type Pusher struct {
 	Store    bucket.Store
@@ -191,6 +206,10 @@ type Pusher struct {
 	Nix      Nix
 	TempDir  string         // for compressed NARs before upload; "" = os.TempDir()
 	Progress func(Progress) // optional
+	// Bytes is called with byte counts within each path (optional). It is
+	// called often, from the goroutines that read and write the NAR; the
+	// receiver throttles what it prints.
+	Bytes func(ByteProgress)
 }
 
 // EnsureInfo writes cache/nix-cache-info if it is missing.
@@ -252,6 +271,14 @@ func (w *hashingWriter) Write(b []byte) (int, error) {
 	return len(b), nil
 }
 
+// compressedNAR is a path's NAR, zstd-compressed into a temp file, with
+// the hashes and sizes its narinfo records.
+type compressedNAR struct {
+	file                 *os.File
+	narDigest, fileHash  []byte
+	narSize, compressedN int64
+}
+
 func (p *Pusher) pushOne(ctx context.Context, info PathInfo, narinfoKey string) (int64, error) {
 	f, err := os.CreateTemp(p.TempDir, "nix-ota-nar-*")
 	if err != nil {
@@ -259,47 +286,83 @@ func (p *Pusher) pushOne(ctx context.Context, info PathInfo, narinfoKey string) 
 	}
 	defer os.Remove(f.Name())
 	defer f.Close()
+	nar, err := p.compress(ctx, info, f)
+	if err != nil {
+		return 0, err
+	}
+	narURL := "nar/" + nixbase32.EncodeToString(nar.fileHash) + ".nar.zst"
+	// The NAR first: a narinfo must never point at nothing.
+	if err := p.upload(ctx, info.Path, Prefix+narURL, nar); err != nil {
+		return 0, err
+	}
+	ni, err := p.narinfo(info, narURL, nar)
+	if err != nil {
+		return 0, err
+	}
+	if _, err := bucket.PutBytes(ctx, p.Store, narinfoKey, []byte(ni.String()), bucket.PutOptions{ContentType: "text/x-nix-narinfo"}); err != nil {
+		return 0, err
+	}
+	return nar.compressedN, nil
+}
 
-	// One pass: NAR -> (hash of the NAR) -> zstd -> (hash of the file) -> temp file.
+// compress dumps the path's NAR through zstd into f in one pass, hashing
+// the NAR and the compressed file on the way, and checks the NAR against
+// what Nix says of the path.
+func (p *Pusher) compress(ctx context.Context, info PathInfo, f *os.File) (*compressedNAR, error) {
 	narHash := &hashingWriter{h: sha256.New()}
 	fileHash := &hashingWriter{h: sha256.New()}
 	zw, err := zstd.NewWriter(io.MultiWriter(f, fileHash))
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
-	if err := p.Nix.Dump(ctx, info.Path, io.MultiWriter(zw, narHash)); err != nil {
+	var w io.Writer = io.MultiWriter(zw, narHash)
+	if p.Bytes != nil {
+		w = &countingWriter{w: w, report: func(n int64) {
+			p.Bytes(ByteProgress{Path: info.Path, Phase: PhaseCompress, Done: n, Total: int64(info.NarSize)})
+		}}
+	}
+	if err := p.Nix.Dump(ctx, info.Path, w); err != nil {
 		zw.Close()
-		return 0, err
+		return nil, err
 	}
 	if err := zw.Close(); err != nil {
-		return 0, err
+		return nil, err
 	}
 	narDigest := narHash.h.Sum(nil)
 	if want, err := parseNarHash(info.NarHash); err == nil && !bytes.Equal(want, narDigest) {
-		return 0, fmt.Errorf("NAR hash mismatch: nix says %s, the dump hashes to sha256:%s (store corrupt?)", info.NarHash, nixbase32.EncodeToString(narDigest))
+		return nil, fmt.Errorf("NAR hash mismatch: nix says %s, the dump hashes to sha256:%s (store corrupt?)", info.NarHash, nixbase32.EncodeToString(narDigest))
 	}
 	if uint64(narHash.n) != info.NarSize && info.NarSize != 0 {
-		return 0, fmt.Errorf("NAR size mismatch: nix says %d, the dump has %d bytes", info.NarSize, narHash.n)
+		return nil, fmt.Errorf("NAR size mismatch: nix says %d, the dump has %d bytes", info.NarSize, narHash.n)
 	}
-	fileDigest := fileHash.h.Sum(nil)
-	narURL := "nar/" + nixbase32.EncodeToString(fileDigest) + ".nar.zst"
+	return &compressedNAR{file: f, narDigest: narDigest, fileHash: fileHash.h.Sum(nil), narSize: narHash.n, compressedN: fileHash.n}, nil
+}
 
-	// The NAR first: a narinfo must never point at nothing.
-	if _, err := f.Seek(0, io.SeekStart); err != nil {
-		return 0, err
+// upload puts the compressed NAR at key, reporting bytes as they go.
+func (p *Pusher) upload(ctx context.Context, storePath, key string, nar *compressedNAR) error {
+	if _, err := nar.file.Seek(0, io.SeekStart); err != nil {
+		return err
 	}
-	if _, err := p.Store.Put(ctx, Prefix+narURL, f, fileHash.n, bucket.PutOptions{ContentType: "application/x-nix-nar", CacheControl: bucket.Immutable}); err != nil {
-		return 0, err
+	var r io.Reader = nar.file
+	if p.Bytes != nil {
+		r = &countingFile{f: nar.file, size: nar.compressedN, report: func(n int64) {
+			p.Bytes(ByteProgress{Path: storePath, Phase: PhaseUpload, Done: n, Total: nar.compressedN})
+		}}
 	}
+	_, err := p.Store.Put(ctx, key, r, nar.compressedN, bucket.PutOptions{ContentType: "application/x-nix-nar", CacheControl: bucket.Immutable})
+	return err
+}
 
+// narinfo is the signed narinfo of a pushed path.
+func (p *Pusher) narinfo(info PathInfo, narURL string, nar *compressedNAR) (*narinfo.NarInfo, error) {
 	ni := &narinfo.NarInfo{
 		StorePath:   info.Path,
 		URL:         narURL,
 		Compression: "zstd",
-		FileHash:    nixhash.MustNewHashWithEncoding(nixhash.SHA256, fileDigest, nixhash.NixBase32, true),
-		FileSize:    uint64(fileHash.n),
-		NarHash:     nixhash.MustNewHashWithEncoding(nixhash.SHA256, narDigest, nixhash.NixBase32, true),
-		NarSize:     uint64(narHash.n),
+		FileHash:    nixhash.MustNewHashWithEncoding(nixhash.SHA256, nar.fileHash, nixhash.NixBase32, true),
+		FileSize:    uint64(nar.compressedN),
+		NarHash:     nixhash.MustNewHashWithEncoding(nixhash.SHA256, nar.narDigest, nixhash.NixBase32, true),
+		NarSize:     uint64(nar.narSize),
 	}
 	for _, r := range info.References {
 		ni.References = append(ni.References, path.Base(r))
@@ -310,13 +373,10 @@ func (p *Pusher) pushOne(ctx context.Context, info PathInfo, narinfoKey string) 
 	}
 	sig, err := p.Key.Sign(nil, ni.Fingerprint())
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	ni.Signatures = append(ni.Signatures, sig)
-	if _, err := bucket.PutBytes(ctx, p.Store, narinfoKey, []byte(ni.String()), bucket.PutOptions{ContentType: "text/x-nix-narinfo"}); err != nil {
-		return 0, err
-	}
-	return fileHash.n, nil
+	return ni, nil
 }
 
 // parseNarHash reads "sha256-BASE64" (SRI) or "sha256:BASE32".
