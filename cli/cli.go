@@ -27,13 +27,15 @@ var Version = "dev"
 const (
 	ExitOK       = 0 // success
 	ExitFailure  = 1 // an operation failed (bucket, file, key, Nix)
-	ExitUsage    = 2 // bad flags or arguments; nothing was done
+	ExitUsage    = 2 // bad flags or arguments (or a --channel the bucket lacks); nothing was done
 	ExitRejected = 3 // a manifest fails verification: an agent would reject it
 	ExitConflict = 4 // a publish lost too many races with concurrent publishers
 )
 
 // usageError marks errors in the command line itself.
 type usageError struct{ error }
+
+func (u usageError) Unwrap() error { return u.error }
 
 func usagef(format string, a ...any) error { return usageError{fmt.Errorf(format, a...)} }
 
@@ -57,7 +59,7 @@ type Env struct {
 
 func commands() []*command {
 	return []*command{
-		keygenCmd(), pubkeyCmd(), initCmd(), pushCmd(), publishCmd(), rolloutCmd(), rollbackCmd(), resignCmd(), doctorCmd(), verifyCmd(), historyCmd(), statusCmd(), dashboardCmd(), gcCmd(), versionCmd(),
+		keygenCmd(), pubkeyCmd(), initCmd(), pushCmd(), publishCmd(), rolloutCmd(), rollbackCmd(), resignCmd(), doctorCmd(), verifyCmd(), historyCmd(), statusCmd(), dashboardCmd(), gcCmd(), versionCmd(), completionCmd(),
 	}
 }
 
@@ -84,37 +86,66 @@ func Run(ctx context.Context, args []string, env *Env) int {
 	if args[0] == "--version" {
 		args[0] = "version"
 	}
-	var cmd *command
-	for _, c := range commands() {
-		if c.name == args[0] {
-			cmd = c
-		}
-	}
+	cmd := findCommand(args[0])
 	if cmd == nil {
-		fmt.Fprintf(env.Stderr, "nix-ota: unknown command %q (see nix-ota --help)\n", args[0])
+		fmt.Fprintf(env.Stderr, "nix-ota: unknown command %q%s (see nix-ota --help)\n", args[0], didYouMean(args[0], commandNames(), "; ", ""))
 		return ExitUsage
 	}
-	fs := pflag.NewFlagSet(cmd.name, pflag.ContinueOnError)
-	fs.SortFlags = false
-	fs.SetOutput(io.Discard)
-	if cmd.flags != nil {
-		cmd.flags(fs)
-	}
+	fs := newFlagSet(cmd)
 	fs.Usage = func() { commandUsage(env.Stdout, cmd, fs) }
 	if err := fs.Parse(args[1:]); err != nil {
 		if errors.Is(err, pflag.ErrHelp) { // fs.Usage already printed it
 			return ExitOK
 		}
-		fmt.Fprintf(env.Stderr, "nix-ota %s: %v (see nix-ota %s --help)\n", cmd.name, err, cmd.name)
+		fmt.Fprintf(env.Stderr, "nix-ota %s: %v%s (see nix-ota %s --help)\n", cmd.name, err, flagHint(err, fs), cmd.name)
 		return ExitUsage
 	}
 	err := cmd.run(ctx, env, fs.Args())
 	if err == nil {
 		return ExitOK
 	}
-	msg := strings.ReplaceAll(err.Error(), "\n", " ")
+	msg := strings.ReplaceAll(explain(err).Error(), "\n", " ")
 	fmt.Fprintf(env.Stderr, "nix-ota %s: %s\n", cmd.name, msg)
 	return exitCode(err)
+}
+
+func findCommand(name string) *command {
+	for _, c := range commands() {
+		if c.name == name {
+			return c
+		}
+	}
+	return nil
+}
+
+func commandNames() []string {
+	var names []string
+	for _, c := range commands() {
+		names = append(names, c.name)
+	}
+	return names
+}
+
+// newFlagSet binds cmd's flags to a fresh set.
+func newFlagSet(cmd *command) *pflag.FlagSet {
+	fs := pflag.NewFlagSet(cmd.name, pflag.ContinueOnError)
+	fs.SortFlags = false
+	fs.SetOutput(io.Discard)
+	if cmd.flags != nil {
+		cmd.flags(fs)
+	}
+	return fs
+}
+
+// flagHint offers the nearest flag name for pflag's "unknown flag: --x".
+func flagHint(err error, fs *pflag.FlagSet) string {
+	name, ok := strings.CutPrefix(err.Error(), "unknown flag: --")
+	if !ok {
+		return ""
+	}
+	var names []string
+	fs.VisitAll(func(f *pflag.Flag) { names = append(names, "--"+f.Name) })
+	return didYouMean("--"+name, names, "; ", "")
 }
 
 func exitCode(err error) int {
@@ -130,16 +161,12 @@ func exitCode(err error) int {
 	return ExitFailure
 }
 
-func isRejection(err error) bool {
-	for _, r := range []error{manifest.ErrTooLarge, manifest.ErrMalformed, manifest.ErrPayloadType, manifest.ErrSignature,
-		manifest.ErrWrongChannel, manifest.ErrRollback, manifest.ErrEquivocation, manifest.ErrExpired, manifest.ErrInvalidStorePath,
-		channel.ErrUnverified} {
-		if errors.Is(err, r) {
-			return true
-		}
-	}
-	return false
-}
+// rejections are the errors of a manifest an agent would reject (exit 3).
+var rejections = []error{manifest.ErrTooLarge, manifest.ErrMalformed, manifest.ErrPayloadType, manifest.ErrSignature,
+	manifest.ErrWrongChannel, manifest.ErrRollback, manifest.ErrEquivocation, manifest.ErrExpired, manifest.ErrInvalidStorePath,
+	channel.ErrUnverified}
+
+func isRejection(err error) bool { return rejectionReason(err) != "" }
 
 func mainUsage(w io.Writer) {
 	fmt.Fprintf(w, `nix-ota %s: over-the-air updates for NixOS fleets, with no server.
@@ -163,7 +190,19 @@ Bucket URLs (--bucket, or $NIX_OTA_BUCKET):
                                                 S3, MinIO, R2; credentials from the AWS chain
   https://HOST/PREFIX                           read-only (verify, history)
 
-Exit codes: 0 ok, 1 failed, 2 usage error, 3 manifest rejected, 4 publish conflict.
+Environment:
+  NIX_OTA_BUCKET        default --bucket
+  NIX_OTA_KEY           default --key of the signing commands
+  NIX_OTA_KEY_PASSWORD  password of an encrypted --key
+  NIX_OTA_CACHE_KEY     default --cache-key (push, publish --push)
+  NIX_OTA_PUBLIC_KEY    trusted keys NAME:BASE64, separated by spaces or commas: the default
+                        --public-key of status, verify, history, dashboard and doctor, and
+                        extra trust for publish, rollout, rollback and resign
+  NO_COLOR              set: no colour, even on a terminal
+
+Exit codes: 0 ok, 1 failed, 2 usage error (bad flags or arguments, or a --channel
+the bucket does not have; nothing was done), 3 manifest rejected, 4 publish conflict.
+Shell completion: nix-ota completion bash|zsh|fish.
 `)
 }
 

@@ -75,7 +75,7 @@ func findNarinfo(ctx context.Context, caches []namedStore, storePath string) err
 // credential chain.
 func openSubstituter(ctx context.Context, env *Env, sub string) (bucket.Store, error) {
 	if strings.HasPrefix(sub, "s3://") {
-		return openBucket(ctx, env, sub, false)
+		return openBucket(ctx, env, sub, forWriting) // a cache, not a fleet: no bucket check
 	}
 	base, _, _ := strings.Cut(sub, "?")
 	return bucket.Open(strings.TrimSuffix(base, "/"), bucket.Options{})

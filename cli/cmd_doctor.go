@@ -23,6 +23,7 @@ type doctorOptions struct {
 	readOnly   bool
 	warnWithin time.Duration
 	tf         trustFlags
+	json       bool
 }
 
 func doctorCmd() *command {
@@ -37,9 +38,14 @@ nix-cache-info, every channel's manifest verifies (with --public-key) and is
 not about to expire, devices can read the channels anonymously at
 --public-url (default for s3://: the endpoint's path-style URL), and how many
 devices are failing or offline. Prints one line per check; exits 1 if any
-check FAILs (warnings do not fail).`,
+check FAILs (warnings do not fail).
+
+--json prints one object on stdout instead of the lines: {"bucket",
+"checks": [{"status": "ok"|"warn"|"fail", "message"}], "failed",
+"warnings", "passed"}.`,
 		examples: `  nix-ota doctor --bucket s3://fleet?endpoint=minio.lan:9000 --public-key "$(cat sign.pub)"
-  nix-ota doctor --bucket s3://fleet --public-url https://fleet.example.org --read-only`,
+  nix-ota doctor --bucket s3://fleet --public-url https://fleet.example.org --read-only
+  nix-ota doctor --json | jq -r '.checks[] | select(.status != "ok") | .message'`,
 		flags: o.flags,
 		run:   o.run,
 	}
@@ -51,6 +57,7 @@ func (o *doctorOptions) flags(fs *pflag.FlagSet) {
 	fs.BoolVar(&o.readOnly, "read-only", false, "do not test writing")
 	fs.DurationVar(&o.warnWithin, "expiry-warning", 7*24*time.Hour, "warn when a manifest expires within this long")
 	o.tf = addTrustFlags(fs)
+	fs.BoolVar(&o.json, "json", false, "print the checks as one JSON object on stdout")
 }
 
 func (o *doctorOptions) run(ctx context.Context, env *Env, args []string) error {
@@ -58,28 +65,61 @@ func (o *doctorOptions) run(ctx context.Context, env *Env, args []string) error 
 	if err != nil {
 		return err
 	}
-	d := &doctor{env: env}
+	d := &doctor{env: env, json: o.json, pal: newPalette(env, env.Stdout), bucketURL: bucketURL(env, o.bkt)}
 	d.run(ctx, s, o, trust)
+	if o.json {
+		res := doctorResult{Bucket: s.String(), Checks: d.checks, Failed: d.failed, Warnings: d.warned, Passed: d.failed == 0}
+		if err := writeJSON(env.Stdout, res); err != nil {
+			return err
+		}
+	}
 	if d.failed > 0 {
 		return fmt.Errorf("%d check(s) failed, %d warning(s)", d.failed, d.warned)
 	}
-	fmt.Fprintf(env.Stdout, "doctor: all checks passed (%d warning(s))\n", d.warned)
+	fmt.Fprintf(humanOut(env, o.json), "doctor: all checks passed (%d warning(s))\n", d.warned)
 	return nil
+}
+
+// doctorResult is doctor --json.
+type doctorResult struct {
+	Bucket   string        `json:"bucket"`
+	Checks   []doctorCheck `json:"checks"`
+	Failed   int           `json:"failed"`
+	Warnings int           `json:"warnings"`
+	Passed   bool          `json:"passed"`
+}
+
+type doctorCheck struct {
+	Status  string `json:"status"` // ok, warn or fail
+	Message string `json:"message"`
 }
 
 type doctor struct {
 	env            *Env
+	json           bool
+	pal            palette
+	bucketURL      string // --bucket or $NIX_OTA_BUCKET, as given
+	checks         []doctorCheck
 	failed, warned int
 }
 
-func (d *doctor) ok(format string, a ...any) { fmt.Fprintf(d.env.Stdout, "ok    "+format+"\n", a...) }
+// report records one check's line, printed at once unless --json.
+func (d *doctor) report(status, label, colour, format string, a ...any) {
+	msg := fmt.Sprintf(format, a...)
+	d.checks = append(d.checks, doctorCheck{Status: status, Message: msg})
+	if !d.json {
+		fmt.Fprintf(d.env.Stdout, "%s%s%s\n", d.pal.paint(colour, label), strings.Repeat(" ", 6-len(label)), msg)
+	}
+}
+
+func (d *doctor) ok(format string, a ...any) { d.report("ok", "ok", green, format, a...) }
 func (d *doctor) warn(format string, a ...any) {
 	d.warned++
-	fmt.Fprintf(d.env.Stdout, "WARN  "+format+"\n", a...)
+	d.report("warn", "WARN", yellow, format, a...)
 }
 func (d *doctor) fail(format string, a ...any) {
 	d.failed++
-	fmt.Fprintf(d.env.Stdout, "FAIL  "+format+"\n", a...)
+	d.report("fail", "FAIL", red, format, a...)
 }
 
 func (d *doctor) run(ctx context.Context, s bucket.Store, o *doctorOptions, trust *manifest.Trust) {
@@ -97,7 +137,7 @@ func (d *doctor) run(ctx context.Context, s bucket.Store, o *doctorOptions, trus
 			d.checkExpiry(ch, p, now, o.warnWithin)
 		}
 	}
-	d.checkAnonymous(ctx, o.bkt, o.publicURL, channels)
+	d.checkAnonymous(ctx, d.bucketURL, o.publicURL, channels)
 	if len(channels) > 0 {
 		d.checkDevices(ctx, s)
 	}
@@ -105,7 +145,7 @@ func (d *doctor) run(ctx context.Context, s bucket.Store, o *doctorOptions, trus
 
 func (d *doctor) checkReach(ctx context.Context, s bucket.Store) bool {
 	if _, err := s.Stat(ctx, bucket.LayoutKey); err != nil && !errors.Is(err, bucket.ErrNotFound) {
-		d.fail("reach %s: %s", s, oneLine(err.Error(), 200))
+		d.fail("reach %s: %s", s, oneLine(explain(err).Error(), 400))
 		return false
 	}
 	d.ok("reach %s", s)
@@ -157,9 +197,9 @@ func (d *doctor) checkCache(ctx context.Context, s bucket.Store) {
 func (d *doctor) checkExpiry(ch string, p *manifest.Payload, now time.Time, warnWithin time.Duration) {
 	switch left := p.ExpiresAt.Sub(now); {
 	case left <= 0:
-		d.fail("channel %s revision %d expired %s ago: devices refuse it; run nix-ota resign", ch, p.Revision, humanDuration(-left))
+		d.fail("channel %s revision %d expired %s ago: devices refuse it; run nix-ota resign --channel %s", ch, p.Revision, humanDuration(-left), ch)
 	case left < warnWithin:
-		d.warn("channel %s revision %d expires in %s: run nix-ota resign (e.g. from a scheduled job)", ch, p.Revision, humanDuration(left))
+		d.warn("channel %s revision %d expires in %s: run nix-ota resign --channel %s (e.g. from a scheduled job)", ch, p.Revision, humanDuration(left), ch)
 	default:
 		d.ok("channel %s revision %d: %s, expires in %s", ch, p.Revision, strings.Join(p.StorePaths(), " "), humanDuration(left))
 	}
@@ -208,7 +248,11 @@ func (d *doctor) checkChannel(ctx context.Context, s bucket.Store, ch string, tr
 		return nil, false
 	}
 	if _, err := manifest.Verify(*trust, ch, manifest.State{}, h.Pointer.Body, now); err != nil {
-		d.fail("channel %s: devices would reject it: %s", ch, oneLine(err.Error(), 200))
+		hint := ""
+		if errors.Is(err, manifest.ErrExpired) {
+			hint = "; run nix-ota resign --channel " + ch
+		}
+		d.fail("channel %s: devices would reject it: %s%s", ch, oneLine(err.Error(), 200), hint)
 		return nil, false
 	}
 	cur, err := h.Current()

@@ -53,7 +53,7 @@ func (o *gcOptions) run(ctx context.Context, env *Env, args []string) error {
 	if o.keep < 1 {
 		return usagef("--keep-revisions must be at least 1")
 	}
-	s, err := openBucket(ctx, env, o.bkt, false)
+	s, err := openBucket(ctx, env, o.bkt, forWriting)
 	if err != nil {
 		return err
 	}

@@ -33,7 +33,7 @@ func (o *initOptions) run(ctx context.Context, env *Env, args []string) error {
 	if err := noArgs(args); err != nil {
 		return err
 	}
-	s, err := openBucket(ctx, env, o.bucket, true)
+	s, err := openBucket(ctx, env, o.bucket, forInit)
 	if err != nil {
 		return err
 	}

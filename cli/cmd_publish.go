@@ -98,8 +98,12 @@ func (o *publishOptions) run(ctx context.Context, env *Env, args []string) error
 	if err != nil {
 		return err
 	}
+	c.noDash = o.noDashboard
+	if c.h.Pointer == nil {
+		warnNewChannel(ctx, env, c.s, o.channel)
+	}
 	if o.push {
-		if _, err := push(ctx, env, c.s, o.cacheKey, p.StorePaths()); err != nil {
+		if _, _, err := push(ctx, env, humanOut(env, o.json), c.s, o.cacheKey, p.StorePaths()); err != nil {
 			return fmt.Errorf("push (nothing published): %w", err)
 		}
 	}
@@ -108,7 +112,7 @@ func (o *publishOptions) run(ctx context.Context, env *Env, args []string) error
 			return err
 		}
 	}
-	res, err := c.publish(ctx, channel.NewDraft(*p, o.expires), o.noDashboard)
+	res, err := c.publish(ctx, channel.NewDraft(*p, o.expires), false)
 	if err != nil {
 		return err
 	}

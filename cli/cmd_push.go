@@ -1,10 +1,14 @@
 package cli
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"io"
+	"os"
 	"path/filepath"
 
+	"github.com/nix-community/go-nix/pkg/narinfo/signature"
 	"github.com/spf13/pflag"
 
 	"github.com/nix-ota/nix-ota/bucket"
@@ -15,6 +19,7 @@ type pushOptions struct {
 	bkt   string
 	paths []string
 	key   string
+	json  bool
 }
 
 func pushCmd() *command {
@@ -28,7 +33,14 @@ paths whose narinfo is not there yet. Each NAR is written before its narinfo
 and dependencies before dependents, so an interrupted push leaves nothing
 half-visible and the next push resumes where it stopped. Devices substitute
 from <bucket>/cache (over https, or file:// for air-gapped fleets) and check
-every path against the cache's public key. Needs Nix on this machine.`,
+every path against the cache's public key. Needs Nix on this machine.
+
+Progress goes to stderr: a line per path, and for a path that takes longer
+than a second its bytes as they are compressed and uploaded (redrawn in
+place on a terminal; in a pipe a line at most every second and 5%).
+--json prints one object on stdout at the end: {"bucket", "paths" (in the
+closures), "uploaded", "skipped" (already in the cache), "bytes"
+(compressed bytes uploaded), "publicKey" (the cache key devices trust)}.`,
 		examples: `  nix-ota push --bucket s3://fleet?endpoint=minio.lan:9000 --store-path ./result --cache-key cache.key
   nix-ota publish --push --cache-key cache.key --channel prod --store-path ./result …`,
 		flags: o.flags,
@@ -40,6 +52,17 @@ func (o *pushOptions) flags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.bkt, "bucket", "", "bucket URL (or $NIX_OTA_BUCKET)")
 	fs.StringArrayVar(&o.paths, "store-path", nil, "store path (or CLASS=PATH, or a ./result link) whose closure to upload (repeatable)")
 	fs.StringVar(&o.key, "cache-key", "", "Nix binary cache secret key file (nix-store --generate-binary-cache-key), or $NIX_OTA_CACHE_KEY")
+	fs.BoolVar(&o.json, "json", false, "print the result as one JSON object on stdout (progress goes to stderr)")
+}
+
+// pushResult is push --json.
+type pushResult struct {
+	Bucket    string `json:"bucket"`
+	Paths     int    `json:"paths"`
+	Uploaded  int    `json:"uploaded"`
+	Skipped   int    `json:"skipped"`
+	Bytes     int64  `json:"bytes"`
+	PublicKey string `json:"publicKey"`
 }
 
 func (o *pushOptions) run(ctx context.Context, env *Env, args []string) error {
@@ -57,39 +80,62 @@ func (o *pushOptions) run(ctx context.Context, env *Env, args []string) error {
 		}
 		storePaths = append(storePaths, sp)
 	}
-	s, err := openBucket(ctx, env, o.bkt, false)
+	s, err := openBucket(ctx, env, o.bkt, forWriting)
 	if err != nil {
 		return err
 	}
 	if err := bucket.CheckLayout(ctx, s); err != nil {
 		return err
 	}
-	_, err = push(ctx, env, s, o.key, storePaths)
-	return err
+	res, pub, err := push(ctx, env, humanOut(env, o.json), s, o.key, storePaths)
+	if err != nil || !o.json {
+		return err
+	}
+	return writeJSON(env.Stdout, pushResult{Bucket: s.String(), Paths: res.Total, Uploaded: res.Uploaded, Skipped: res.Skipped, Bytes: res.Bytes, PublicKey: pub})
 }
 
-func push(ctx context.Context, env *Env, s bucket.Store, keyFile string, paths []string) (cache.Result, error) {
-	if keyFile == "" {
-		keyFile = env.Getenv("NIX_OTA_CACHE_KEY")
-	}
-	if keyFile == "" {
-		return cache.Result{}, usagef("--cache-key is required (a Nix binary cache secret key file)")
-	}
-	k, err := cache.LoadKey(keyFile)
+// push uploads the closures of paths into the bucket's cache, progress on
+// stderr and the summary on out; it returns the result and the cache's
+// public key.
+func push(ctx context.Context, env *Env, out io.Writer, s bucket.Store, keyFile string, paths []string) (cache.Result, string, error) {
+	k, err := loadCacheKey(env, keyFile)
 	if err != nil {
-		return cache.Result{}, err
+		return cache.Result{}, "", err
 	}
-	p := &cache.Pusher{Store: s, Key: k, Nix: cache.LocalNix{}, Progress: func(pr cache.Progress) {
+	meter := newByteMeter(env.Stderr)
+	p := &cache.Pusher{Store: s, Key: k, Nix: cache.LocalNix{}, Bytes: meter.update, Progress: func(pr cache.Progress) {
+		meter.clear()
 		fmt.Fprintf(env.Stderr, "push: %d/%d paths, %d uploaded (%s), %d already in the cache: %s\n",
 			pr.Done, pr.Total, pr.Uploaded, mib(pr.Bytes), pr.Skipped, filepath.Base(pr.Path))
 	}}
 	res, err := p.Push(ctx, paths)
+	meter.clear()
 	if err != nil {
-		return res, err
+		return res, "", err
 	}
-	fmt.Fprintf(env.Stdout, "pushed %d paths (%s) to %s/cache; %d were already there; devices trust it with %s\n",
-		res.Uploaded, mib(res.Bytes), s, res.Skipped, k.ToPublicKey().String())
-	return res, nil
+	pub := k.ToPublicKey().String()
+	fmt.Fprintf(out, "pushed %d paths (%s) to %s/cache; %d were already there; devices trust it with %s\n",
+		res.Uploaded, mib(res.Bytes), s, res.Skipped, pub)
+	return res, pub, nil
+}
+
+// loadCacheKey reads --cache-key (or $NIX_OTA_CACHE_KEY), saying so when
+// it is given a nix-ota signing key instead.
+func loadCacheKey(env *Env, keyFile string) (signature.SecretKey, error) {
+	if keyFile == "" {
+		keyFile = env.Getenv("NIX_OTA_CACHE_KEY")
+	}
+	if keyFile == "" {
+		return signature.SecretKey{}, usagef("--cache-key is required (a Nix binary cache secret key file)")
+	}
+	k, err := cache.LoadKey(keyFile)
+	if err != nil {
+		if b, rerr := os.ReadFile(keyFile); rerr == nil && bytes.Contains(b, []byte("-----BEGIN")) {
+			return k, usagef("cache key %s: that is a nix-ota manifest signing key; give it as --key (the cache key comes from nix-store --generate-binary-cache-key)", keyFile)
+		}
+		return k, err
+	}
+	return k, nil
 }
 
 func mib(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }

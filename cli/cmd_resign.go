@@ -19,6 +19,7 @@ type resignOptions struct {
 	expires time.Duration
 	within  time.Duration
 	noDash  bool
+	json    bool
 }
 
 func resignCmd() *command {
@@ -33,9 +34,15 @@ the next revision with a new expiry. Devices already on it do nothing. Run it
 from a scheduled CI job or cron, e.g. weekly with --expires 720h; with
 --if-expires-within it does nothing while the current manifest has longer.
 The current manifest must verify with the signing keys (and any
---public-key); one that does not is refused (exit 3) and nothing is signed.`,
+--public-key); one that does not is refused (exit 3) and nothing is signed.
+
+--json prints one object on stdout: {"channel", "resigned" (false when
+--if-expires-within found nothing to do), "revision" (the new one, or the
+current one when nothing was done), "from" (the revision re-signed),
+"storePaths", "systems", "rollout", "publishedAt", "expiresAt", "message",
+"publisher", "signedBy"}.`,
 		examples: `  nix-ota resign --bucket s3://fleet --key sign.key --channel prod
-  nix-ota resign --channel prod --key sign.key --if-expires-within 168h`,
+  nix-ota resign --channel prod --key sign.key --if-expires-within 168h --json`,
 		flags: o.flags,
 		run:   o.run,
 	}
@@ -49,6 +56,15 @@ func (o *resignOptions) flags(fs *pflag.FlagSet) {
 	fs.DurationVar(&o.expires, "expires", 720*time.Hour, "new validity")
 	fs.DurationVar(&o.within, "if-expires-within", 0, "only re-sign when the current manifest expires within this long")
 	fs.BoolVar(&o.noDash, "no-dashboard", false, "do not regenerate the dashboard")
+	fs.BoolVar(&o.json, "json", false, "print the result as one JSON object on stdout (messages go to stderr)")
+}
+
+// resignResult is resign --json.
+type resignResult struct {
+	Resigned bool     `json:"resigned"`
+	From     uint64   `json:"from"`
+	SignedBy []string `json:"signedBy,omitempty"`
+	*revisionJSON
 }
 
 func (o *resignOptions) run(ctx context.Context, env *Env, args []string) error {
@@ -59,14 +75,15 @@ func (o *resignOptions) run(ctx context.Context, env *Env, args []string) error 
 	if err != nil {
 		return err
 	}
-	cur, err := c.current()
+	c.noDash = o.noDash
+	cur, err := c.current(ctx)
 	if err != nil {
 		return err
 	}
 	curP := cur.Payload()
 	if left := time.Until(curP.ExpiresAt); o.within > 0 && left > o.within {
-		fmt.Fprintf(env.Stdout, "channel %s revision %d expires in %s; nothing to do\n", o.ch, cur.Revision(), humanDuration(left))
-		return nil
+		fmt.Fprintf(humanOut(env, o.json), "channel %s revision %d expires in %s; nothing to do\n", o.ch, cur.Revision(), humanDuration(left))
+		return o.report(env, resignResult{From: cur.Revision(), revisionJSON: newRevisionJSON(curP)})
 	}
 	d := cur.Draft(o.expires)
 	d.Edit(func(p *manifest.Payload) {
@@ -74,10 +91,17 @@ func (o *resignOptions) run(ctx context.Context, env *Env, args []string) error 
 			p.Message = fmt.Sprintf("re-signed revision %d: %s", cur.Revision(), p.Message)
 		}
 	})
-	res, err := c.publish(ctx, d, o.noDash)
+	res, err := c.publish(ctx, d, false)
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(env.Stdout, "channel %s revision %d: same system as revision %d, expires %s\n", o.ch, res.Revision, cur.Revision(), res.Payload.ExpiresAt.Format(time.RFC3339))
-	return nil
+	fmt.Fprintf(humanOut(env, o.json), "channel %s revision %d: same system as revision %d, expires %s\n", o.ch, res.Revision, cur.Revision(), res.Payload.ExpiresAt.Format(time.RFC3339))
+	return o.report(env, resignResult{Resigned: true, From: cur.Revision(), SignedBy: keyNames(c.keys), revisionJSON: newRevisionJSON(res.Payload)})
+}
+
+func (o *resignOptions) report(env *Env, r resignResult) error {
+	if !o.json {
+		return nil
+	}
+	return writeJSON(env.Stdout, r)
 }

@@ -18,6 +18,7 @@ type rollbackOptions struct {
 	to      uint64
 	expires time.Duration
 	noDash  bool
+	json    bool
 }
 
 func rollbackCmd() *command {
@@ -30,9 +31,14 @@ devices (which never accept a lower revision) move back to it. Without --to
 it picks the newest earlier revision with a different system. The message
 records what was rolled back from. Only revisions that verify with the
 signing keys (and any --public-key) are considered; a current manifest that
-does not verify is refused (exit 3) and nothing is signed.`,
+does not verify is refused (exit 3) and nothing is signed.
+
+--json prints one object on stdout: {"channel", "revision" (the new one),
+"from" (the revision rolled back from), "to" (the revision whose system it
+republished), "storePaths", "systems", "rollout", "publishedAt",
+"expiresAt", "message", "publisher", "signedBy"}.`,
 		examples: `  nix-ota rollback --bucket file:///srv/nix-ota --key sign.key --channel prod
-  nix-ota rollback --channel prod --to 6 --key sign.key`,
+  nix-ota rollback --channel prod --to 6 --key sign.key --json`,
 		flags: o.flags,
 		run:   o.run,
 	}
@@ -46,6 +52,15 @@ func (o *rollbackOptions) flags(fs *pflag.FlagSet) {
 	fs.Uint64Var(&o.to, "to", 0, "revision whose system to go back to (default: the newest earlier one with a different system)")
 	fs.DurationVar(&o.expires, "expires", 720*time.Hour, "how long devices accept the new manifest")
 	fs.BoolVar(&o.noDash, "no-dashboard", false, "do not regenerate the dashboard")
+	fs.BoolVar(&o.json, "json", false, "print the result as one JSON object on stdout (messages go to stderr)")
+}
+
+// rollbackResult is rollback --json.
+type rollbackResult struct {
+	From     uint64   `json:"from"`
+	To       uint64   `json:"to"`
+	SignedBy []string `json:"signedBy"`
+	*revisionJSON
 }
 
 func (o *rollbackOptions) run(ctx context.Context, env *Env, args []string) error {
@@ -56,7 +71,8 @@ func (o *rollbackOptions) run(ctx context.Context, env *Env, args []string) erro
 	if err != nil {
 		return err
 	}
-	cur, err := c.current()
+	c.noDash = o.noDash
+	cur, err := c.current(ctx)
 	if err != nil {
 		return err
 	}
@@ -73,10 +89,13 @@ func (o *rollbackOptions) run(ctx context.Context, env *Env, args []string) erro
 		p.Message = fmt.Sprintf("rollback from revision %d (%s) to revision %d", cur.Revision(), cur.Systems(), target.Revision())
 		p.Publisher = publisherName()
 	})
-	res, err := c.publish(ctx, d, o.noDash)
+	res, err := c.publish(ctx, d, false)
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(env.Stdout, "channel %s revision %d: %s\n", o.ch, res.Revision, res.Payload.Message)
+	fmt.Fprintf(humanOut(env, o.json), "channel %s revision %d: %s\n", o.ch, res.Revision, res.Payload.Message)
+	if o.json {
+		return writeJSON(env.Stdout, rollbackResult{From: cur.Revision(), To: target.Revision(), SignedBy: keyNames(c.keys), revisionJSON: newRevisionJSON(res.Payload)})
+	}
 	return nil
 }

@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"fmt"
+	"io"
 	"strconv"
 	"strings"
 	"time"
@@ -22,6 +23,8 @@ type rolloutOptions struct {
 	maxFailed string
 	expires   time.Duration
 	gate      gateFlags
+	noDash    bool
+	json      bool
 }
 
 func rolloutCmd() *command {
@@ -38,7 +41,16 @@ exceeds --max-failed, it halts: it republishes the last earlier system at
 100% (or, with none, the same system at 0%) and exits 1. It keeps no state
 outside the bucket: run it again after a crash and it continues from the
 channel's current percentage. Cohorts are hash(salt, device id), so raising
-the percentage only adds devices.`,
+the percentage only adds devices.
+
+--json prints one object on stdout when the rollout ends, also when it
+halts (exit 1): {"channel", "outcome" ("complete", "already-done",
+"halted", "unproven" or "failed"), "revision" and "rollout" (the channel's
+current revision and percentage at the end), "storePaths" (the system
+rolled out), "revertedTo" (the revision a halt published), "steps":
+[{"rollout", "revision", "outcome" ("passed", "halt", "unproven"),
+"reason", "cohort", "done", "failed", "pending"}], "error"}. Progress
+lines go to stderr.`,
 		examples: `  nix-ota publish --channel prod --store-path ./result --rollout 5 --key sign.key
   nix-ota rollout --channel prod --steps 5,25,100 --wait 15m --max-failed 2% --key sign.key`,
 		flags: o.flags,
@@ -55,6 +67,32 @@ func (o *rolloutOptions) flags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.maxFailed, "max-failed", "2%", "halt when more than this share (N%) or number (N) of the step's cohort failed")
 	fs.DurationVar(&o.expires, "expires", 720*time.Hour, "validity of each manifest")
 	o.gate.add(fs, 15*time.Minute, 10*time.Second)
+	fs.BoolVar(&o.noDash, "no-dashboard", false, "do not regenerate the dashboard after each step and at the end")
+	fs.BoolVar(&o.json, "json", false, "print the outcome as one JSON object on stdout (progress goes to stderr)")
+}
+
+// rolloutResult is rollout --json.
+type rolloutResult struct {
+	Channel    string        `json:"channel"`
+	Outcome    string        `json:"outcome"`
+	Revision   uint64        `json:"revision"`
+	Rollout    int           `json:"rollout"`
+	StorePaths []string      `json:"storePaths"`
+	RevertedTo uint64        `json:"revertedTo,omitempty"`
+	Steps      []rolloutStep `json:"steps"`
+	Error      string        `json:"error,omitempty"`
+}
+
+// rolloutStep is one judged step of rollout --json.
+type rolloutStep struct {
+	Rollout  int    `json:"rollout"`
+	Revision uint64 `json:"revision"`
+	Outcome  string `json:"outcome"`
+	Reason   string `json:"reason"`
+	Cohort   int    `json:"cohort"`
+	Done     int    `json:"done"`
+	Failed   int    `json:"failed"`
+	Pending  int    `json:"pending"`
 }
 
 func (o *rolloutOptions) run(ctx context.Context, env *Env, args []string) error {
@@ -77,13 +115,38 @@ func (o *rolloutOptions) run(ctx context.Context, env *Env, args []string) error
 	if err != nil {
 		return err
 	}
-	if _, err := c.current(); err != nil {
+	c.noDash = o.noDash
+	cur, err := c.current(ctx)
+	if err != nil {
 		return err
 	}
 	f.s, f.trust = c.s, &c.trust
-	r := &rollout{env: env, c: c, f: f, expires: o.expires}
+	p := cur.Payload()
+	r := &rollout{env: env, out: humanOut(env, o.json), c: c, f: f, expires: o.expires,
+		res: rolloutResult{Channel: c.name, StorePaths: p.StorePaths(), Steps: []rolloutStep{}}}
 	defer c.refreshDashboard(ctx)
-	return r.run(ctx, steps)
+	err = r.run(ctx, steps)
+	if o.json {
+		r.finish(ctx, err)
+		if jerr := writeJSON(env.Stdout, r.res); jerr != nil && err == nil {
+			err = jerr
+		}
+	}
+	return err
+}
+
+// finish fills in where the channel ended and, for a failure that did not
+// set one, the outcome.
+func (r *rollout) finish(ctx context.Context, err error) {
+	if err != nil {
+		r.res.Error = oneLine(explain(err).Error(), 4000)
+		if r.res.Outcome == "" {
+			r.res.Outcome = "failed"
+		}
+	}
+	if e, cerr := r.c.current(ctx); cerr == nil {
+		r.res.Revision, r.res.Rollout = e.Revision(), e.Payload().Rollout.Percent
+	}
 }
 
 func parseSteps(s string) ([]int, error) {
@@ -103,19 +166,22 @@ func parseSteps(s string) ([]int, error) {
 
 type rollout struct {
 	env     *Env
+	out     io.Writer // stdout, or stderr under --json
 	c       *signedChannel
 	f       *follower
 	expires time.Duration
+	res     rolloutResult
 }
 
 func (r *rollout) run(ctx context.Context, steps []int) error {
-	cur, err := r.c.current()
+	cur, err := r.c.current(ctx)
 	if err != nil {
 		return err
 	}
 	pct, last := cur.Payload().Rollout.Percent, steps[len(steps)-1]
 	if pct >= last {
-		fmt.Fprintf(r.env.Stdout, "channel %s revision %d is already at %d%%, the last step; nothing to do\n", r.c.name, cur.Revision(), pct)
+		r.res.Outcome = "already-done"
+		fmt.Fprintf(r.out, "channel %s revision %d is already at %d%%, the last step; nothing to do\n", r.c.name, cur.Revision(), pct)
 		return nil
 	}
 	step := r.c.h.StepOf(cur)
@@ -140,21 +206,26 @@ func (r *rollout) run(ctx context.Context, steps []int) error {
 		}
 	}
 	r.c.attest(ctx, cur, true, fmt.Sprintf("rollout completed at %d%%", pct))
-	fmt.Fprintf(r.env.Stdout, "rollout of %s on channel %s complete at %d%% (revision %d); recorded as known good\n", cur.Systems(), r.c.name, cur.Payload().Rollout.Percent, cur.Revision())
+	r.res.Outcome = "complete"
+	fmt.Fprintf(r.out, "rollout of %s on channel %s complete at %d%% (revision %d); recorded as known good\n", cur.Systems(), r.c.name, cur.Payload().Rollout.Percent, cur.Revision())
 	return nil
 }
 
 // judge follows one step and acts on the outcome: nil to go on, or the
 // error that ends the rollout (after a halt's revert).
 func (r *rollout) judge(ctx context.Context, cur channel.Entry, pct int) error {
-	out, why, _, err := r.f.follow(ctx, r.c.h.StepOf(cur))
+	out, why, t, err := r.f.follow(ctx, r.c.h.StepOf(cur))
 	if err != nil {
 		return err
 	}
+	r.res.Steps = append(r.res.Steps, rolloutStep{Rollout: pct, Revision: cur.Revision(), Outcome: out.String(), Reason: why,
+		Cohort: t.Cohort, Done: t.Done, Failed: t.Failed, Pending: t.Pending})
 	switch out {
 	case channel.Halt:
+		r.res.Outcome = "halted"
 		return r.halt(ctx, cur, pct, why)
 	case channel.Unproven:
+		r.res.Outcome = "unproven"
 		err := fmt.Errorf("rollout of channel %s stopped at %d%%: %s (nothing reverted; --allow-empty passes such steps)", r.c.name, pct, why)
 		r.f.notify(ctx, "unproven", r.c.name, cur.Revision(), err.Error())
 		return err
@@ -210,6 +281,7 @@ func (r *rollout) halt(ctx context.Context, cur channel.Entry, pct int, why stri
 	if err != nil {
 		err = fmt.Errorf("rollout halted (%s) but the revert failed: %w", why, err)
 	} else {
+		r.res.RevertedTo = res.Revision
 		err = fmt.Errorf("rollout of channel %s halted: %s; published revision %d: %s", r.c.name, why, res.Revision, strings.Join(res.Payload.StorePaths(), " "))
 	}
 	r.f.notify(ctx, "halted", r.c.name, cur.Revision(), err.Error())

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -61,6 +62,11 @@ func (o *statusOptions) run(ctx context.Context, env *Env, args []string) error 
 	trust, s, err := openForReading(ctx, env, args, o.tf, o.bkt)
 	if err != nil {
 		return err
+	}
+	if o.ch != "" {
+		if err := requireChannel(ctx, s, o.ch); err != nil {
+			return err
+		}
 	}
 	for {
 		f, err := dashboard.Collect(ctx, s, dashboard.Options{Trust: trust, Channel: o.ch})
@@ -126,7 +132,7 @@ func printFleet(w io.Writer, f *dashboard.Fleet) {
 		if !d.CheckedAt.IsZero() {
 			seen = ago(f.GeneratedAt, d.CheckedAt)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\n", oneLine(d.ID, 64), d.State, oneLine(d.Channel, 40), d.Revision, seen, reboot, oneLine(msg, 100))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\n", oneLine(d.ID, 64), terminalPalette(w, os.Getenv).state(d.State), oneLine(d.Channel, 40), d.Revision, seen, reboot, oneLine(msg, 100))
 	}
 	tw.Flush()
 }

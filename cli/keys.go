@@ -2,6 +2,8 @@ package cli
 
 import (
 	"context"
+	"crypto/ed25519"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -76,6 +78,9 @@ func (k keyFlags) loadOne(ctx context.Context, env *Env, ref string) (signing.Ke
 		}
 		return signing.Key{}, fmt.Errorf("key %s: %w", ref, err)
 	}
+	if isNixCacheKey(pemBytes) {
+		return signing.Key{}, usagef("key %s: that is a Nix binary cache key; give it as --cache-key (the manifest signing key comes from nix-ota keygen)", ref)
+	}
 	var pw []byte
 	if signing.IsEncrypted(pemBytes) {
 		if pw, err = readPassword(env, *k.pwFile, false); err != nil {
@@ -124,4 +129,17 @@ func readPassword(env *Env, file string, confirm bool) ([]byte, error) {
 		return nil, errors.New("empty password")
 	}
 	return pw, nil
+}
+
+// isNixCacheKey tells a Nix binary cache secret key (NAME:BASE64 of a
+// 64-byte ed25519 key, from nix-store --generate-binary-cache-key) from a
+// nix-ota signing key, so giving one for the other says which flag it
+// belongs to.
+func isNixCacheKey(b []byte) bool {
+	name, key, ok := strings.Cut(strings.TrimSpace(string(b)), ":")
+	if !ok || name == "" || strings.ContainsAny(name, " \t\n") {
+		return false
+	}
+	raw, err := base64.StdEncoding.DecodeString(key)
+	return err == nil && len(raw) == ed25519.PrivateKeySize
 }

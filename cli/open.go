@@ -2,7 +2,14 @@ package cli
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
+	"unicode"
 
 	"github.com/spf13/pflag"
 
@@ -12,16 +19,42 @@ import (
 	"github.com/nix-ota/nix-ota/manifest"
 )
 
-// openBucket opens --bucket (or $NIX_OTA_BUCKET). s3:// URLs get the full
-// AWS credential chain, including the URL's profile= parameter.
-func openBucket(ctx context.Context, env *Env, raw string, create bool) (bucket.Store, error) {
+// bucketUse is what a command does with the bucket it opens, which decides
+// what a missing file:// directory means.
+type bucketUse int
+
+const (
+	// forReading: status, verify, history, dashboard, doctor. A missing
+	// directory is a typo; init there would make a new, empty fleet.
+	forReading bucketUse = iota
+	// forWriting: publish, push, rollout, rollback, resign, gc. A missing
+	// directory may be a bucket not made yet: the error suggests init.
+	forWriting
+	// forInit: init, which creates a file:// bucket's directory.
+	forInit
+)
+
+// bucketURL is --bucket, or $NIX_OTA_BUCKET when the flag is not given.
+func bucketURL(env *Env, raw string) string {
 	if raw == "" {
 		raw = env.Getenv("NIX_OTA_BUCKET")
 	}
+	return raw
+}
+
+// openBucket opens --bucket (or $NIX_OTA_BUCKET). s3:// URLs get the full
+// AWS credential chain, including the URL's profile= parameter.
+func openBucket(ctx context.Context, env *Env, raw string, use bucketUse) (bucket.Store, error) {
+	raw = bucketURL(env, raw)
 	if raw == "" {
 		return nil, usagef("--bucket is required (or set $NIX_OTA_BUCKET), e.g. file:///srv/nix-ota or s3://fleet?endpoint=minio.lan:9000")
 	}
-	opts := bucket.Options{Create: create}
+	if use == forReading {
+		if err := checkFileBucket(raw); err != nil {
+			return nil, err
+		}
+	}
+	opts := bucket.Options{Create: use == forInit}
 	if strings.HasPrefix(raw, "s3://") {
 		cfg, err := bucket.ParseS3URL(raw)
 		if err != nil {
@@ -36,6 +69,56 @@ func openBucket(ctx context.Context, env *Env, raw string, create bool) (bucket.
 	return bucket.Open(raw, opts)
 }
 
+// checkFileBucket refuses a file:// URL whose directory is missing with a
+// message for a reading command: check the path, rather than the "run
+// nix-ota init" a writing command gets.
+func checkFileBucket(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil || u.Scheme != "file" || !filepath.IsAbs(u.Path) {
+		return nil // bucket.Open says what is wrong with it
+	}
+	if _, err := os.Stat(u.Path); errors.Is(err, fs.ErrNotExist) {
+		return noBucketError{raw}
+	}
+	return nil
+}
+
+// noBucketError is a reading command's missing file:// directory; it is a
+// bucket.ErrUnreachable.
+type noBucketError struct{ url string }
+
+func (e noBucketError) Error() string {
+	return fmt.Sprintf("no nix-ota bucket at %s (no such directory); check the path", e.url)
+}
+
+func (e noBucketError) Is(target error) bool { return target == bucket.ErrUnreachable }
+
+// publicKeyEnv names the variable holding trusted public keys: the
+// default --public-key of reading commands, extra trust for signing ones.
+const publicKeyEnv = "NIX_OTA_PUBLIC_KEY"
+
+// envPublicKeys splits $NIX_OTA_PUBLIC_KEY at whitespace and commas.
+func envPublicKeys(env *Env) []string {
+	return strings.FieldsFunc(env.Getenv(publicKeyEnv), func(r rune) bool { return r == ',' || unicode.IsSpace(r) })
+}
+
+// parsePublicKeys parses --public-key values, then those of
+// $NIX_OTA_PUBLIC_KEY, naming the variable when one of its keys is bad.
+func parsePublicKeys(flagKeys, envKeys []string) ([]manifest.PublicKey, error) {
+	var out []manifest.PublicKey
+	for i, k := range append(append([]string{}, flagKeys...), envKeys...) {
+		pk, err := manifest.ParsePublicKey(k)
+		if err != nil {
+			if i >= len(flagKeys) {
+				return nil, usagef("$%s: %v", publicKeyEnv, err)
+			}
+			return nil, usageError{err}
+		}
+		out = append(out, pk)
+	}
+	return out, nil
+}
+
 // trustFlags are the flags that describe what a device trusts.
 type trustFlags struct {
 	keys      *[]string
@@ -44,23 +127,30 @@ type trustFlags struct {
 
 func addTrustFlags(fs *pflag.FlagSet) trustFlags {
 	return trustFlags{
-		keys:      fs.StringArray("public-key", nil, "trusted public key NAME:BASE64 (repeatable)"),
+		keys:      fs.StringArray("public-key", nil, "trusted public key NAME:BASE64 (repeatable; default $"+publicKeyEnv+")"),
 		threshold: fs.Int("threshold", 1, "how many distinct trusted keys must have signed"),
 	}
 }
 
-func (t trustFlags) trust() (manifest.Trust, error) {
-	if len(*t.keys) == 0 {
-		return manifest.Trust{}, usagef("--public-key is required (the NAME:BASE64 line nix-ota keygen printed)")
+// keyList is --public-key, or the keys of $NIX_OTA_PUBLIC_KEY when the
+// flag is not given.
+func (t trustFlags) keyList(env *Env) (flagKeys, envKeys []string) {
+	if len(*t.keys) > 0 {
+		return *t.keys, nil
 	}
-	tr := manifest.Trust{Threshold: *t.threshold}
-	for _, k := range *t.keys {
-		pk, err := manifest.ParsePublicKey(k)
-		if err != nil {
-			return manifest.Trust{}, usageError{err}
-		}
-		tr.Keys = append(tr.Keys, pk)
+	return nil, envPublicKeys(env)
+}
+
+func (t trustFlags) trust(env *Env) (manifest.Trust, error) {
+	flagKeys, envKeys := t.keyList(env)
+	if len(flagKeys)+len(envKeys) == 0 {
+		return manifest.Trust{}, usagef("--public-key is required (the NAME:BASE64 line nix-ota keygen printed; or set $%s)", publicKeyEnv)
 	}
+	keys, err := parsePublicKeys(flagKeys, envKeys)
+	if err != nil {
+		return manifest.Trust{}, err
+	}
+	tr := manifest.Trust{Threshold: *t.threshold, Keys: keys}
 	if err := tr.Check(); err != nil {
 		return manifest.Trust{}, usageError{err}
 	}
@@ -73,19 +163,21 @@ func openForReading(ctx context.Context, env *Env, args []string, tf trustFlags,
 	if err := noArgs(args); err != nil {
 		return nil, nil, err
 	}
-	trust, err := optionalTrust(tf)
+	trust, err := optionalTrust(env, tf)
 	if err != nil {
 		return nil, nil, err
 	}
-	s, err := openBucket(ctx, env, bkt, false)
+	s, err := openBucket(ctx, env, bkt, forReading)
 	return trust, s, err
 }
 
-func optionalTrust(tf trustFlags) (*manifest.Trust, error) {
-	if len(*tf.keys) == 0 {
+// optionalTrust is the trust of --public-key or $NIX_OTA_PUBLIC_KEY, or
+// nil when neither names a key (contents are then shown unverified).
+func optionalTrust(env *Env, tf trustFlags) (*manifest.Trust, error) {
+	if f, e := tf.keyList(env); len(f)+len(e) == 0 {
 		return nil, nil
 	}
-	t, err := tf.trust()
+	t, err := tf.trust(env)
 	if err != nil {
 		return nil, err
 	}

@@ -129,3 +129,41 @@ func keyNames(keys []signing.Key) []string {
 	}
 	return out
 }
+
+// revisionJSON is one signed revision as the --json outputs show it.
+type revisionJSON struct {
+	Channel     string           `json:"channel"`
+	Revision    uint64           `json:"revision"`
+	StorePaths  []string         `json:"storePaths"`
+	Systems     manifest.Systems `json:"systems,omitempty"`
+	Rollout     int              `json:"rollout"`
+	PublishedAt time.Time        `json:"publishedAt"`
+	ExpiresAt   time.Time        `json:"expiresAt"`
+	Message     string           `json:"message,omitempty"`
+	Publisher   string           `json:"publisher,omitempty"`
+}
+
+func newRevisionJSON(p manifest.Payload) *revisionJSON {
+	return &revisionJSON{Channel: p.Channel, Revision: p.Revision, StorePaths: p.StorePaths(), Systems: p.Systems, Rollout: p.Rollout.Percent,
+		PublishedAt: p.PublishedAt, ExpiresAt: p.ExpiresAt, Message: p.Message, Publisher: p.Publisher}
+}
+
+// rejectionReason is the rule a rejected manifest broke ("manifest
+// expired", "signature not trusted", …), for --json.
+func rejectionReason(err error) string {
+	for _, r := range rejections {
+		if errors.Is(err, r) {
+			return r.Error()
+		}
+	}
+	return ""
+}
+
+// humanOut is where a command prints what people read: stdout, or stderr
+// when stdout carries --json.
+func humanOut(env *Env, asJSON bool) io.Writer {
+	if asJSON {
+		return env.Stderr
+	}
+	return env.Stdout
+}

@@ -22,7 +22,7 @@ type signTrustFlags struct {
 
 func addSignTrustFlags(fs *pflag.FlagSet) signTrustFlags {
 	return signTrustFlags{
-		keys:      fs.StringArray("public-key", nil, "also accept existing revisions signed by this key NAME:BASE64, e.g. one you rotated away from (repeatable)"),
+		keys:      fs.StringArray("public-key", nil, "also accept existing revisions signed by this key NAME:BASE64, e.g. one you rotated away from (repeatable; $"+publicKeyEnv+" adds more)"),
 		threshold: fs.Int("threshold", 0, "distinct trusted keys an existing revision needs (default: every --key)"),
 	}
 }
@@ -31,12 +31,13 @@ func addSignTrustFlags(fs *pflag.FlagSet) signTrustFlags {
 // the channel's history as verified with the keys' trust. Every command
 // that signs goes through it, so none can sign what it did not verify.
 type signedChannel struct {
-	env   *Env
-	name  string
-	s     bucket.Store
-	keys  []signing.Key
-	trust manifest.Trust
-	h     *channel.History
+	env    *Env
+	name   string
+	s      bucket.Store
+	keys   []signing.Key
+	trust  manifest.Trust
+	h      *channel.History
+	noDash bool // --no-dashboard: never rewrite the bucket's dashboard
 }
 
 // openSigned checks the channel name, loads the keys (before any bucket
@@ -50,19 +51,15 @@ func openSigned(ctx context.Context, env *Env, bkt string, kf keyFlags, tf signT
 	if err != nil {
 		return nil, err
 	}
-	var extra []manifest.PublicKey
-	for _, k := range *tf.keys {
-		pk, err := manifest.ParsePublicKey(k)
-		if err != nil {
-			return nil, usageError{err}
-		}
-		extra = append(extra, pk)
+	extra, err := parsePublicKeys(*tf.keys, envPublicKeys(env))
+	if err != nil {
+		return nil, err
 	}
 	trust, err := signing.Trust(keys, extra, *tf.threshold)
 	if err != nil {
 		return nil, usageError{err}
 	}
-	s, err := openBucket(ctx, env, bkt, false)
+	s, err := openBucket(ctx, env, bkt, forWriting)
 	if err != nil {
 		return nil, err
 	}
@@ -99,11 +96,18 @@ func (c *signedChannel) warnSkipped() {
 	}
 }
 
-// current is the verified current manifest (exit 3 when it does not verify).
-func (c *signedChannel) current() (channel.Entry, error) { return c.h.Current() }
+// current is the verified current manifest (exit 3 when it does not
+// verify, 2 when the bucket has no such channel).
+func (c *signedChannel) current(ctx context.Context) (channel.Entry, error) {
+	if c.h.Pointer == nil {
+		return channel.Entry{}, channelNotFound(ctx, c.s, c.name)
+	}
+	return c.h.Current()
+}
 
-// publish signs d as the channel's next revision and, unless noDash,
-// rewrites the dashboard (a failure there is a warning: the publish stands).
+// publish signs d as the channel's next revision and, unless noDash or
+// --no-dashboard, rewrites the dashboard (a failure there is a warning: the
+// publish stands).
 func (c *signedChannel) publish(ctx context.Context, d channel.Draft, noDash bool) (channel.Result, error) {
 	res, err := channel.Publish(ctx, c.s, c.h, d, func(p *manifest.Payload) ([]byte, error) {
 		return signing.Sign(ctx, p, c.keys...)
@@ -114,7 +118,7 @@ func (c *signedChannel) publish(ctx context.Context, d channel.Draft, noDash boo
 	if res.Superseded != 0 {
 		fmt.Fprintf(c.env.Stderr, "note: a concurrent publish moved channel %q to revision %d while this one wrote revision %d\n", c.h.Channel, res.Superseded, res.Revision)
 	}
-	if !noDash {
+	if !noDash && !c.noDash {
 		if where, _, err := regenerate(ctx, c.s, "", &c.trust); err != nil {
 			fmt.Fprintf(c.env.Stderr, "warning: dashboard not regenerated: %s\n", oneLine(err.Error(), 300))
 		} else {
@@ -143,6 +147,9 @@ func (c *signedChannel) attest(ctx context.Context, e channel.Entry, good bool, 
 // that observed the fleet, so the page never shows what the command saw
 // change. A failure is a warning.
 func (c *signedChannel) refreshDashboard(ctx context.Context) {
+	if c.noDash {
+		return
+	}
 	if _, _, err := regenerate(ctx, c.s, "", &c.trust); err != nil {
 		fmt.Fprintf(c.env.Stderr, "warning: dashboard not regenerated: %s\n", oneLine(err.Error(), 300))
 	}
