@@ -2,7 +2,7 @@
 // verify, fetch the closure with Nix, switch, health-check, roll back on
 // failure, check in.
 //
-// Threat model (DESIGN.md §1): the bucket is untrusted. The agent acts only
+// Threat model (docs/design.md, Trust model): the bucket is untrusted. The agent acts only
 // on manifests that pass manifest.Verify against the keys in its own
 // configuration, remembers the highest revision per channel so nothing
 // older is ever accepted, and fetches closures through Nix with its own
@@ -151,7 +151,7 @@ func (a *Agent) device() Device {
 	return Device{ID: a.Config.DeviceID, Class: a.Config.DeviceClass, Channel: a.Config.Channel, Trust: a.Trust, ForceBoot: a.Config.Switch == manifest.SwitchBoot, AllowedSubstituters: a.Config.AllowedSubstituters}
 }
 
-// Poll runs one poll (DESIGN.md §5).
+// Poll runs one poll (docs/design.md, Agent steps).
 func (a *Agent) Poll(ctx context.Context) Outcome {
 	if a.saveErr != nil {
 		return a.refused(ctx)
@@ -280,8 +280,8 @@ func (a *Agent) reject(ctx context.Context, cs *ChannelState, why error, etag st
 	return Outcome{Result: ResultRejected, Err: why}
 }
 
-// apply fetches, switches and health-checks a new system (DESIGN.md §5
-// steps 4-6). The pending update is saved before the profile moves, and
+// apply fetches, switches and health-checks a new system (docs/design.md,
+// Agent steps 5-8). The pending update is saved before the profile moves, and
 // again once it has moved (ProfileSet), so that a start after a crash or
 // a failed save can tell an update that never started from one that was
 // rolled back.
@@ -289,6 +289,9 @@ func (a *Agent) apply(ctx context.Context, cs *ChannelState, d Decision, etag, p
 	a.beforeWork()
 	ch, p := a.Config.Channel, d.Verified.Payload
 	a.logf("poll %s: revision %d: new system %s (%s), fetching closure", ch, p.Revision, d.StorePath, status.Clean(p.Message, 200))
+	if why, ok := cs.BadPaths[d.StorePath]; ok {
+		a.logf("poll %s: revision %d sets retry: trying %s again, rolled back here before (%s)", ch, p.Revision, d.StorePath, why)
+	}
 	a.state.Attempted = p.Revision
 	a.report(ctx, status.Downloading, nil, fmt.Sprintf("fetching revision %d", p.Revision))
 	if err := a.System.Realise(ctx, d.StorePath, a.substituters(p), a.Config.TrustedCacheKeys); err != nil {
@@ -378,11 +381,14 @@ func (a *Agent) finish(ctx context.Context, etag string) Outcome {
 	return out
 }
 
-// commit records a healthy update, then cleans up and reports.
+// commit records a healthy update, then cleans up and reports. A system
+// that was marked bad and proved healthy on a retry is no longer bad.
 func (a *Agent) commit(ctx context.Context, pd *Pending, etag string) Outcome {
 	a.state.Applied = &Applied{Channel: pd.Channel, Revision: pd.Revision, StorePath: pd.StorePath, At: a.now()}
 	a.state.Pending = nil
-	a.state.channel(pd.Channel).ETag = etag
+	cs := a.state.channel(pd.Channel)
+	cs.ETag = etag
+	delete(cs.BadPaths, pd.StorePath)
 	if err := a.save(); err != nil {
 		return halted(ResultApplied, fmt.Errorf("revision %d is healthy but not recorded; the next start checks it again", pd.Revision), err)
 	}
@@ -463,8 +469,9 @@ func (a *Agent) maybeReboot(ctx context.Context, storePath string) {
 	}
 }
 
-// rollback returns to the previous system and marks the revision bad so it
-// is never retried (DESIGN.md §5 step 6). If the mark cannot be saved, the
+// rollback returns to the previous system and marks the revision and its
+// system bad (docs/design.md, Agent steps, step 8): neither is tried again,
+// unless a later revision sets retry. If the mark cannot be saved, the
 // next start still sees the pending update with its profile moved back,
 // and marks it bad then (Recover).
 func (a *Agent) rollback(ctx context.Context, reason error, etag string) Outcome {

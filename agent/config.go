@@ -12,6 +12,7 @@ import (
 
 	"github.com/nix-ota/nix-ota/bucket"
 	"github.com/nix-ota/nix-ota/manifest"
+	"github.com/nix-ota/nix-ota/nix"
 )
 
 // Config is the agent's configuration: a JSON file (the NixOS module writes
@@ -146,98 +147,121 @@ func (c *Config) withDefaults() {
 		c.KeepGenerations = DefaultKeepGenerations
 	}
 	if c.SwitchVia == "" {
-		c.SwitchVia = "auto"
+		c.SwitchVia = string(nix.SwitchViaAuto)
 	}
 	if c.StatusBucket == "" && (strings.HasPrefix(c.Bucket, "file://") || strings.HasPrefix(c.Bucket, "s3://")) {
 		c.StatusBucket = c.Bucket
 	}
 }
 
+// problems collects configuration problems, one line each.
+type problems []string
+
+func (p *problems) add(format string, a ...any) { *p = append(*p, fmt.Sprintf(format, a...)) }
+
 // Check validates a configuration (after defaults) and returns the trust
 // it describes. Every problem is reported, one per line.
 func (c *Config) Check() (manifest.Trust, error) {
-	var errs []string
-	add := func(format string, a ...any) { errs = append(errs, fmt.Sprintf(format, a...)) }
+	var errs problems
+	c.checkBuckets(&errs)
+	c.checkIdentity(&errs)
+	trust := c.checkTrust(&errs)
+	c.checkCaches(&errs)
+	c.checkSettings(&errs)
+	if len(errs) > 0 {
+		return manifest.Trust{}, fmt.Errorf("%w: %s", ErrConfig, strings.Join(errs, "; "))
+	}
+	return trust, nil
+}
+
+func (c *Config) checkBuckets(errs *problems) {
 	if c.Bucket == "" {
-		add("bucket is required (file://, s3:// or https:// URL of the bucket holding channels/)")
+		errs.add("bucket is required (file://, s3:// or https:// URL of the bucket holding channels/)")
 	} else if _, err := bucket.Open(c.Bucket, bucket.Options{}); err != nil && !errors.Is(err, bucket.ErrUnreachable) {
-		add("bucket: %v", err)
+		errs.add("bucket: %v", err)
 	}
 	if c.StatusBucket != "" && strings.HasPrefix(c.StatusBucket, "http") {
-		add("statusBucket %s: must be writable (s3:// or file://)", c.StatusBucket)
+		errs.add("statusBucket %s: must be writable (s3:// or file://)", c.StatusBucket)
 	} else if c.StatusBucket != "" {
 		if _, err := bucket.Open(c.StatusBucket, bucket.Options{}); err != nil && !errors.Is(err, bucket.ErrUnreachable) {
-			add("statusBucket: %v", err)
+			errs.add("statusBucket: %v", err)
 		}
 	}
+}
+
+func (c *Config) checkIdentity(errs *problems) {
 	if err := manifest.ValidateName("channel", c.Channel); err != nil {
-		add("channel: %v", err)
+		errs.add("channel: %v", err)
 	}
 	if err := manifest.ValidateName("device id", c.DeviceID); err != nil {
-		add("deviceId: %v (set deviceId; the hostname is not a valid id)", err)
+		errs.add("deviceId: %v (set deviceId; the hostname is not a valid id)", err)
 	}
 	if err := manifest.ValidateName("device class", c.DeviceClass); err != nil {
-		add("deviceClass: %v", err)
+		errs.add("deviceClass: %v", err)
 	}
+}
+
+func (c *Config) checkTrust(errs *problems) manifest.Trust {
 	trust := manifest.Trust{Threshold: c.Threshold}
 	if len(c.PublicKeys) == 0 {
-		add("publicKeys: at least one trusted manifest key (NAME:BASE64) is required")
+		errs.add("publicKeys: at least one trusted manifest key (NAME:BASE64) is required")
 	}
 	for _, k := range c.PublicKeys {
 		pk, err := manifest.ParsePublicKey(k)
 		if err != nil {
-			add("publicKeys: %v", err)
+			errs.add("publicKeys: %v", err)
 			continue
 		}
 		trust.Keys = append(trust.Keys, pk)
 	}
 	if len(trust.Keys) > 0 {
 		if err := trust.Check(); err != nil {
-			add("%v", err)
+			errs.add("%v", err)
 		}
 	}
+	return trust
+}
+
+func (c *Config) checkCaches(errs *problems) {
 	for _, s := range c.Substituters {
 		if err := manifest.ValidateSubstituter(s); err != nil {
-			add("substituters: %v", err)
+			errs.add("substituters: %v", err)
 		}
 	}
 	for _, s := range c.AllowedSubstituters {
 		if err := manifest.ValidateSubstituter(s); err != nil {
-			add("allowedSubstituters: %v", err)
+			errs.add("allowedSubstituters: %v", err)
 		}
 	}
 	for _, k := range c.TrustedCacheKeys {
 		if name, b64, ok := strings.Cut(k, ":"); !ok || name == "" || b64 == "" || strings.ContainsAny(k, " \t\n") {
-			add("trustedCacheKeys: %q is not NAME:BASE64", k)
+			errs.add("trustedCacheKeys: %q is not NAME:BASE64", k)
 		}
 	}
+}
+
+func (c *Config) checkSettings(errs *problems) {
 	if c.Switch != manifest.SwitchNow && c.Switch != manifest.SwitchBoot {
-		add("switch: %q (want switch or boot)", c.Switch)
+		errs.add("switch: %q (want switch or boot)", c.Switch)
 	}
-	switch c.SwitchVia {
-	case "auto", "systemd-run", "direct":
-	default:
-		add("switchVia: %q (want auto, systemd-run or direct)", c.SwitchVia)
+	if _, err := nix.ParseSwitchVia(c.SwitchVia); err != nil {
+		errs.add("switchVia: %v", err)
 	}
 	if !strings.HasPrefix(c.StateDir, "/") || !strings.HasPrefix(c.Profile, "/") {
-		add("stateDir and profile must be absolute paths")
+		errs.add("stateDir and profile must be absolute paths")
 	}
 	if c.Interval.Duration < time.Second || c.HealthTimeout.Duration <= 0 || c.Jitter.Duration < 0 || c.Heartbeat.Duration < c.Interval.Duration {
-		add("interval must be at least 1s, healthTimeout positive, jitter not negative, heartbeat at least the interval")
+		errs.add("interval must be at least 1s, healthTimeout positive, jitter not negative, heartbeat at least the interval")
 	}
 	if _, err := ParseSize(c.MinFreeSpace); err != nil {
-		add("minFreeSpace: %v", err)
+		errs.add("minFreeSpace: %v", err)
 	}
 	if c.KeepGenerations < 0 {
-		add("keepGenerations must not be negative")
+		errs.add("keepGenerations must not be negative")
 	}
 	if _, err := ParseWindow(c.RebootWindow); err != nil {
-		add("rebootWindow: %v", err)
+		errs.add("rebootWindow: %v", err)
 	}
-	if len(errs) > 0 {
-		return manifest.Trust{}, fmt.Errorf("%w: %s", ErrConfig, strings.Join(errs, "; "))
-	}
-	return trust, nil
 }
 
 // Prepare fills defaults and checks the result; what embedders (tests,

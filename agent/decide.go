@@ -13,7 +13,8 @@ import (
 var (
 	// ErrNoSystemForClass: the manifest has no system for this device class.
 	ErrNoSystemForClass = errors.New("no system for this device class")
-	// ErrBadRevision: the revision was rolled back here before; never retried.
+	// ErrBadRevision: the revision, or its system, was rolled back here
+	// before; retried only under a new revision that sets retry.
 	ErrBadRevision = errors.New("revision marked bad")
 	// ErrSubstituterNotAllowed: a substituter outside allowedSubstituters.
 	ErrSubstituterNotAllowed = errors.New("substituter not allowed on this device")
@@ -78,11 +79,11 @@ func Decide(d Device, cs ChannelState, current string, body []byte, now time.Tim
 		mode = manifest.SwitchBoot
 	}
 	dec := Decision{Verified: v, StorePath: sp, Mode: mode}
-	switch reason, bad := cs.isBad(p.Revision, sp); {
+	switch reason, bad := cs.isBad(p.Revision, sp, p.Retry); {
 	case current == sp:
 		dec.Action = UpToDate
 	case bad:
-		dec.Action, dec.Err = SkipBad, fmt.Errorf("%w: revision %d (or its system) was rolled back on this device (%s); publish a new build to retry", ErrBadRevision, p.Revision, reason)
+		dec.Action, dec.Err = SkipBad, fmt.Errorf("%w: revision %d (or its system) was rolled back on this device (%s); publish a new build, or publish this one again with retry set to try it once more", ErrBadRevision, p.Revision, reason)
 	case !InCohort(p.Rollout.Salt, d.ID, p.Rollout.Percent):
 		dec.Action = NotCohort
 	default:

@@ -56,6 +56,11 @@ func TestDecide(t *testing.T) {
 	classes := func(p *manifest.Payload) { p.StorePath = ""; p.Systems = manifest.Systems{"rpi4": spA, "x86": spB} }
 	bad := ChannelState{Bad: map[string]string{"5": "health check failed"}}
 	badPath := ChannelState{BadPaths: map[string]string{spB: "health check failed"}}
+	retry := func(p *manifest.Payload) { p.Retry = true }
+	// B rolled back under revision 3; revision 5 republishes it.
+	badEarlier := ChannelState{Revision: 4, Bad: map[string]string{"3": "health check failed"}, BadPaths: map[string]string{spB: "health check failed"}}
+	// B rolled back under revision 5 itself, a retry revision.
+	badRetried := ChannelState{Revision: 5, Bad: map[string]string{"3": "health check failed", "5": "health check failed again"}, BadPaths: map[string]string{spB: "health check failed again"}}
 	cases := []struct {
 		name    string
 		dev     Device
@@ -73,6 +78,14 @@ func TestDecide(t *testing.T) {
 		{"rolled back before", dev, bad, spA, signed(t, s, nil), SkipBad, ErrBadRevision, spB, "switch"},
 		{"bad but already running", dev, bad, spB, signed(t, s, nil), UpToDate, nil, spB, "switch"},
 		{"system rolled back before, new revision", dev, badPath, spA, signed(t, s, nil), SkipBad, ErrBadRevision, spB, "switch"},
+		{"system rolled back before, republished", dev, badEarlier, spA, signed(t, s, nil), SkipBad, ErrBadRevision, spB, "switch"},
+		{"system rolled back before, retry", dev, badEarlier, spA, signed(t, s, retry), Apply, nil, spB, "switch"},
+		{"system rolled back before, retry, only the path known", dev, badPath, spA, signed(t, s, retry), Apply, nil, spB, "switch"},
+		{"retry failed at this revision", dev, badRetried, spA, signed(t, s, retry), SkipBad, ErrBadRevision, spB, "switch"},
+		{"retry of a revision that failed here", dev, bad, spA, signed(t, s, retry), SkipBad, ErrBadRevision, spB, "switch"},
+		{"retry, already running", dev, badEarlier, spB, signed(t, s, retry), UpToDate, nil, spB, "switch"},
+		{"retry, outside the rollout", dev, badEarlier, spA, signed(t, s, func(p *manifest.Payload) { retry(p); outside(p) }), NotCohort, nil, spB, "switch"},
+		{"retry, no earlier failure", dev, ChannelState{Revision: 4}, spA, signed(t, s, retry), Apply, nil, spB, "switch"},
 		{"outside the rollout", dev, ChannelState{}, spA, signed(t, s, outside), NotCohort, nil, spB, "switch"},
 		{"rollout 0", dev, ChannelState{}, spA, signed(t, s, func(p *manifest.Payload) { p.Rollout.Percent = 0 }), NotCohort, nil, spB, "switch"},
 		{"mixed fleet, my class", rpi, ChannelState{}, spB, signed(t, s, classes), Apply, nil, spA, "switch"},
@@ -172,6 +185,8 @@ func TestConfigCheck(t *testing.T) {
 		"bad device":       func(c *Config) { c.DeviceID = "my device" },
 		"threshold 2":      func(c *Config) { c.Threshold = 2 },
 		"switch test":      func(c *Config) { c.Switch = "test" },
+		"switchVia always": func(c *Config) { c.SwitchVia = "always" },
+		"switchVia never":  func(c *Config) { c.SwitchVia = "never" },
 		"relative profile": func(c *Config) { c.Profile = "profiles/system" },
 		"bad cache key":    func(c *Config) { c.TrustedCacheKeys = []string{"nocolon"} },
 		"http status":      func(c *Config) { c.StatusBucket = "https://x" },

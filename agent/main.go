@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -80,37 +79,46 @@ func Main() {
 	os.Exit(code)
 }
 
+// flagSet binds the command line's flags onto c's fields. Each flag's
+// default is the field's current value, so binding onto a configuration
+// loaded from a file keeps the file's values for every flag not given, and
+// a flag given overrides its field (a repeatable flag replaces the file's
+// list). Usage text comes from a set bound onto an empty Config.
 func flagSet(c *Config, configFile *string) *pflag.FlagSet {
 	fs := pflag.NewFlagSet("nix-ota-agent", pflag.ContinueOnError)
 	fs.SortFlags = false
 	fs.SetOutput(io.Discard)
-	fs.StringVar(configFile, "config", "", "JSON config file (as written by the NixOS module)")
-	fs.StringVar(&c.Bucket, "bucket", "", "bucket URL to read channels/ from: https://, s3:// or file://")
-	fs.StringVar(&c.Channel, "channel", "", "channel to follow")
-	fs.StringArrayVar(&c.PublicKeys, "public-key", nil, "trusted manifest key NAME:BASE64 (repeatable)")
-	fs.IntVar(&c.Threshold, "threshold", 0, "distinct trusted keys that must sign (default 1)")
-	fs.StringVar(&c.DeviceID, "device-id", "", "this device's id (default: hostname)")
-	fs.StringVar(&c.DeviceClass, "device-class", "", "device class for mixed-fleet manifests (default \"default\")")
-	fs.StringVar(&c.StateDir, "state-dir", "", "state directory (default "+DefaultStateDir+")")
-	fs.StringVar(&c.Profile, "profile", "", "system profile (default "+DefaultProfile+")")
-	fs.StringArrayVar(&c.Substituters, "substituter", nil, "binary cache to fetch closures from, besides the manifest's (repeatable)")
-	fs.StringArrayVar(&c.AllowedSubstituters, "allowed-substituter", nil, "URL prefix a manifest's substituters must start with (repeatable; default: any that passes the policy)")
-	fs.StringArrayVar(&c.TrustedCacheKeys, "trusted-cache-key", nil, "binary cache public key NAME:BASE64 (repeatable)")
-	fs.StringArrayVar(&c.HealthChecks, "health-check", nil, "command run with sh -c after a switch; non-zero means roll back (repeatable)")
-	fs.DurationVar(&c.HealthTimeout.Duration, "health-timeout", 0, "time limit of each health check (default 60s)")
-	fs.StringVar(&c.StatusBucket, "status-bucket", "", "writable bucket for devices/<id>/status.json (default: --bucket if writable)")
-	fs.StringVar(&c.StatusCredentials, "status-credentials", "", "AWS-style credentials file ([default] aws_access_key_id=…) for s3:// buckets")
-	fs.StringVar(&c.Switch, "switch", "", "switch (activate now, default) or boot (only at next boot)")
-	fs.StringVar(&c.SwitchVia, "switch-via", "", "auto, systemd-run or direct (default auto)")
-	fs.DurationVar(&c.Interval.Duration, "interval", 0, "daemon poll interval (default 60s)")
-	fs.DurationVar(&c.Jitter.Duration, "jitter", 0, "daemon random extra delay, up to (default interval/4)")
-	fs.DurationVar(&c.Heartbeat.Duration, "heartbeat", 0, "write the status at least this often (default 15m)")
-	fs.StringVar(&c.PrometheusFile, "prometheus-file", "", "write metrics to this node_exporter textfile")
-	fs.BoolVar(&c.AllowReboot, "allow-reboot", false, "reboot by itself when a new kernel/initrd or a boot-mode update needs it")
-	fs.StringVar(&c.RebootWindow, "reboot-window", "", "local time window for reboots, HH:MM-HH:MM (default: any time)")
-	fs.IntVar(&c.KeepGenerations, "keep-generations", 0, "system generations to keep after an update (default 10)")
-	fs.StringVar(&c.MinFreeSpace, "min-free-space", "", "collect Nix store garbage when less than this is free, e.g. 2G (default: never)")
+	fs.StringVar(configFile, "config", *configFile, "JSON config file (as written by the NixOS module)")
+	fs.StringVar(&c.Bucket, "bucket", c.Bucket, "bucket URL to read channels/ from: https://, s3:// or file://")
+	fs.StringVar(&c.Channel, "channel", c.Channel, "channel to follow")
+	fs.StringArrayVar(&c.PublicKeys, "public-key", c.PublicKeys, "trusted manifest key NAME:BASE64 (repeatable)")
+	fs.IntVar(&c.Threshold, "threshold", c.Threshold, "distinct trusted keys that must sign (default 1)")
+	fs.StringVar(&c.DeviceID, "device-id", c.DeviceID, "this device's id (default: hostname)")
+	fs.StringVar(&c.DeviceClass, "device-class", c.DeviceClass, "device class for mixed-fleet manifests (default \"default\")")
+	fs.StringVar(&c.StateDir, "state-dir", c.StateDir, "state directory (default "+DefaultStateDir+")")
+	fs.StringVar(&c.Profile, "profile", c.Profile, "system profile (default "+DefaultProfile+")")
+	fs.StringArrayVar(&c.Substituters, "substituter", c.Substituters, "binary cache to fetch closures from, besides the manifest's (repeatable)")
+	fs.StringArrayVar(&c.AllowedSubstituters, "allowed-substituter", c.AllowedSubstituters, "URL prefix a manifest's substituters must start with (repeatable; default: any that passes the policy)")
+	fs.StringArrayVar(&c.TrustedCacheKeys, "trusted-cache-key", c.TrustedCacheKeys, "binary cache public key NAME:BASE64 (repeatable)")
+	fs.StringArrayVar(&c.HealthChecks, "health-check", c.HealthChecks, "command run with sh -c after a switch; non-zero means roll back (repeatable)")
+	fs.DurationVar(&c.HealthTimeout.Duration, "health-timeout", c.HealthTimeout.Duration, "time limit of each health check (default 60s)")
+	fs.StringVar(&c.StatusBucket, "status-bucket", c.StatusBucket, "writable bucket for devices/<id>/status.json (default: --bucket if writable)")
+	fs.StringVar(&c.StatusCredentials, "status-credentials", c.StatusCredentials, "AWS-style credentials file ([default] aws_access_key_id=…) for s3:// buckets")
+	fs.StringVar(&c.Switch, "switch", c.Switch, "switch (activate now, default) or boot (only at next boot)")
+	fs.StringVar(&c.SwitchVia, "switch-via", c.SwitchVia, "auto, systemd-run or direct (default auto)")
+	fs.DurationVar(&c.Interval.Duration, "interval", c.Interval.Duration, "daemon poll interval (default 60s)")
+	fs.DurationVar(&c.Jitter.Duration, "jitter", c.Jitter.Duration, "daemon random extra delay, up to (default interval/4)")
+	fs.DurationVar(&c.Heartbeat.Duration, "heartbeat", c.Heartbeat.Duration, "write the status at least this often (default 15m)")
+	fs.StringVar(&c.PrometheusFile, "prometheus-file", c.PrometheusFile, "write metrics to this node_exporter textfile")
+	fs.BoolVar(&c.AllowReboot, "allow-reboot", c.AllowReboot, "reboot by itself when a new kernel/initrd or a boot-mode update needs it")
+	fs.StringVar(&c.RebootWindow, "reboot-window", c.RebootWindow, "local time window for reboots, HH:MM-HH:MM (default: any time)")
+	fs.IntVar(&c.KeepGenerations, "keep-generations", c.KeepGenerations, "system generations to keep after an update (default 10)")
+	fs.StringVar(&c.MinFreeSpace, "min-free-space", c.MinFreeSpace, "collect Nix store garbage when less than this is free, e.g. 2G (default: never)")
 	return fs
+}
+
+func usage(stdout io.Writer) {
+	fmt.Fprintf(stdout, usageText, Version, flagSet(&Config{}, new(string)).FlagUsagesWrapped(100))
 }
 
 // Run executes one agent command line and returns the exit code.
@@ -120,46 +128,33 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer, beforeWork func()) int {
 	logger := log.New(stderr, "", 0)
-	var flagCfg Config
-	var configFile string
-	fs := flagSet(&flagCfg, &configFile)
-	usage := func() { fmt.Fprintf(stdout, usageText, Version, fs.FlagUsagesWrapped(100)) }
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
-		usage()
+		usage(stdout)
 		if len(args) == 0 {
 			return ExitUsage
 		}
 		return ExitOK
 	}
 	cmd, rest := args[0], args[1:]
-	if cmd == "version" || cmd == "--version" {
+	switch cmd {
+	case "version", "--version":
 		fmt.Fprintf(stdout, "nix-ota-agent %s\n", Version)
 		return ExitOK
-	}
-	if cmd == "check-config" {
-		if len(rest) != 1 {
-			logger.Printf("nix-ota-agent check-config: want exactly one FILE")
-			return ExitUsage
-		}
-		return checkConfig(rest[0], stdout, logger)
-	}
-	if cmd != "once" && cmd != "daemon" && cmd != "status" {
+	case "check-config":
+		return checkConfig(ctx, rest, stdout, logger)
+	case "once", "daemon", "status":
+	default:
 		logger.Printf("nix-ota-agent: unknown command %q (see nix-ota-agent --help)", cmd)
 		return ExitUsage
 	}
-	if err := fs.Parse(rest); err != nil {
-		if errors.Is(err, pflag.ErrHelp) {
-			usage()
-			return ExitOK
-		}
-		logger.Printf("nix-ota-agent %s: %v", cmd, err)
+	src, code := parseFlags(cmd, rest, stdout, logger)
+	if src == nil {
+		return code
+	}
+	if cmd != "status" && os.Geteuid() != 0 {
+		logger.Print(ErrNotRoot)
 		return ExitUsage
 	}
-	if fs.NArg() > 0 {
-		logger.Printf("nix-ota-agent %s: unexpected argument %q", cmd, fs.Arg(0))
-		return ExitUsage
-	}
-	src := &configSource{path: configFile, flags: &flagCfg, fs: fs}
 	cfg, err := src.load()
 	if err != nil {
 		logger.Printf("nix-ota-agent %s: %v", cmd, err)
@@ -168,6 +163,37 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, beforeWor
 	if cmd == "status" {
 		return printStatus(cfg, stdout, logger)
 	}
+	return start(ctx, cmd, src, cfg, logger, beforeWork)
+}
+
+// ErrNotRoot: once and daemon need root. Said at start, rather than deep
+// inside nix-store or nix-env after the manifest was fetched.
+var ErrNotRoot = errors.New("nix-ota-agent must run as root (it installs systems); run it from the NixOS module's service or with sudo")
+
+// parseFlags checks a command line's flags and returns where the
+// configuration comes from; nil with the exit code when there is nothing
+// more to do (help, or a usage error, which it reports).
+func parseFlags(cmd string, args []string, stdout io.Writer, logger *log.Logger) (*configSource, int) {
+	var path string
+	fs := flagSet(&Config{}, &path)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			usage(stdout)
+			return nil, ExitOK
+		}
+		logger.Printf("nix-ota-agent %s: %v", cmd, err)
+		return nil, ExitUsage
+	}
+	if fs.NArg() > 0 {
+		logger.Printf("nix-ota-agent %s: unexpected argument %q", cmd, fs.Arg(0))
+		return nil, ExitUsage
+	}
+	return &configSource{path: path, args: args}, ExitOK
+}
+
+// start checks the configuration, builds the agent, recovers, and runs
+// one poll (once) or polls until stopped (daemon).
+func start(ctx context.Context, cmd string, src *configSource, cfg *Config, logger *log.Logger, beforeWork func()) int {
 	trust, err := cfg.Check()
 	if err != nil {
 		logger.Printf("nix-ota-agent %s: %v", cmd, err)
@@ -176,6 +202,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, beforeWor
 	a, unlock, err := New(*cfg, trust, logger.Printf)
 	if err != nil {
 		logger.Printf("nix-ota-agent %s: %v", cmd, err)
+		if errors.Is(err, ErrStateNotSaved) {
+			return ExitStateNotSaved
+		}
 		return ExitFailed
 	}
 	defer unlock()
@@ -190,52 +219,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, beforeWor
 	if cmd == "once" {
 		return a.Poll(ctx).ExitCode()
 	}
-	if configFile == "" {
+	if src.path == "" {
 		src = nil // nothing to reread
 	}
 	return a.Daemon(ctx, src)
-}
-
-// overlay copies the flags that were set on the command line over the
-// file's values.
-func overlay(dst, src *Config, fs *pflag.FlagSet) {
-	set := func(name string, f func()) {
-		if fs.Changed(name) {
-			f()
-		}
-	}
-	set("bucket", func() { dst.Bucket = src.Bucket })
-	set("channel", func() { dst.Channel = src.Channel })
-	set("public-key", func() { dst.PublicKeys = src.PublicKeys })
-	set("threshold", func() { dst.Threshold = src.Threshold })
-	set("device-id", func() { dst.DeviceID = src.DeviceID })
-	set("device-class", func() { dst.DeviceClass = src.DeviceClass })
-	set("state-dir", func() { dst.StateDir = src.StateDir })
-	set("profile", func() { dst.Profile = src.Profile })
-	set("substituter", func() { dst.Substituters = src.Substituters })
-	set("allowed-substituter", func() { dst.AllowedSubstituters = src.AllowedSubstituters })
-	set("trusted-cache-key", func() { dst.TrustedCacheKeys = src.TrustedCacheKeys })
-	set("health-check", func() { dst.HealthChecks = src.HealthChecks })
-	set("health-timeout", func() { dst.HealthTimeout = src.HealthTimeout })
-	set("status-bucket", func() { dst.StatusBucket = src.StatusBucket })
-	set("status-credentials", func() { dst.StatusCredentials = src.StatusCredentials })
-	set("switch", func() { dst.Switch = src.Switch })
-	set("switch-via", func() { dst.SwitchVia = src.SwitchVia })
-	set("interval", func() { dst.Interval = src.Interval })
-	set("jitter", func() { dst.Jitter = src.Jitter })
-	set("heartbeat", func() { dst.Heartbeat = src.Heartbeat })
-	set("prometheus-file", func() { dst.PrometheusFile = src.PrometheusFile })
-	set("allow-reboot", func() { dst.AllowReboot = src.AllowReboot })
-	set("reboot-window", func() { dst.RebootWindow = src.RebootWindow })
-	set("keep-generations", func() { dst.KeepGenerations = src.KeepGenerations })
-	set("min-free-space", func() { dst.MinFreeSpace = src.MinFreeSpace })
 }
 
 // New builds an agent from a checked configuration, taking the state
 // directory's lock so a timer run and a manual run never overlap.
 func New(cfg Config, trust manifest.Trust, logf func(string, ...any)) (*Agent, func(), error) {
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
-		return nil, nil, fmt.Errorf("state dir: %w", err)
+		return nil, nil, stateDirError(cfg.StateDir, err)
 	}
 	unlock, err := lockDir(cfg.StateDir)
 	if err != nil {
@@ -280,16 +274,24 @@ func openBuckets(cfg Config) (store, status bucket.Store, err error) {
 	return store, status, nil
 }
 
+// localSystem is the real System for a checked configuration.
 func localSystem(cfg Config, logf func(string, ...any)) *nix.Local {
-	via := map[string]string{"auto": "auto", "systemd-run": "always", "direct": "never"}[cfg.SwitchVia]
-	return &nix.Local{SystemdRun: via, Log: logf}
+	return &nix.Local{SwitchVia: nix.SwitchVia(cfg.SwitchVia), Log: logf}
+}
+
+// stateDirError says that the state directory cannot be written at start:
+// the agent must not act on what it could not remember.
+func stateDirError(dir string, err error) error {
+	return fmt.Errorf("%w: state directory %s: %v; the agent writes its state there before every step: make it writable (free space, or fix its mount or owner)", ErrStateNotSaved, dir, err)
 }
 
 // lockDir takes an exclusive, non-blocking flock in the state directory.
+// A directory where the lock file cannot be opened (read-only, not ours)
+// is ErrStateNotSaved.
 func lockDir(dir string) (func(), error) {
 	f, err := os.OpenFile(filepath.Join(dir, "lock"), os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
-		return nil, err
+		return nil, stateDirError(dir, err)
 	}
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		f.Close()
@@ -324,27 +326,6 @@ func (a *Agent) Daemon(ctx context.Context, src *configSource) int {
 		case <-time.After(wait):
 		}
 	}
-}
-
-func checkConfig(path string, stdout io.Writer, logger *log.Logger) int {
-	c, err := LoadConfig(path)
-	if err != nil {
-		logger.Printf("nix-ota-agent check-config: %v", err)
-		return ExitUsage
-	}
-	c.withDefaults()
-	trust, err := c.Check()
-	if err != nil {
-		logger.Printf("nix-ota-agent check-config: %s: %v", path, err)
-		return ExitUsage
-	}
-	names := make([]string, len(trust.Keys))
-	for i, k := range trust.Keys {
-		names[i] = k.Name
-	}
-	fmt.Fprintf(stdout, "ok: %s: device %s follows channel %s on %s, trusting %s (threshold %d), polling every %s\n",
-		path, c.DeviceID, c.Channel, c.Bucket, strings.Join(names, ","), c.Threshold, c.Interval.Duration)
-	return ExitOK
 }
 
 func printStatus(cfg *Config, stdout io.Writer, logger *log.Logger) int {

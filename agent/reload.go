@@ -10,23 +10,21 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/spf13/pflag"
-
 	"github.com/nix-ota/nix-ota/internal/atomicfile"
 )
 
 // configSource builds the effective configuration: the JSON file, if any,
-// with the command line's flags over it and defaults filled in. The daemon
+// with the command line's flags bound over it (flagSet) and defaults
+// filled in. The daemon
 // keeps one to reread the file: on NixOS /etc/nix-ota/agent.json is a
 // symlink into the store that a switch replaces, and the daemon is never
 // restarted by a switch (it may be the process running it), so a new
 // configuration (a second trusted key during a rotation, say) must be
 // picked up by the running daemon.
 type configSource struct {
-	path  string
-	flags *Config
-	fs    *pflag.FlagSet
-	seen  [sha256.Size]byte // the file content last read
+	path string
+	args []string          // the command line's flags, parsed again over each read
+	seen [sha256.Size]byte // the file content last read
 }
 
 // load reads the file and returns the effective configuration, not yet
@@ -42,7 +40,10 @@ func (s *configSource) load() (*Config, error) {
 			return nil, fmt.Errorf("%s: %w", s.path, err)
 		}
 	}
-	overlay(cfg, s.flags, s.fs)
+	var path string
+	if err := flagSet(cfg, &path).Parse(s.args); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrConfig, err)
+	}
 	cfg.withDefaults()
 	return cfg, nil
 }

@@ -43,9 +43,10 @@ type State struct {
 	RemoteStale bool `json:"remoteStale,omitempty"`
 }
 
-// ChannelState is the anti-rollback memory of one channel (DESIGN.md §3
-// rule 4), kept per channel so moving a device between channels and back
-// never lowers it.
+// ChannelState is the anti-rollback memory of one channel (docs/design.md,
+// Manifest rules, acceptance rule 4), kept per channel so moving a device
+// between channels and back never lowers it, and the revisions and systems
+// rolled back on it (docs/design.md, Agent steps).
 type ChannelState struct {
 	Revision      uint64            `json:"revision"`
 	PayloadDigest string            `json:"payloadDigest,omitempty"`
@@ -104,9 +105,11 @@ func (cs *ChannelState) manifestState() manifest.State {
 
 // isBad reports a revision, or a system, that was rolled back here. The
 // system counts too: a staged rollout republishes the same system under
-// new revisions, and a device must not retry it at every step.
-func (cs *ChannelState) isBad(rev uint64, storePath string) (string, bool) {
-	if r, ok := cs.Bad[strconv.FormatUint(rev, 10)]; ok {
+// new revisions, and a device must not retry it at every step, unless the
+// publisher signed retry into this revision: then only this revision's own
+// failure here counts.
+func (cs *ChannelState) isBad(rev uint64, storePath string, retry bool) (string, bool) {
+	if r, ok := cs.Bad[strconv.FormatUint(rev, 10)]; ok || retry {
 		return r, ok
 	}
 	r, ok := cs.BadPaths[storePath]

@@ -67,7 +67,7 @@ func TestPushAndFetch(t *testing.T) {
 	}
 
 	testenv.Forget(t, a, b, shared1, shared2)
-	l := &nix.Local{SystemdRun: "never"}
+	l := &nix.Local{SwitchVia: nix.SwitchViaDirect}
 	wrong := testenv.NewCache(t)
 	if err := l.Realise(context.Background(), a, []string{subst}, []string{wrong.PublicKey}); err == nil {
 		t.Fatal("Nix accepted the pushed closure under another cache key")
@@ -118,7 +118,7 @@ func TestPushResumes(t *testing.T) {
 		t.Fatalf("resumed push: %s", out)
 	}
 	testenv.Forget(t, append([]string{sys}, libs...)...)
-	if err := (&nix.Local{SystemdRun: "never"}).Realise(context.Background(), sys, []string{subst}, []string{c.PublicKey}); err != nil {
+	if err := (&nix.Local{SwitchVia: nix.SwitchViaDirect}).Realise(context.Background(), sys, []string{subst}, []string{c.PublicKey}); err != nil {
 		t.Fatalf("fetch after a resumed push: %v", err)
 	}
 }
@@ -206,7 +206,7 @@ func TestGC(t *testing.T) {
 
 	all := append(append([]string{shared}, systems...), libs...)
 	testenv.Forget(t, all...)
-	l := &nix.Local{SystemdRun: "never"}
+	l := &nix.Local{SwitchVia: nix.SwitchViaDirect}
 	for _, sp := range systems[3:] {
 		if err := l.Realise(context.Background(), sp, []string{subst}, []string{c.PublicKey}); err != nil {
 			t.Fatalf("kept revision %s cannot be fetched: %v", sp, err)

@@ -53,6 +53,11 @@ type Payload struct {
 	Switch       string    `json:"switch"`
 	Message      string    `json:"message,omitempty"`
 	Publisher    string    `json:"publisher,omitempty"`
+	// Retry lets a device try again a system it rolled back before (under
+	// an earlier revision); a device where this revision itself failed
+	// does not. Agents older than this field refuse a manifest carrying it
+	// (no unknown field, rule 1) and stay on their system.
+	Retry bool `json:"retry,omitempty"`
 }
 
 // Systems maps a device class to the system store path for that class, for

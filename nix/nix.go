@@ -63,10 +63,9 @@ var ErrCommand = errors.New("command failed")
 type Local struct {
 	// BinDir holds nix-store and nix-env; "" means $PATH.
 	BinDir string
-	// SystemdRun: "auto" (use systemd-run when systemd is PID 1), "always"
-	// or "never". In a unit of its own the switch survives the new system
-	// restarting or stopping the agent's unit, as nixos-rebuild does.
-	SystemdRun string
+	// SwitchVia says where switch-to-configuration runs; "" is
+	// SwitchViaAuto.
+	SwitchVia SwitchVia
 	// BootedLink is /run/booted-system unless set (tests).
 	BootedLink string
 	// Env is added to every command's environment.
@@ -81,6 +80,34 @@ type Local struct {
 }
 
 var _ System = (*Local)(nil)
+
+// SwitchVia says where switch-to-configuration runs. In a transient
+// systemd unit of its own the switch survives the new system restarting or
+// stopping the agent's unit, as nixos-rebuild does. The words are the
+// agent configuration's switchVia.
+type SwitchVia string
+
+const (
+	SwitchViaAuto       SwitchVia = "auto"        // systemd-run when systemd is PID 1, else direct
+	SwitchViaSystemdRun SwitchVia = "systemd-run" // always in a transient unit
+	SwitchViaDirect     SwitchVia = "direct"      // as a child of the agent
+)
+
+// SwitchVias lists the valid SwitchVia values.
+var SwitchVias = []SwitchVia{SwitchViaAuto, SwitchViaSystemdRun, SwitchViaDirect}
+
+// ErrSwitchVia: a SwitchVia that is none of SwitchVias.
+var ErrSwitchVia = errors.New("unknown switchVia")
+
+// ParseSwitchVia returns s as a SwitchVia, or ErrSwitchVia.
+func ParseSwitchVia(s string) (SwitchVia, error) {
+	for _, v := range SwitchVias {
+		if s == string(v) {
+			return v, nil
+		}
+	}
+	return "", fmt.Errorf("%w %q (want auto, systemd-run or direct)", ErrSwitchVia, s)
+}
 
 // SwitchUnit is the transient unit a systemd-run switch runs in.
 const SwitchUnit = "nix-ota-switch-to-configuration"
@@ -150,18 +177,22 @@ func (l *Local) SetProfile(ctx context.Context, profile, storePath string) error
 	return l.run(ctx, orDefault(l.CommandTimeout, 2*time.Minute), l.bin("nix-env"), "--profile", profile, "--set", storePath)
 }
 
-func (l *Local) useSystemd() bool {
-	switch l.SystemdRun {
-	case "always":
-		return true
-	case "never":
-		return false
+func (l *Local) useSystemd() (bool, error) {
+	switch l.SwitchVia {
+	case SwitchViaSystemdRun:
+		return true, nil
+	case SwitchViaDirect:
+		return false, nil
+	case SwitchViaAuto, "":
+	default:
+		_, err := ParseSwitchVia(string(l.SwitchVia))
+		return false, fmt.Errorf("switch: %w", err)
 	}
 	if _, err := os.Stat("/run/systemd/system"); err != nil {
-		return false
+		return false, nil
 	}
 	_, err := exec.LookPath("systemd-run")
-	return err == nil
+	return err == nil, nil
 }
 
 func (l *Local) Switch(ctx context.Context, storePath, action string) error {
@@ -173,7 +204,11 @@ func (l *Local) Switch(ctx context.Context, storePath, action string) error {
 		return fmt.Errorf("switch: %s is not a NixOS system: %w", storePath, err)
 	}
 	timeout := orDefault(l.SwitchTimeout, 30*time.Minute)
-	if !l.useSystemd() {
+	systemd, err := l.useSystemd()
+	if err != nil {
+		return err
+	}
+	if !systemd {
 		return l.run(ctx, timeout, script, action)
 	}
 	// A switch left running by an agent that died must finish first.

@@ -25,7 +25,7 @@ func TestLocalRealNix(t *testing.T) {
 	testenv.Forget(t, a, b)
 
 	log := filepath.Join(t.TempDir(), "switch.log")
-	l := &nix.Local{SystemdRun: "never", Env: []string{"NIX_OTA_TEST_LOG=" + log}, BootedLink: filepath.Join(t.TempDir(), "booted")}
+	l := &nix.Local{SwitchVia: nix.SwitchViaDirect, Env: []string{"NIX_OTA_TEST_LOG=" + log}, BootedLink: filepath.Join(t.TempDir(), "booted")}
 
 	// Without the cache's public key Nix refuses the unsigned-for-us paths.
 	other := testenv.NewCache(t)
@@ -106,7 +106,7 @@ func TestSwitchViaSystemdRun(t *testing.T) {
 	os.WriteFile(filepath.Join(bin, "systemctl"), []byte("#!/bin/sh\necho inactive\n"), 0o755)
 	t.Setenv("PATH", bin+":"+os.Getenv("PATH"))
 	log := filepath.Join(t.TempDir(), "switch.log")
-	l := &nix.Local{SystemdRun: "always", Env: []string{"NIX_OTA_TEST_LOG=" + log}}
+	l := &nix.Local{SwitchVia: nix.SwitchViaSystemdRun, Env: []string{"NIX_OTA_TEST_LOG=" + log}}
 	if err := l.Switch(context.Background(), a, "boot"); err != nil {
 		t.Fatal(err)
 	}
@@ -125,7 +125,7 @@ func TestSwitchViaSystemdRun(t *testing.T) {
 // never the current one goes.
 func TestCleanupGenerations(t *testing.T) {
 	ctx := context.Background()
-	l := &nix.Local{SystemdRun: "never"}
+	l := &nix.Local{SwitchVia: nix.SwitchViaDirect}
 	profile := filepath.Join(t.TempDir(), "profiles", "system")
 	var systems []string
 	for i := range 5 {
@@ -159,7 +159,7 @@ func TestCleanupGC(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(root, sp)); err != nil {
 		t.Fatalf("setup: %v", err)
 	}
-	l := &nix.Local{SystemdRun: "never", GCStore: store}
+	l := &nix.Local{SwitchVia: nix.SwitchViaDirect, GCStore: store}
 	free, err := nix.FreeSpace("/nix/store")
 	if err != nil {
 		t.Fatal(err)
@@ -175,5 +175,34 @@ func TestCleanupGC(t *testing.T) {
 	// Enough space: nothing happens.
 	if done, err := l.Cleanup(ctx, "", 0, 1); err != nil || done != "" {
 		t.Fatalf("cleanup with space to spare: %q %v", done, err)
+	}
+}
+
+// TestSwitchViaVocabulary: the configuration's words parse, anything else
+// (the old always/never among them) is an error, and a Local holding an
+// unknown value refuses to switch instead of guessing: nothing runs.
+func TestSwitchViaVocabulary(t *testing.T) {
+	for _, s := range []string{"auto", "systemd-run", "direct"} {
+		if v, err := nix.ParseSwitchVia(s); err != nil || string(v) != s {
+			t.Errorf("ParseSwitchVia(%q) = %q, %v", s, v, err)
+		}
+	}
+	for _, s := range []string{"", "always", "never", "Auto", "systemd"} {
+		if _, err := nix.ParseSwitchVia(s); !errors.Is(err, nix.ErrSwitchVia) {
+			t.Errorf("ParseSwitchVia(%q) = %v, want ErrSwitchVia", s, err)
+		}
+	}
+	a := testenv.BuildSystem(t, "via", testenv.SystemOptions{})
+	log := filepath.Join(t.TempDir(), "switch.log")
+	l := &nix.Local{SwitchVia: "always", Env: []string{"NIX_OTA_TEST_LOG=" + log}}
+	if err := l.Switch(context.Background(), a, "switch"); !errors.Is(err, nix.ErrSwitchVia) {
+		t.Fatalf("switch with an unknown SwitchVia: %v, want ErrSwitchVia", err)
+	}
+	if _, err := os.Stat(log); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("switch-to-configuration ran with an unknown SwitchVia: %v", err)
+	}
+	l.SwitchVia = nix.SwitchViaDirect
+	if err := l.Switch(context.Background(), a, "switch"); err != nil {
+		t.Fatalf("switch direct: %v", err)
 	}
 }

@@ -194,7 +194,7 @@ func run(runs int) error {
 		return err
 	}
 	os.MkdirAll(cfg.StateDir, 0o700)
-	a := &agent.Agent{Config: cfg, Trust: trust, Store: store, System: &nix.Local{SystemdRun: "never"}}
+	a := &agent.Agent{Config: cfg, Trust: trust, Store: store, System: &nix.Local{SwitchVia: nix.SwitchViaDirect}}
 	if err := a.Load(); err != nil {
 		return err
 	}

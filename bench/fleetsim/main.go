@@ -112,7 +112,7 @@ func run(sizes string, interval time.Duration) error {
 				return err
 			}
 			os.MkdirAll(cfg.StateDir, 0o700)
-			a := &agent.Agent{Config: cfg, Trust: trust, Store: devStore, Status: devStore, System: &nix.Local{SystemdRun: "never"}}
+			a := &agent.Agent{Config: cfg, Trust: trust, Store: devStore, Status: devStore, System: &nix.Local{SwitchVia: nix.SwitchViaDirect}}
 			if err := a.Load(); err != nil {
 				return err
 			}
