@@ -207,7 +207,11 @@ Shell completion: nix-ota completion bash|zsh|fish.
 }
 
 func commandUsage(w io.Writer, c *command, fs *pflag.FlagSet) {
-	fmt.Fprintf(w, "nix-ota %s: %s\n\n%s\n\nFlags:\n%s", c.name, c.summary, strings.TrimSpace(c.about), fs.FlagUsagesWrapped(100))
+	flags := fs.FlagUsagesWrapped(100)
+	if flags == "" {
+		flags = "      --help   show this help\n"
+	}
+	fmt.Fprintf(w, "nix-ota %s: %s\n\n%s\n\nFlags:\n%s", c.name, c.summary, strings.TrimSpace(c.about), flags)
 	if c.examples != "" {
 		fmt.Fprintf(w, "\nExamples:\n%s\n", strings.TrimRight(c.examples, "\n"))
 	}

@@ -421,7 +421,7 @@ func TestKeygenAndPubkey(t *testing.T) {
 }
 
 func TestHelp(t *testing.T) {
-	for _, c := range []string{"keygen", "pubkey", "init", "publish", "verify", "history", "status", "dashboard"} {
+	for _, c := range []string{"keygen", "pubkey", "init", "push", "publish", "rollout", "rollback", "resign", "doctor", "verify", "history", "status", "dashboard", "gc", "completion"} {
 		out := mustRun(t, nil, c, "--help")
 		if !strings.Contains(out, "Flags:") || !strings.Contains(out, "Examples:") {
 			t.Errorf("%s --help lacks flags or examples:\n%s", c, out)

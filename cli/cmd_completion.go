@@ -17,8 +17,8 @@ func completionCmd() *command {
 		about: `Prints a script that completes nix-ota's commands and each command's flags,
 generated from the same table as --help, with file names after flags that
 take a file. Load it in the shell's startup file.`,
-		examples: `  source <(nix-ota completion bash)                                  # in ~/.bashrc
-  nix-ota completion zsh > "${fpath[1]}/_nix-ota"                      # then restart zsh
+		examples: `  source <(nix-ota completion bash)                   # in ~/.bashrc
+  nix-ota completion zsh > "${fpath[1]}/_nix-ota"       # then start a new zsh
   nix-ota completion fish > ~/.config/fish/completions/nix-ota.fish`,
 		run: func(_ context.Context, env *Env, args []string) error {
 			if len(args) != 1 {

@@ -22,6 +22,16 @@ type dashboardOptions struct {
 	tf       trustFlags
 	watch    bool
 	interval time.Duration
+	json     bool
+}
+
+// dashboardResult is dashboard --json.
+type dashboardResult struct {
+	Wrote     string `json:"wrote"` // the page's URL or path
+	Devices   int    `json:"devices"`
+	Attention int    `json:"attention"` // failed, offline or invalid
+	Channels  int    `json:"channels"`
+	Requests  int64  `json:"requests"` // bucket requests made
 }
 
 func dashboardCmd() *command {
@@ -37,7 +47,11 @@ static host); --out writes them to a directory instead. Every publish
 regenerates the dashboard too. With --watch it regenerates every --interval
 until interrupted. Device-supplied text is escaped and length-capped; a
 status blob that is malformed, oversized or claims another id is shown as
-"invalid".`,
+"invalid".
+
+--json (not with --watch) prints one object on stdout: {"wrote",
+"devices", "attention" (failed, offline or invalid), "channels",
+"requests"}.`,
 		examples: `  nix-ota dashboard --bucket s3://fleet?endpoint=minio.lan:9000
   nix-ota dashboard --bucket file:///srv/nix-ota --out /var/www/fleet --watch`,
 		flags: o.flags,
@@ -51,9 +65,13 @@ func (o *dashboardOptions) flags(fs *pflag.FlagSet) {
 	o.tf = addTrustFlags(fs)
 	fs.BoolVar(&o.watch, "watch", false, "regenerate every --interval until interrupted")
 	fs.DurationVar(&o.interval, "interval", 10*time.Second, "regeneration interval with --watch")
+	fs.BoolVar(&o.json, "json", false, "print what was written as one JSON object on stdout")
 }
 
 func (o *dashboardOptions) run(ctx context.Context, env *Env, args []string) error {
+	if o.json && o.watch {
+		return usagef("--json prints one result; it does not go with --watch")
+	}
 	trust, s, err := openForReading(ctx, env, args, o.tf, o.bkt)
 	if err != nil {
 		return err
@@ -62,6 +80,10 @@ func (o *dashboardOptions) run(ctx context.Context, env *Env, args []string) err
 		where, f, err := regenerate(ctx, s, o.out, trust)
 		if err != nil {
 			return err
+		}
+		c := f.Counts
+		if o.json {
+			return writeJSON(env.Stdout, dashboardResult{Wrote: where, Devices: c.Devices, Attention: c.Failed + c.Offline + c.Invalid, Channels: len(f.Channels), Requests: f.Requests})
 		}
 		fmt.Fprintf(env.Stdout, "dashboard: %d devices (%d need attention), %d channels, %d bucket requests; wrote %s\n",
 			f.Counts.Devices, f.Counts.Failed+f.Counts.Offline+f.Counts.Invalid, len(f.Channels), f.Requests, where)

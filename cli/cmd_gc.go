@@ -19,6 +19,7 @@ type gcOptions struct {
 	keep   int
 	dry    bool
 	minAge time.Duration
+	json   bool
 }
 
 func gcCmd() *command {
@@ -31,7 +32,12 @@ narinfo references, from the systems of the newest --keep-revisions
 revisions of every channel, nor from any channel's current manifest. Objects
 younger than --min-age are spared (a push in progress writes NARs before
 their narinfos). Any unreadable narinfo on the way aborts without deleting.
---dry-run prints what would be freed.`,
+--dry-run prints what would be freed.
+
+--json prints one object on stdout: {"dryRun", "systemsKept",
+"objectsKept", "deleted": [{"key", "size"}] (what was, or with --dry-run
+would be, deleted), "freedBytes", "spared" (unreachable but younger than
+--min-age)}.`,
 		examples: `  nix-ota gc --bucket s3://fleet --keep-revisions 5 --dry-run
   nix-ota gc --bucket file:///srv/nix-ota --keep-revisions 2`,
 		flags: o.flags,
@@ -44,6 +50,22 @@ func (o *gcOptions) flags(fs *pflag.FlagSet) {
 	fs.IntVar(&o.keep, "keep-revisions", 5, "keep what the newest N revisions of each channel need")
 	fs.BoolVar(&o.dry, "dry-run", false, "print what would be deleted; delete nothing")
 	fs.DurationVar(&o.minAge, "min-age", time.Hour, "never delete objects younger than this")
+	fs.BoolVar(&o.json, "json", false, "print the result as one JSON object on stdout")
+}
+
+// gcResult is gc --json.
+type gcResult struct {
+	DryRun      bool        `json:"dryRun"`
+	SystemsKept int         `json:"systemsKept"`
+	ObjectsKept int         `json:"objectsKept"`
+	Deleted     []gcDeleted `json:"deleted"`
+	FreedBytes  int64       `json:"freedBytes"`
+	Spared      int         `json:"spared"`
+}
+
+type gcDeleted struct {
+	Key  string `json:"key"`
+	Size int64  `json:"size"`
 }
 
 func (o *gcOptions) run(ctx context.Context, env *Env, args []string) error {
@@ -68,14 +90,24 @@ func (o *gcOptions) run(ctx context.Context, env *Env, args []string) error {
 	if err != nil {
 		return err
 	}
+	if !o.dry {
+		if _, err := plan.Apply(ctx, s); err != nil {
+			return err
+		}
+	}
+	if o.json {
+		res := gcResult{DryRun: o.dry, SystemsKept: len(roots), ObjectsKept: len(plan.Keep) - 1, Deleted: []gcDeleted{}, FreedBytes: plan.FreedBytes, Spared: plan.Young}
+		for _, d := range plan.Delete {
+			res.Deleted = append(res.Deleted, gcDeleted{d.Key, d.Size})
+		}
+		return writeJSON(env.Stdout, res)
+	}
 	verb := "deleted"
 	if o.dry {
 		verb = "would delete"
 		for _, o := range plan.Delete {
 			fmt.Fprintf(env.Stdout, "would delete %s (%d bytes)\n", o.Key, o.Size)
 		}
-	} else if _, err := plan.Apply(ctx, s); err != nil {
-		return err
 	}
 	fmt.Fprintf(env.Stdout, "gc: %d systems kept (%d cache objects); %s %d objects, %s; %d unreachable objects younger than %s spared\n",
 		len(roots), len(plan.Keep)-1, verb, len(plan.Delete), mib(plan.FreedBytes), plan.Young, o.minAge)

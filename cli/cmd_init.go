@@ -10,7 +10,16 @@ import (
 	"github.com/nix-ota/nix-ota/bucket"
 )
 
-type initOptions struct{ bucket string }
+type initOptions struct {
+	bucket string
+	json   bool
+}
+
+// initResult is init --json.
+type initResult struct {
+	Bucket  string `json:"bucket"`
+	Created bool   `json:"created"` // false: it was initialised already
+}
 
 func initCmd() *command {
 	o := &initOptions{}
@@ -21,10 +30,14 @@ func initCmd() *command {
 bucket's directory if needed. Every other command refuses a bucket without
 the marker, so a typo in a URL is an error rather than a new, empty fleet.
 Running init again on an initialised bucket changes nothing. For S3 and
-MinIO the bucket itself must exist (create it with your usual tooling).`,
+MinIO the bucket itself must exist (create it with your usual tooling).
+--json prints {"bucket", "created"} on stdout.`,
 		examples: `  nix-ota init --bucket file:///srv/nix-ota
   nix-ota init --bucket 's3://fleet?endpoint=minio.lan:9000&scheme=http'`,
-		flags: func(fs *pflag.FlagSet) { addBucketFlag(fs, &o.bucket, "") },
+		flags: func(fs *pflag.FlagSet) {
+			addBucketFlag(fs, &o.bucket, "")
+			fs.BoolVar(&o.json, "json", false, "print the result as one JSON object on stdout")
+		},
 		run:   o.run,
 	}
 }
@@ -41,9 +54,12 @@ func (o *initOptions) run(ctx context.Context, env *Env, args []string) error {
 	if err != nil {
 		return err
 	}
-	if created {
+	switch {
+	case o.json:
+		return writeJSON(env.Stdout, initResult{Bucket: s.String(), Created: created})
+	case created:
 		fmt.Fprintf(env.Stdout, "initialised %s\n", s)
-	} else {
+	default:
 		fmt.Fprintf(env.Stdout, "%s is already initialised; nothing changed\n", s)
 	}
 	return nil

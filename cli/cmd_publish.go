@@ -46,7 +46,12 @@ comes from verified revisions only.
 
 The closure must already be in a binary cache the devices can reach
 (--substituter); devices check it against their trusted cache keys.
-For mixed fleets give --store-path CLASS=PATH once per device class.`,
+For mixed fleets give --store-path CLASS=PATH once per device class.
+
+--json prints one object on stdout: {"channel", "revision",
+"supersededBy" (a concurrent publish's later revision, if any),
+"storePaths", "systems", "rollout", "expiresAt", "signedBy"}; messages,
+push and --wait progress go to stderr.`,
 		examples: `  nix-ota publish --bucket file:///srv/nix-ota --key sign.key --channel prod \
       --store-path "$(readlink -f ./result)" --substituter https://cache.example.org
   nix-ota publish --channel prod --store-path rpi4=/nix/store/…-a --store-path x86=/nix/store/…-b \

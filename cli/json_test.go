@@ -113,6 +113,16 @@ func TestJSONOutputs(t *testing.T) {
 		t.Errorf("doctor checks: %v", checks)
 	}
 
+	v = runJSON(t, nil, 0, "gc", "--bucket", f.url, "--dry-run")
+	wantField(t, v, "dryRun", true)
+	wantField(t, v, "systemsKept", 2.0)
+	v = runJSON(t, nil, 0, "init", "--bucket", f.url)
+	wantField(t, v, "created", false)
+	wantField(t, v, "bucket", f.url)
+	v = runJSON(t, nil, 0, "dashboard", "--bucket", f.url, "--public-key", pub)
+	wantField(t, v, "channels", 1.0)
+	wantField(t, v, "wrote", f.url+"/index.html")
+
 	// A rejection still prints its verdict: a key the channel is not signed with.
 	_, other := keygen(t, "other")
 	v = runJSON(t, nil, 3, append([]string{"verify", "--public-key", other}, bkt...)...)

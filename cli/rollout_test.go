@@ -2,6 +2,7 @@ package cli_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -140,9 +141,9 @@ func TestStagedRollout(t *testing.T) {
 	publish(good1)
 	waitAllOn(t, f.store, fleet.ids, good1)
 
-	rollout := func() result {
-		return run(t, f.env, "rollout", "--bucket", f.url, "--key", key, "--channel", "prod", "--steps", "10,50,100",
-			"--wait", "40s", "--max-failed", "20%", "--interval", "300ms")
+	rollout := func(extra ...string) result {
+		return run(t, f.env, append([]string{"rollout", "--bucket", f.url, "--key", key, "--channel", "prod", "--steps", "10,50,100",
+			"--wait", "40s", "--max-failed", "20%", "--interval", "300ms"}, extra...)...)
 	}
 	// Healthy: 10% -> 50% -> 100%.
 	publish(good2, "--rollout", "10", "--rollout-salt", saltWithCohort(fleet.ids, 10))
@@ -159,9 +160,23 @@ func TestStagedRollout(t *testing.T) {
 
 	// Broken: halts at 10%, reverts to good2.
 	brokenRev := publish(broken, "--rollout", "10", "--rollout-salt", saltWithCohort(fleet.ids, 10))
-	r = rollout()
+	r = rollout("--json")
 	if r.code != 1 || !strings.Contains(r.stderr, "halted") {
 		t.Fatalf("broken rollout: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	var halted struct {
+		Outcome    string
+		Revision   uint64
+		Rollout    int
+		RevertedTo uint64
+		Steps      []struct {
+			Outcome string
+			Failed  int
+		}
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &halted); err != nil || halted.Outcome != "halted" || halted.RevertedTo == 0 ||
+		halted.Revision != halted.RevertedTo || halted.Rollout != 100 || len(halted.Steps) != 1 || halted.Steps[0].Outcome != "halt" || halted.Steps[0].Failed == 0 {
+		t.Fatalf("rollout --json of a halt: %v %+v\n%s", err, halted, r.stdout)
 	}
 	ptr := getObj(t, f.store, "channels/prod.json")
 	v, err := manifest.CheckSigned(mustTrust(t, pub), "prod", ptr)
