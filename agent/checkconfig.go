@@ -80,19 +80,19 @@ func (c *Config) checkFiles() problems {
 	var errs problems
 	if c.StatusCredentials != "" {
 		if _, err := bucket.FileCredentials(c.StatusCredentials, "default")(context.Background()); err != nil {
-			errs.add("statusCredentials %s: %v", c.StatusCredentials, err)
+			errs.add("statusCredentials %s: %v; put the device's keys there ([default], aws_access_key_id, aws_secret_access_key) or fix the path", c.StatusCredentials, err)
 		}
 	}
 	if c.PrometheusFile != "" {
 		if err := writableDir(filepath.Dir(c.PrometheusFile), false); err != nil {
-			errs.add("prometheusFile %s: %v", c.PrometheusFile, err)
+			errs.add("prometheusFile %s: %v; point it into node_exporter's textfile directory", c.PrometheusFile, err)
 		}
 	}
 	if err := writableDir(c.StateDir, true); err != nil {
-		errs.add("stateDir: %v", err)
+		errs.add("stateDir: %v; the agent must be able to write it", err)
 	}
 	if err := writableDir(filepath.Dir(c.Profile), true); err != nil {
-		errs.add("profile %s: %v", c.Profile, err)
+		errs.add("profile %s: %v; the agent must be able to write it", c.Profile, err)
 	}
 	if dir, ok := fileBucket(c.Bucket); ok {
 		if err := syscall.Access(dir, 4 /* R_OK */); err != nil {
@@ -101,7 +101,7 @@ func (c *Config) checkFiles() problems {
 	}
 	if dir, ok := fileBucket(c.StatusBucket); ok {
 		if err := writableDir(dir, false); err != nil {
-			errs.add("statusBucket %s: %v", c.StatusBucket, err)
+			errs.add("statusBucket %s: %v (run nix-ota init, or mount it)", c.StatusBucket, err)
 		}
 	}
 	return errs
