@@ -42,7 +42,11 @@ Usage:
   nix-ota-agent once   [flags]      one poll (for a systemd timer)
   nix-ota-agent daemon [flags]      poll every --interval (+ random jitter)
   nix-ota-agent status [flags]      print the local status
-  nix-ota-agent check-config FILE   validate a JSON config and exit
+  nix-ota-agent check-config [--files] [--online] FILE
+                                    validate a JSON config and exit; --files (on the
+                                    device) also checks the files it names; --online
+                                    also verifies the channel manifest and writes the
+                                    status blob
 
 One poll: GET the channel manifest (one conditional request when nothing
 changed); verify its signature, channel, revision and expiry; if this device
@@ -55,8 +59,10 @@ Prometheus textfile.
 
 Flags (each overrides the same field of --config):
 %s
-Exit codes (once): 0 ok, 1 failed or rolled back, 2 usage, 3 manifest rejected,
-4 state file not saved (the agent stopped; daemon too), 5 status not written.
+once and daemon run as root (they install systems).
+
+Exit codes (once): 0 ok, 1 failed or rolled back, 2 usage (or not root), 3 manifest
+rejected, 4 state not saved (the agent stopped; daemon too), 5 status not written.
 `
 
 // Main runs the agent with the process's arguments and exits. SIGINT and
