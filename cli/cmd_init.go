@@ -38,7 +38,7 @@ MinIO the bucket itself must exist (create it with your usual tooling).
 			addBucketFlag(fs, &o.bucket, "")
 			fs.BoolVar(&o.json, "json", false, "print the result as one JSON object on stdout")
 		},
-		run:   o.run,
+		run: o.run,
 	}
 }
 
