@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nix-ota/nix-ota/bucket"
@@ -21,34 +23,38 @@ type Health struct {
 	Reason   string
 }
 
-// readAttestations verifies attestations/<channel>/*.json against the
-// trust and keeps, per set of systems, the newest record. Records that do
-// not verify are listed in Skipped.
-func (h *History) readAttestations(ctx context.Context, s bucket.Store) error {
+// readAttestations reads the attestation of each verified entry (in
+// parallel, bounded) and keeps, per set of systems, the newest good or bad
+// record. Only revisions that verify are looked up, so junk under
+// attestations/ costs nothing; records that do not verify are Skipped.
+func (h *History) readAttestations(ctx context.Context, s bucket.Store) {
 	h.health = map[string]Health{}
-	var keys []string
-	err := s.List(ctx, bucket.AttestationsPrefix(h.Channel), func(i bucket.Info) error {
-		keys = append(keys, i.Key)
-		return nil
-	})
-	if errors.Is(err, bucket.ErrUnsupported) {
-		return nil
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, loadConcurrency)
+	for _, e := range h.Entries {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			key := bucket.AttestationKey(h.Channel, e.Revision())
+			a, err := h.readAttestation(ctx, s, key)
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case errors.Is(err, bucket.ErrNotFound):
+			case err != nil:
+				h.Skipped = append(h.Skipped, Skipped{key, oneLine(err)})
+			case strings.Join(a.Systems, " ") != e.Systems():
+				h.Skipped = append(h.Skipped, Skipped{key, "names other systems than revision " + strconv.FormatUint(e.Revision(), 10)})
+			default:
+				if old, ok := h.health[e.Systems()]; !ok || a.Revision >= old.Revision {
+					h.health[e.Systems()] = Health{Good: a.Good, Revision: a.Revision, Reason: a.Reason}
+				}
+			}
+		}()
 	}
-	if err != nil {
-		return err
-	}
-	for _, key := range keys {
-		a, err := h.readAttestation(ctx, s, key)
-		if err != nil {
-			h.Skipped = append(h.Skipped, Skipped{key, oneLine(err)})
-			continue
-		}
-		k := strings.Join(a.Systems, " ")
-		if old, ok := h.health[k]; !ok || a.Revision >= old.Revision {
-			h.health[k] = Health{Good: a.Good, Revision: a.Revision, Reason: a.Reason}
-		}
-	}
-	return nil
+	wg.Wait()
 }
 
 func (h *History) readAttestation(ctx context.Context, s bucket.Store, key string) (*manifest.Attestation, error) {
@@ -75,6 +81,9 @@ func (h *History) HealthOf(e Entry) (Health, bool) {
 // Attestation is the record that says how e did: good, or bad with why.
 func (e Entry) Attestation(good bool, reason string, now time.Time) *manifest.Attestation {
 	systems := slices.Clone(e.v.Payload.StorePaths())
+	if len(reason) > 4000 {
+		reason = strings.ToValidUTF8(reason[:4000], "") + "…"
+	}
 	return &manifest.Attestation{Schema: manifest.Schema, Channel: e.v.Payload.Channel, Revision: e.Revision(),
 		Systems: systems, Good: good, Reason: reason, At: now.UTC().Truncate(time.Second)}
 }
@@ -93,18 +102,26 @@ func WriteAttestation(ctx context.Context, s bucket.Store, h *History, rev uint6
 	return err
 }
 
-// KnownGood is the newest verified entry before rev whose systems differ
-// from avoid's and whose newest attestation is good: where a revert goes.
-func (h *History) KnownGood(rev uint64, avoid Entry) (Entry, error) {
-	for _, e := range h.Before(rev) {
-		if e.Systems() == avoid.Systems() {
-			continue
-		}
-		if hl, ok := h.HealthOf(e); ok && hl.Good {
-			return e, nil
-		}
+// PreviousGood is where a revert of cur goes: the system that ran right
+// before cur's run began, provided its entry is there (verified, with the
+// number just below the run) and its newest attestation says good. It
+// never searches further back: a bucket writer who deletes records must
+// not be able to choose an older system, so any gap is a refusal.
+func (h *History) PreviousGood(cur Entry) (Entry, error) {
+	start := h.RunStart(cur)
+	before := h.Before(start)
+	if start <= 1 || len(before) == 0 || before[0].Revision() != start-1 {
+		return Entry{}, fmt.Errorf("channel %q: %w: revision %d, the one before revision %d's system, is missing or does not verify; name a revision with --to", h.Channel, ErrNoKnownGood, start-1, start)
 	}
-	return Entry{}, fmt.Errorf("channel %q: %w: no earlier revision with another system is known good (a rollout or publish --wait that completes healthy records that); name one with --to", h.Channel, ErrNoKnownGood)
+	prev := before[0]
+	hl, ok := h.HealthOf(prev)
+	switch {
+	case !ok:
+		return Entry{}, fmt.Errorf("channel %q: %w: revision %d (%s) never completed a rollout (rollout or publish --wait records that); name a revision with --to", h.Channel, ErrNoKnownGood, prev.Revision(), prev.Systems())
+	case !hl.Good:
+		return Entry{}, fmt.Errorf("channel %q: %w: revision %d (%s) was recorded bad at revision %d (%s); name a revision with --to", h.Channel, ErrNoKnownGood, prev.Revision(), prev.Systems(), hl.Revision, hl.Reason)
+	}
+	return prev, nil
 }
 
 // ErrNoKnownGood: nothing to revert to that is known to work.

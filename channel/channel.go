@@ -18,7 +18,7 @@
 //
 // The decisions are pure and table-tested, like the device's
 // manifest.Verify and agent.Decide: History (Current, Next, RevertTarget,
-// KnownGood, RunStart) says what the channel is and where a revert goes;
+// PreviousGood, RunStart, CheckReports) says what the channel is and where a revert goes;
 // Step.Classify is the one rule for whether a device is done, pending or
 // failed in a rollout step, and Gate.Judge decides the step. Load and
 // Publish are the only functions here that touch the bucket, plus the
@@ -139,20 +139,26 @@ func Publish(ctx context.Context, s bucket.Store, h *History, d Draft, sign Sign
 	if d.payload.Channel != h.Channel {
 		return res, fmt.Errorf("channel %q: draft is for channel %q", h.Channel, d.payload.Channel)
 	}
-	if h.Pointer != nil {
-		if _, err := h.Current(); err != nil {
-			return res, err
-		}
+	if h.Pointer != nil && h.Head == nil {
+		// A pointer no trusted key signed: refuse rather than overwrite
+		// what may be a rotation the operator forgot to pass --public-key
+		// for. (An old but genuine pointer does not block new content:
+		// the next revision comes from verified history either way.)
+		_, err := h.Current()
+		return res, err
 	}
 	next, err := h.Next()
 	if err != nil {
 		return res, err
 	}
 	for ; res.Attempts < MaxAttempts; next++ {
-		res.Attempts++
 		if next > manifest.MaxRevision {
 			return res, fmt.Errorf("channel %q: no revision left below the maximum %d", h.Channel, uint64(manifest.MaxRevision))
 		}
+		if h.unverifiedAt(next) {
+			continue // an object that is not a verified revision holds the number: skip it, no attempt spent
+		}
+		res.Attempts++
 		p := d.payload
 		p.Revision = next
 		if d.Validity > 0 {

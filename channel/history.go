@@ -101,9 +101,7 @@ func Load(ctx context.Context, s bucket.Store, name string, trust manifest.Trust
 	}
 	h.Skipped = junk
 	h.readEntries(ctx, s, revs)
-	if err := h.readAttestations(ctx, s); err != nil {
-		return nil, err
-	}
+	h.readAttestations(ctx, s)
 	return h, nil
 }
 
@@ -195,7 +193,65 @@ func (h *History) Current() (Entry, error) {
 		return Entry{}, fmt.Errorf("channel %q: %s %w with the signing keys, nothing signed: %w (signed by a key you rotated from? add its --public-key; by fewer keys than you sign with? add --threshold; tampered with? delete it, history keeps every signed revision)",
 			h.Channel, bucket.ChannelKey(h.Channel), ErrUnverified, h.HeadErr)
 	}
+	if err := h.headMatchesHistory(); err != nil {
+		return Entry{}, err
+	}
 	return *h.Head, nil
+}
+
+// headMatchesHistory refuses a genuine but replayed pointer: one older than
+// the newest verified history entry, or not the entry of its own number.
+// Building on it would sign an old system as the newest revision.
+func (h *History) headMatchesHistory() error {
+	head := h.Head
+	if n := len(h.Entries); n > 0 && h.Entries[n-1].Revision() > head.Revision() {
+		return fmt.Errorf("channel %q: %s is revision %d but history has verified revision %d: %w (an old manifest replayed), nothing signed; copy %s over %s, or publish a new system",
+			h.Channel, bucket.ChannelKey(h.Channel), head.Revision(), h.Entries[n-1].Revision(), manifest.ErrRollback, h.Entries[n-1].Key(), bucket.ChannelKey(h.Channel))
+	}
+	for _, e := range h.Entries {
+		if e.Revision() == head.Revision() && e.v.PayloadDigest != head.v.PayloadDigest {
+			return fmt.Errorf("channel %q: %s and %s are both revision %d with different content: %w, nothing signed", h.Channel, bucket.ChannelKey(h.Channel), e.Key(), head.Revision(), manifest.ErrEquivocation)
+		}
+	}
+	return nil
+}
+
+// CheckReports refuses to build on history that devices have moved past:
+// when more than half of the channel's reporting devices accepted a
+// revision newer than the newest verified one here, history was truncated
+// and the pointer replayed. A majority, so that one compromised device
+// cannot block re-signing by reporting a made-up revision.
+func (h *History) CheckReports(reports []Report) error {
+	var reporting, ahead int
+	var newest uint64
+	for _, r := range reports {
+		if r.Status.Channel != h.Channel || r.Status.Revision == 0 {
+			continue
+		}
+		reporting++
+		if r.Status.Revision > h.Latest() {
+			ahead++
+			newest = max(newest, r.Status.Revision)
+		}
+	}
+	if ahead*2 > reporting {
+		return fmt.Errorf("channel %q: %d of %d devices report revision %d or newer, but the newest verified revision in the bucket is %d: %w (history truncated and an old manifest replayed?), nothing signed; restore channels/%s/ from a backup or publish a new system",
+			h.Channel, ahead, reporting, newest, h.Latest(), manifest.ErrRollback, h.Channel)
+	}
+	return nil
+}
+
+// unverifiedAt reports whether Load found an object at revision rev that
+// is not a verified entry (junk a bucket writer may plant to use up
+// Publish's attempts).
+func (h *History) unverifiedAt(rev uint64) bool {
+	key := bucket.RevisionKey(h.Channel, rev)
+	for _, s := range h.Skipped {
+		if s.Key == key {
+			return true
+		}
+	}
+	return false
 }
 
 // Latest is the highest verified revision (pointer or history), 0 if none.
@@ -248,13 +304,13 @@ func (h *History) Before(rev uint64) []Entry {
 	return out
 }
 
-// RunStart is the first revision of the unbroken run of verified entries
-// with cur's systems that ends at cur: where a rollout of cur's system
+// RunStart is the first revision of the unbroken run (consecutive numbers)
+// of verified entries with cur's systems that ends at cur: where a rollout of cur's system
 // began, so failures at any of its steps count.
 func (h *History) RunStart(cur Entry) uint64 {
 	first := cur.Revision()
 	for _, e := range h.Before(cur.Revision()) {
-		if e.Systems() != cur.Systems() {
+		if e.Revision() != first-1 || e.Systems() != cur.Systems() {
 			break
 		}
 		first = e.Revision()
@@ -263,11 +319,11 @@ func (h *History) RunStart(cur Entry) uint64 {
 }
 
 // RevertTarget picks what a rollback goes to: revision to when given (it
-// must be verified, earlier, and not recorded bad), else the newest earlier
-// known-good system (KnownGood).
+// must be verified, earlier, and not recorded bad), else the system that
+// ran before cur's run, if it is known good (PreviousGood).
 func (h *History) RevertTarget(cur Entry, to uint64) (Entry, error) {
 	if to == 0 {
-		return h.KnownGood(cur.Revision(), cur)
+		return h.PreviousGood(cur)
 	}
 	if to >= cur.Revision() {
 		return Entry{}, fmt.Errorf("channel %q: revision %d is not earlier than the current revision %d", h.Channel, to, cur.Revision())

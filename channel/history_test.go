@@ -13,6 +13,7 @@ import (
 	"github.com/nix-ota/nix-ota/internal/testenv"
 	"github.com/nix-ota/nix-ota/manifest"
 	"github.com/nix-ota/nix-ota/manifest/signing"
+	"github.com/nix-ota/nix-ota/status"
 )
 
 func fileStore(t *testing.T) bucket.Store {
@@ -179,8 +180,9 @@ func attest(t *testing.T, st bucket.Store, h *channel.History, s signing.Key, re
 	}
 }
 
-// TestRevertTarget: a revert goes to the newest earlier system with a good
-// verified record and never to one recorded bad; with none it refuses.
+// TestRevertTarget: a revert goes to the system that ran right before the
+// current run, only when that entry verifies and is recorded good; any gap,
+// forgery or bad record is a refusal, never a search further back.
 func TestRevertTarget(t *testing.T) {
 	ctx := context.Background()
 	st := fileStore(t)
@@ -201,18 +203,17 @@ func TestRevertTarget(t *testing.T) {
 		return h, cur
 	}
 	h, cur := load()
-	if h.RunStart(cur) != 5 {
-		t.Fatalf("run of the current system starts at %d, want 5", h.RunStart(cur))
+	if h.RunStart(cur) != 5 || h.RunStart(mustFind(t, h, 4)) != 3 {
+		t.Fatalf("run starts %d and %d, want 5 and 3", h.RunStart(cur), h.RunStart(mustFind(t, h, 4)))
 	}
 	if _, err := h.RevertTarget(cur, 0); !errors.Is(err, channel.ErrNoKnownGood) {
 		t.Fatalf("revert with no record: %v", err)
 	}
-	attest(t, st, h, s, 1, true)  // A completed a rollout
-	attest(t, st, h, s, 4, true)  // so did C...
-	attest(t, st, h, s, 2, false) // B halted once
-	// A forged "good" record for B, and one signed for another revision.
+	attest(t, st, h, s, 1, true) // A completed a rollout
+	attest(t, st, h, s, 4, true) // so did C
+	// A forged "good" record for B, signed by a key the publisher does not trust.
 	forged, _ := signing.SignAttestation(ctx, mustFind(t, h, 2).Attestation(true, "forged", time.Now()), intruder)
-	put(t, st, bucket.AttestationKey("prod", 7), forged)
+	put(t, st, bucket.AttestationKey("prod", 2), forged)
 	h, cur = load()
 	for _, tc := range []struct {
 		name    string
@@ -220,10 +221,9 @@ func TestRevertTarget(t *testing.T) {
 		wantRev uint64
 		wantErr bool
 	}{
-		{"newest known-good other system", 0, 4, false},
+		{"the system before this run, known good", 0, 4, false},
 		{"explicit, good", 1, 1, false},
 		{"explicit, no record", 3, 3, false},
-		{"explicit, recorded bad", 2, 0, true},
 		{"explicit, current", 5, 0, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -233,16 +233,113 @@ func TestRevertTarget(t *testing.T) {
 			}
 		})
 	}
-	if len(h.Skipped) != 1 || h.Skipped[0].Key != "attestations/prod/7.json" {
+	if len(h.Skipped) != 1 || h.Skipped[0].Key != "attestations/prod/2.json" {
 		t.Fatalf("skipped %+v", h.Skipped)
 	}
-	// C recorded bad later: the revert goes past it to A.
-	attest(t, st, h, s, 3, false)
+	// C recorded bad later: no revert, and no search past it to A.
 	attest(t, st, h, s, 4, false)
 	h, cur = load()
-	if e, err := h.RevertTarget(cur, 0); err != nil || e.Revision() != 1 {
-		t.Fatalf("revert past a bad system: %v %v", e.Revision(), err)
+	if _, err := h.RevertTarget(cur, 0); !errors.Is(err, channel.ErrNoKnownGood) || !strings.Contains(err.Error(), "recorded bad") {
+		t.Fatalf("revert to a bad system: %v", err)
 	}
+	if _, err := h.RevertTarget(cur, 4); err == nil {
+		t.Fatal("--to a system recorded bad")
+	}
+	// C good again, but its entry deleted: a gap is a refusal.
+	attest(t, st, h, s, 4, true)
+	if err := st.Delete(ctx, bucket.RevisionKey("prod", 4)); err != nil {
+		t.Fatal(err)
+	}
+	h, cur = load()
+	if _, err := h.RevertTarget(cur, 0); !errors.Is(err, channel.ErrNoKnownGood) || !strings.Contains(err.Error(), "missing or does not verify") {
+		t.Fatalf("revert across a deleted entry: %v", err)
+	}
+}
+
+// TestReplayedPointer: a genuine pointer that is older than verified
+// history, or differs from the entry of its own number, is not built on.
+func TestReplayedPointer(t *testing.T) {
+	ctx := context.Background()
+	st := fileStore(t)
+	s, pub := testenv.NewSigner(t, "k")
+	publishSystem(t, st, s, sysA)
+	publishSystem(t, st, s, sysB)
+	put(t, st, bucket.ChannelKey("prod"), getBody(t, st, bucket.RevisionKey("prod", 1)))
+	h, err := channel.Load(ctx, st, "prod", trustOf(pub))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.Current(); !errors.Is(err, manifest.ErrRollback) {
+		t.Fatalf("replayed pointer: %v", err)
+	}
+	// New content from the operator still goes out, numbered after history.
+	if res, err := testenv.PublishSigned(ctx, st, nil, testenv.Payload("prod", 0, sysC), s); err != nil || res.Revision != 3 {
+		t.Fatalf("publish over a replayed pointer: %+v %v", res, err)
+	}
+	// Same number, other content (revision 3 signed again elsewhere).
+	put(t, st, bucket.ChannelKey("prod"), signed(t, s, "prod", 3))
+	h, _ = channel.Load(ctx, st, "prod", trustOf(pub))
+	if _, err := h.Current(); !errors.Is(err, manifest.ErrEquivocation) {
+		t.Fatalf("pointer disagreeing with its history entry: %v", err)
+	}
+}
+
+// TestCheckReports: most devices of the channel past the verified history
+// means truncation; one device claiming so does not block anything.
+func TestCheckReports(t *testing.T) {
+	ctx := context.Background()
+	st := fileStore(t)
+	s, pub := testenv.NewSigner(t, "k")
+	publishSystem(t, st, s, sysA)
+	publishSystem(t, st, s, sysB)
+	h, err := channel.Load(ctx, st, "prod", trustOf(pub))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep := func(id, ch string, rev uint64) channel.Report {
+		return channel.Report{Status: status.Status{DeviceID: id, Channel: ch, Revision: rev}}
+	}
+	cases := []struct {
+		name    string
+		reports []channel.Report
+		refuse  bool
+	}{
+		{"all at the latest", []channel.Report{rep("a", "prod", 2), rep("b", "prod", 2)}, false},
+		{"one liar", []channel.Report{rep("a", "prod", 2), rep("b", "prod", 2), rep("c", "prod", 99)}, false},
+		{"most ahead", []channel.Report{rep("a", "prod", 5), rep("b", "prod", 5), rep("c", "prod", 2)}, true},
+		{"ahead on another channel", []channel.Report{rep("a", "staging", 5), rep("b", "staging", 5)}, false},
+		{"no reports", nil, false},
+	}
+	for _, c := range cases {
+		if err := h.CheckReports(c.reports); (err != nil) != c.refuse || (err != nil && !errors.Is(err, manifest.ErrRollback)) {
+			t.Errorf("%s: %v, refuse=%v", c.name, err, c.refuse)
+		}
+	}
+}
+
+// TestJunkClaimsSkipped: objects holding the next revision numbers cost
+// Publish no attempts; it claims the first free number after them.
+func TestJunkClaimsSkipped(t *testing.T) {
+	ctx := context.Background()
+	st := fileStore(t)
+	s, _ := testenv.NewSigner(t, "k")
+	publishSystem(t, st, s, sysA)
+	for rev := uint64(2); rev <= 2+channel.MaxAttempts; rev++ {
+		put(t, st, bucket.RevisionKey("prod", rev), []byte("x"))
+	}
+	res, err := testenv.PublishSigned(ctx, st, nil, testenv.Payload("prod", 0, sysB), s)
+	if err != nil || res.Revision != 3+channel.MaxAttempts || res.Attempts != 1 {
+		t.Fatalf("publish past junk: %+v %v", res, err)
+	}
+}
+
+func getBody(t *testing.T, st bucket.Store, key string) []byte {
+	t.Helper()
+	o, err := st.Get(context.Background(), key, bucket.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return o.Data
 }
 
 func mustFind(t *testing.T, h *channel.History, rev uint64) channel.Entry {

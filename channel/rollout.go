@@ -57,7 +57,9 @@ func (s Step) Classify(r Report) (Verdict, string) {
 	case (d.State == status.Failed || d.State == status.RolledBack) && d.Attempted >= s.First:
 		return Failed, d.State + ": " + d.LastError
 	case d.State == status.Rejected && d.CheckedAt.After(p.PublishedAt):
-		return Failed, "rejected the manifest: " + d.LastError
+		// Pending, not failed: a mirror serving junk makes honest devices
+		// reject, and that must not halt a rollout or mark a system bad.
+		return Pending, "rejected the manifest: " + d.LastError
 	case r.Offline:
 		return Pending, "offline since " + d.CheckedAt.UTC().Format("2006-01-02 15:04 UTC")
 	}

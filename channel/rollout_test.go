@@ -97,7 +97,7 @@ func TestClassify(t *testing.T) {
 		{"failed this run", full, dev(func(s *status.Status) { s.State, s.Attempted, s.Revision, s.StorePath = status.Failed, 2, 1, sysA }), false, channel.Failed},
 		{"rolled back at this revision", full, dev(func(s *status.Status) { s.State, s.Attempted, s.Revision, s.StorePath = status.RolledBack, 3, 1, sysA }), false, channel.Failed},
 		{"rolled back before the run", full, dev(func(s *status.Status) { s.State, s.Attempted, s.Revision, s.StorePath = status.RolledBack, 1, 1, sysC }), false, channel.Pending},
-		{"rejected after publish", full, dev(func(s *status.Status) { s.State, s.Revision, s.StorePath = status.Rejected, 1, sysA }), false, channel.Failed},
+		{"rejected after publish", full, dev(func(s *status.Status) { s.State, s.Revision, s.StorePath = status.Rejected, 1, sysA }), false, channel.Pending},
 		{"rejected before publish", full, dev(func(s *status.Status) {
 			s.State, s.Revision, s.StorePath, s.CheckedAt = status.Rejected, 1, sysA, before
 		}), false, channel.Pending},

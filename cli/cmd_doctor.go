@@ -266,7 +266,7 @@ func (d *doctor) checkChannel(ctx context.Context, s bucket.Store, ch string, tr
 
 func (d *doctor) warnSkipped(junk []channel.Skipped) {
 	for _, j := range junk {
-		d.warn("%s is not a verified revision and is ignored: %s (delete it)", j.Key, oneLine(j.Reason, 160))
+		d.warn("%s is not a verified revision and is ignored: %s (delete it)", oneLine(j.Key, 200), oneLine(j.Reason, 160))
 	}
 }
 

@@ -76,7 +76,7 @@ func (o *resignOptions) run(ctx context.Context, env *Env, args []string) error 
 		return err
 	}
 	c.noDash = o.noDash
-	cur, err := c.current(ctx)
+	cur, err := c.currentForDeriving(ctx)
 	if err != nil {
 		return err
 	}

@@ -72,7 +72,7 @@ func (o *rollbackOptions) run(ctx context.Context, env *Env, args []string) erro
 		return err
 	}
 	c.noDash = o.noDash
-	cur, err := c.current(ctx)
+	cur, err := c.currentForDeriving(ctx)
 	if err != nil {
 		return err
 	}

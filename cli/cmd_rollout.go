@@ -12,6 +12,7 @@ import (
 
 	"github.com/nix-ota/nix-ota/channel"
 	"github.com/nix-ota/nix-ota/manifest"
+	"github.com/nix-ota/nix-ota/status"
 )
 
 type rolloutOptions struct {
@@ -116,7 +117,7 @@ func (o *rolloutOptions) run(ctx context.Context, env *Env, args []string) error
 		return err
 	}
 	c.noDash = o.noDash
-	cur, err := c.current(ctx)
+	cur, err := c.currentForDeriving(ctx)
 	if err != nil {
 		return err
 	}
@@ -237,10 +238,13 @@ func (r *rollout) judge(ctx context.Context, cur channel.Entry, pct int) error {
 // step republishes the verified current revision at pct and returns the
 // entry it wrote.
 func (r *rollout) step(ctx context.Context, cur channel.Entry, pct int) (channel.Entry, error) {
+	if err := r.c.still(ctx, cur); err != nil {
+		return channel.Entry{}, err
+	}
 	d := cur.Draft(r.expires)
 	d.Edit(func(p *manifest.Payload) {
 		p.Rollout.Percent = pct
-		p.Message = fmt.Sprintf("rollout step %d%%: %s", pct, strings.TrimPrefix(stripStep(p.Message), ": "))
+		p.Message = status.Clean(fmt.Sprintf("rollout step %d%%: %s", pct, strings.TrimPrefix(stripStep(p.Message), ": ")), 4000)
 	})
 	res, err := r.c.publish(ctx, d, false)
 	if err != nil {
@@ -263,17 +267,20 @@ func stripStep(msg string) string {
 // rollout at 100%, or the same system at 0% when there is none, so no
 // further device applies it; and records the halted system as bad.
 func (r *rollout) halt(ctx context.Context, cur channel.Entry, pct int, why string) error {
+	if err := r.c.still(ctx, cur); err != nil {
+		return fmt.Errorf("rollout halted (%s) but not reverted: %w", why, err)
+	}
 	r.c.attest(ctx, cur, false, fmt.Sprintf("rollout halted at %d%%: %s", pct, why))
 	d := cur.Draft(r.expires)
 	d.Edit(func(p *manifest.Payload) {
 		p.Rollout.Percent = 0
-		p.Message = fmt.Sprintf("rollout halted at %d%%: %s; no known-good earlier system, paused at 0%%", pct, why)
+		p.Message = status.Clean(fmt.Sprintf("rollout halted at %d%%: %s; no known-good earlier system, paused at 0%%", pct, why), 4000)
 	})
-	if good, err := r.c.h.KnownGood(r.c.h.RunStart(cur), cur); err == nil {
+	if good, err := r.c.h.PreviousGood(cur); err == nil {
 		d = good.Draft(r.expires)
 		d.Edit(func(p *manifest.Payload) {
 			p.Rollout.Percent = 100
-			p.Message = fmt.Sprintf("rollout of %s halted at %d%%: %s; reverted to revision %d", cur.Systems(), pct, why, good.Revision())
+			p.Message = status.Clean(fmt.Sprintf("rollout of %s halted at %d%%: %s; reverted to revision %d", cur.Systems(), pct, why, good.Revision()), 4000)
 		})
 	}
 	d.Edit(func(p *manifest.Payload) { p.Publisher = publisherName() })

@@ -198,9 +198,9 @@ func TestStagedRollout(t *testing.T) {
 	if r := rollout(); r.code != 0 || !strings.Contains(r.stdout, "nothing to do") || snapshotKeys(t, f.store, "channels/") != before {
 		t.Fatalf("rollout of a channel at 100%%: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
-	// A revert never goes to the halted system; good1 never completed a
-	// rollout, so there is no known-good system before good2.
-	if r := run(t, f.env, "rollback", "--bucket", f.url, "--key", key, "--channel", "prod"); r.code != 1 || !strings.Contains(r.stderr, "known good") {
+	// A revert never goes to the halted system: the system before good2's
+	// run is the broken one, recorded bad.
+	if r := run(t, f.env, "rollback", "--bucket", f.url, "--key", key, "--channel", "prod"); r.code != 1 || !strings.Contains(r.stderr, "recorded bad") {
 		t.Fatalf("rollback after a halt: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
 	if r := run(t, f.env, "rollback", "--bucket", f.url, "--key", key, "--channel", "prod", "--to", fmt.Sprint(brokenRev)); r.code != 1 || !strings.Contains(r.stderr, "recorded bad") {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/nix-ota/nix-ota/bucket"
 	"github.com/nix-ota/nix-ota/channel"
+	dashboard "github.com/nix-ota/nix-ota/dashboard-static"
 	"github.com/nix-ota/nix-ota/manifest"
 	"github.com/nix-ota/nix-ota/manifest/signing"
 )
@@ -89,10 +90,10 @@ func (c *signedChannel) warnSkipped() {
 	const show = 5
 	for i, s := range c.h.Skipped {
 		if i == show {
-			fmt.Fprintf(c.env.Stderr, "warning: %d more unverified objects under %s skipped (nix-ota doctor lists them)\n", len(c.h.Skipped)-show, bucket.RevisionsPrefix(c.h.Channel))
+			fmt.Fprintf(c.env.Stderr, "warning: %d more unverified objects skipped (nix-ota doctor lists them)\n", len(c.h.Skipped)-show)
 			break
 		}
-		fmt.Fprintf(c.env.Stderr, "warning: %s skipped, not a verified revision: %s\n", s.Key, oneLine(s.Reason, 200))
+		fmt.Fprintf(c.env.Stderr, "warning: %s skipped, not verified: %s\n", oneLine(s.Key, 200), oneLine(s.Reason, 200))
 	}
 }
 
@@ -103,6 +104,38 @@ func (c *signedChannel) current(ctx context.Context) (channel.Entry, error) {
 		return channel.Entry{}, channelNotFound(ctx, c.s, c.name)
 	}
 	return c.h.Current()
+}
+
+// currentForDeriving is current plus the check only devices can give: a
+// channel whose devices mostly run a newer revision than the bucket's
+// verified history has had its history truncated and an old manifest put
+// back, and nothing may be derived from it.
+func (c *signedChannel) currentForDeriving(ctx context.Context) (channel.Entry, error) {
+	cur, err := c.current(ctx)
+	if err != nil {
+		return cur, err
+	}
+	fleet, err := dashboard.Collect(ctx, c.s, dashboard.Options{Channel: c.name})
+	if err != nil {
+		return cur, fmt.Errorf("read device statuses to check the channel's history: %w", err)
+	}
+	return cur, c.h.CheckReports(fleet.Reports())
+}
+
+// still makes sure the channel is where a long-running command left it:
+// a rollout must not overwrite what someone published meanwhile.
+func (c *signedChannel) still(ctx context.Context, cur channel.Entry) error {
+	if err := c.reload(ctx); err != nil {
+		return err
+	}
+	now, err := c.current(ctx)
+	if err != nil {
+		return err
+	}
+	if now.Revision() != cur.Revision() {
+		return fmt.Errorf("channel %s moved to revision %d (%s) while this command followed revision %d; stopping without publishing anything", c.name, now.Revision(), now.Systems(), cur.Revision())
+	}
+	return nil
 }
 
 // publish signs d as the channel's next revision and, unless noDash or

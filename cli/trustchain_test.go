@@ -94,9 +94,11 @@ func TestSigningPathsRefuseForgeries(t *testing.T) {
 	}
 }
 
-// TestRollbackSkipsForgedHistory: a walk back through history skips an
-// entry that does not verify, says so, and goes to the verified one below.
-func TestRollbackSkipsForgedHistory(t *testing.T) {
+// TestRollbackRefusesAcrossForgedHistory: a revert goes only to the system
+// that ran right before the current one; when that entry was replaced by a
+// forgery it refuses (and says which revision) rather than reaching further
+// back, where a bucket writer would get to choose.
+func TestRollbackRefusesAcrossForgedHistory(t *testing.T) {
 	f := fixtures(t)["file"](t)
 	key, pub := keygen(t, "fleet-1")
 	evil := storePath("evil")
@@ -105,16 +107,19 @@ func TestRollbackSkipsForgedHistory(t *testing.T) {
 		mustRun(t, nil, "publish", "--skip-closure-check", "--bucket", f.url, "--key", key, "--channel", "prod", "--store-path", sp, "--no-dashboard")
 	}
 	putObj(t, f.store, "channels/prod/2.json", forge(t, 2, evil, 100))
+	before := snapshot(t, f.store)
 	r := run(t, nil, "rollback", "--bucket", f.url, "--key", key, "--channel", "prod", "--no-dashboard")
-	if r.code != 0 || !strings.Contains(r.stderr, "channels/prod/2.json skipped") || !strings.Contains(r.stdout, "to revision 1") {
+	if r.code != 1 || !strings.Contains(r.stderr, "channels/prod/2.json skipped") || !strings.Contains(r.stderr, "revision 2, the one before revision 3's system, is missing or does not verify") {
 		t.Fatalf("exit %d:\n%s%s", r.code, r.stdout, r.stderr)
 	}
+	if snapshot(t, f.store) != before || signedSystems(t, f, pub)[evil] {
+		t.Fatal("the refused rollback changed the bucket or signed the forgery")
+	}
+	// Named explicitly, the verified revision 1 is still reachable.
+	mustRun(t, nil, "rollback", "--bucket", f.url, "--key", key, "--channel", "prod", "--to", "1", "--no-dashboard")
 	v, err := manifest.CheckSigned(mustTrust(t, pub), "prod", getObj(t, f.store, "channels/prod.json"))
 	if err != nil || v.Payload.Revision != 4 || v.Payload.StorePath != storePath("a") {
-		t.Fatalf("after rollback: %v %+v", err, v)
-	}
-	if signedSystems(t, f, pub)[evil] {
-		t.Fatal("the forged system was signed")
+		t.Fatalf("after rollback --to 1: %v %+v", err, v)
 	}
 }
 
