@@ -4,6 +4,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -211,5 +212,85 @@ func publishKnownGood(t *testing.T, f fixture, key, sp string, rev uint64) {
 	}
 	if _, err := f.store.Stat(ctx, bucket.AttestationKey("prod", rev)); err != nil {
 		t.Fatalf("no attestation for revision %d: %v", rev, err)
+	}
+}
+
+// TestResignRefusesReplayedPointer: an older, genuinely signed manifest put
+// back as the pointer is not re-signed as the newest revision.
+func TestResignRefusesReplayedPointer(t *testing.T) {
+	f := fixtures(t)["file"](t)
+	key, pub := keygen(t, "fleet-1")
+	old, cur := storePath("old"), storePath("current")
+	for _, sp := range []string{old, cur} {
+		mustRun(t, nil, "publish", "--skip-closure-check", "--bucket", f.url, "--key", key, "--channel", "prod", "--store-path", sp, "--no-dashboard")
+	}
+	putObj(t, f.store, "channels/prod.json", getObj(t, f.store, "channels/prod/1.json"))
+	before := snapshot(t, f.store)
+	for _, args := range [][]string{{"resign"}, {"rollback", "--to", "1"}, {"rollout", "--steps", "100"}} {
+		r := run(t, nil, append(args, "--bucket", f.url, "--key", key, "--channel", "prod", "--no-dashboard")...)
+		if r.code != 3 || !strings.Contains(r.stderr, "history has verified revision 2") {
+			t.Fatalf("%v over a replayed pointer: exit %d\n%s%s", args, r.code, r.stdout, r.stderr)
+		}
+	}
+	if snapshot(t, f.store) != before {
+		t.Fatal("the bucket changed")
+	}
+	_ = pub
+}
+
+// TestRolloutStopsWhenChannelMoves: a rollout that follows a step does not
+// overwrite a system someone published meanwhile.
+func TestRolloutStopsWhenChannelMoves(t *testing.T) {
+	f := fixtures(t)["file"](t)
+	key, pub := keygen(t, "fleet-1")
+	mustRun(t, nil, "publish", "--skip-closure-check", "--bucket", f.url, "--key", key, "--channel", "prod", "--store-path", storePath("e"), "--rollout", "10", "--rollout-salt", "s", "--no-dashboard")
+	// A cohort device that never moves keeps the step waiting out --wait.
+	for i := 0; ; i++ {
+		if id := fmt.Sprintf("kiosk-%d", i); (manifest.Rollout{Percent: 10, Salt: "s"}).Includes(id) {
+			writeStatus(t, f.store, status.Status{DeviceID: id, Channel: "prod", State: status.UpToDate, Revision: 0, StorePath: storePath("old")})
+			break
+		}
+	}
+	cmd := exec.Command(nixOta, "rollout", "--bucket", f.url, "--key", key, "--channel", "prod", "--steps", "50,100", "--wait", "3s", "--interval", "200ms", "--allow-empty", "--no-dashboard")
+	var se strings.Builder
+	cmd.Stderr = &se
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second)
+	mustRun(t, nil, "publish", "--skip-closure-check", "--bucket", f.url, "--key", key, "--channel", "prod", "--store-path", storePath("hotfix"), "--no-dashboard")
+	err := cmd.Wait()
+	if err == nil || !strings.Contains(se.String(), "moved to revision 2") {
+		t.Fatalf("rollout over a newer publish: %v\n%s", err, se.String())
+	}
+	v, verr := manifest.CheckSigned(mustTrust(t, pub), "prod", getObj(t, f.store, "channels/prod.json"))
+	if verr != nil || v.Payload.StorePath != storePath("hotfix") {
+		t.Fatalf("the hotfix was overwritten: %v %+v", verr, v)
+	}
+}
+
+// TestHaltWithLongMultibyteFailures: failure texts longer than a manifest
+// may carry still halt, record the system bad and revert.
+func TestHaltWithLongMultibyteFailures(t *testing.T) {
+	f := fixtures(t)["file"](t)
+	key, pub := keygen(t, "fleet-1")
+	a, b := storePath("a"), storePath("b")
+	publishKnownGood(t, f, key, a, 1)
+	mustRun(t, nil, "publish", "--skip-closure-check", "--bucket", f.url, "--key", key, "--channel", "prod", "--store-path", b, "--rollout", "50", "--rollout-salt", "s", "--no-dashboard")
+	long := strings.Repeat("ヘルスチェック失敗", 30) // ~800 bytes of 3-byte runes
+	for i := 0; i < 40; i++ {
+		id := fmt.Sprintf("kiosk-%d", i)
+		writeStatus(t, f.store, status.Status{DeviceID: id, Channel: "prod", State: status.RolledBack, Revision: 1, Attempted: 2, StorePath: a, LastError: long})
+	}
+	r := run(t, nil, "rollout", "--bucket", f.url, "--key", key, "--channel", "prod", "--steps", "50,100", "--wait", "2s", "--interval", "100ms", "--no-dashboard")
+	if r.code != 1 || !strings.Contains(r.stderr, "halted") || strings.Contains(r.stderr, "revert failed") || strings.Contains(r.stderr, "could not record") {
+		t.Fatalf("exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	v, err := manifest.CheckSigned(mustTrust(t, pub), "prod", getObj(t, f.store, "channels/prod.json"))
+	if err != nil || v.Payload.StorePath != a || len(v.Payload.Message) > 4096 {
+		t.Fatalf("after the halt: %v %+v", err, v)
+	}
+	if _, err := f.store.Stat(ctx, bucket.AttestationKey("prod", 2)); err != nil {
+		t.Fatalf("the halted revision was not recorded bad: %v", err)
 	}
 }
