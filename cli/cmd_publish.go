@@ -23,6 +23,7 @@ type publishOptions struct {
 	expires                time.Duration
 	rollout                int
 	salt, message, sw, pub string
+	retry                  bool
 	noDashboard, push      bool
 	skipClosureCheck, json bool
 	cacheKey               string
@@ -72,6 +73,7 @@ func (o *publishOptions) flags(fs *pflag.FlagSet) {
 	fs.IntVar(&o.rollout, "rollout", 100, "percent of devices that apply this revision (0-100)")
 	fs.StringVar(&o.salt, "rollout-salt", "", "cohort salt (default: random per publish)")
 	fs.StringVar(&o.message, "message", "", "free text shown on the dashboard and in history")
+	fs.BoolVar(&o.retry, "retry", false, "let devices that rolled this system back try it once more (signed; agents older than this release refuse such a manifest and stay put)")
 	fs.StringVar(&o.sw, "switch", manifest.SwitchNow, "switch mode: switch (activate now) or boot (on next boot)")
 	fs.StringVar(&o.pub, "publisher", "", "who published (default user@host)")
 	fs.BoolVar(&o.noDashboard, "no-dashboard", false, "do not regenerate the dashboard in the bucket")
@@ -160,7 +162,7 @@ func (o *publishOptions) payload(env *Env) (*manifest.Payload, error) {
 	p := &manifest.Payload{
 		Schema: manifest.Schema, Channel: o.channel, Substituters: append([]string{}, o.substituters...),
 		Rollout: manifest.Rollout{Percent: o.rollout, Salt: o.salt},
-		Switch:  o.sw, Message: o.message, Publisher: o.pub,
+		Switch:  o.sw, Message: o.message, Publisher: o.pub, Retry: o.retry,
 	}
 	if err := parseStorePaths(env, o.paths, p); err != nil {
 		return nil, err

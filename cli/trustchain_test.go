@@ -294,3 +294,20 @@ func TestHaltWithLongMultibyteFailures(t *testing.T) {
 		t.Fatalf("the halted revision was not recorded bad: %v", err)
 	}
 }
+
+// TestPublishRetry: --retry is signed into the manifest, and only with it.
+func TestPublishRetry(t *testing.T) {
+	f := fixtures(t)["file"](t)
+	key, pub := keygen(t, "fleet-1")
+	for _, retry := range []bool{false, true} {
+		args := []string{"publish", "--skip-closure-check", "--bucket", f.url, "--key", key, "--channel", "prod", "--store-path", storePath("a"), "--no-dashboard"}
+		if retry {
+			args = append(args, "--retry")
+		}
+		mustRun(t, nil, args...)
+		v, err := manifest.CheckSigned(mustTrust(t, pub), "prod", getObj(t, f.store, "channels/prod.json"))
+		if err != nil || v.Payload.Retry != retry {
+			t.Fatalf("--retry=%v: %v %+v", retry, err, v)
+		}
+	}
+}
