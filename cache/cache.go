@@ -222,6 +222,23 @@ func EnsureInfo(ctx context.Context, s bucket.Store) error {
 	return err
 }
 
+// signedHere reports whether the cache already has a narinfo for path that
+// this pusher's key signed. Anything else at that key (junk, another key's
+// narinfo) is pushed over: skipping it would leave devices a path they
+// cannot fetch, and publish's closure check would count it present.
+func (p *Pusher) signedHere(ctx context.Context, path string) (bool, error) {
+	ni, err := ReadNarinfo(ctx, p.Store, path)
+	switch {
+	case errors.Is(err, bucket.ErrNotFound):
+		return false, nil
+	case err != nil && (errors.Is(err, bucket.ErrUnreachable) || errors.Is(err, bucket.ErrAccessDenied)):
+		return false, err
+	case err != nil:
+		return false, nil // unreadable or malformed: replace it
+	}
+	return signature.VerifyFirst(ni.Fingerprint(), ni.Signatures, []signature.PublicKey{p.Key.ToPublicKey()}), nil
+}
+
 // Push uploads the closures of paths: for each path whose narinfo is not
 // in the cache yet, the zstd-compressed NAR, then the signed narinfo.
 func (p *Pusher) Push(ctx context.Context, paths []string) (Result, error) {
@@ -239,10 +256,10 @@ func (p *Pusher) Push(ctx context.Context, paths []string) (Result, error) {
 			return res, err
 		}
 		res.Path = info.Path
-		if _, err := p.Store.Stat(ctx, key); err == nil {
-			res.Skipped++
-		} else if !errors.Is(err, bucket.ErrNotFound) {
+		if present, err := p.signedHere(ctx, info.Path); err != nil {
 			return res, err
+		} else if present {
+			res.Skipped++
 		} else {
 			n, err := p.pushOne(ctx, info, key)
 			if err != nil {

@@ -111,9 +111,13 @@ func NewDraft(p manifest.Payload, validity time.Duration) Draft {
 	return Draft{payload: p, Validity: validity}
 }
 
-// Draft starts a new revision from the entry's verified content.
+// Draft starts a new revision from the entry's verified content. The retry
+// mark is not carried over: only the operator's own publish --retry grants
+// devices another try, never a resign, rollout step or rollback of it.
 func (e Entry) Draft(validity time.Duration) Draft {
-	return Draft{payload: e.Payload(), Validity: validity}
+	p := e.Payload()
+	p.Retry = false
+	return Draft{payload: p, Validity: validity}
 }
 
 // Edit changes the draft's content (rollout share, message, publisher).

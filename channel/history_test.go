@@ -350,3 +350,24 @@ func mustFind(t *testing.T, h *channel.History, rev uint64) channel.Entry {
 	}
 	return e
 }
+
+// TestDraftDropsRetry: a revision derived from a retry revision (resign,
+// rollout step, rollback) does not grant devices another try.
+func TestDraftDropsRetry(t *testing.T) {
+	ctx := context.Background()
+	st := fileStore(t)
+	s, pub := testenv.NewSigner(t, "k")
+	p := testenv.Payload("prod", 0, sysA)
+	p.Retry = true
+	if _, err := testenv.PublishSigned(ctx, st, nil, p, s); err != nil {
+		t.Fatal(err)
+	}
+	h, err := channel.Load(ctx, st, "prod", trustOf(pub))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cur, _ := h.Current()
+	if !cur.Payload().Retry || cur.Draft(time.Hour).Payload().Retry {
+		t.Fatalf("retry on the entry %v, on its draft %v", cur.Payload().Retry, cur.Draft(time.Hour).Payload().Retry)
+	}
+}

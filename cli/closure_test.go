@@ -4,6 +4,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/nix-ota/nix-ota/cache"
 	"github.com/nix-ota/nix-ota/internal/testenv"
 )
 
@@ -46,5 +47,26 @@ func TestClosureCheck(t *testing.T) {
 			}
 			t.Logf("%s: exit %d: %s", tc.name, r.code, strings.TrimSpace(r.stderr+r.stdout))
 		})
+	}
+}
+
+// TestPushReplacesPlantedNarinfo: a narinfo this cache key did not sign is
+// not "already in the cache"; push uploads the path over it.
+func TestPushReplacesPlantedNarinfo(t *testing.T) {
+	testenv.RequireNix(t)
+	f, _ := minioCache(t)
+	c := testenv.NewCache(t)
+	sp := testenv.BuildSystem(t, "planted", testenv.SystemOptions{})
+	key, err := cache.NarinfoKey(sp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	putObj(t, f.store, key, []byte("junk"))
+	out := mustRun(t, f.env, "push", "--bucket", f.url, "--store-path", sp, "--cache-key", c.SecretKey)
+	if !strings.Contains(out, "pushed 1 paths") {
+		t.Fatalf("push over a planted narinfo: %s", out)
+	}
+	if _, err := cache.ReadNarinfo(ctx, f.store, sp); err != nil {
+		t.Fatalf("narinfo after push: %v", err)
 	}
 }
