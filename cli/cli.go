@@ -188,7 +188,7 @@ Bucket URLs (--bucket, or $NIX_OTA_BUCKET):
   file:///abs/path                              a directory (air-gapped fleets, demos)
   s3://BUCKET[/PREFIX]?endpoint=HOST:PORT&region=R&scheme=http|https&profile=P
                                                 S3, MinIO, R2; credentials from the AWS chain
-  https://HOST/PREFIX                           read-only (verify, history)
+  https://HOST/PREFIX                           read-only (verify, status; history needs listing)
 
 Environment:
   NIX_OTA_BUCKET        default --bucket

@@ -156,7 +156,7 @@ func putObj(t *testing.T, s bucket.Store, key string, data []byte) {
 	}
 }
 
-// TestPublishVerify is the walkthrough: keygen, publish twice,
+// TestPublishVerify is the basic walkthrough: keygen, publish twice,
 // verify accepts revision 2; then each attack gets its own one-line reason
 // and a non-zero exit.
 func TestPublishVerify(t *testing.T) {

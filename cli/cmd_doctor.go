@@ -31,7 +31,7 @@ func doctorCmd() *command {
 	return &command{
 		name:    "doctor",
 		summary: "check that a bucket is ready to serve a fleet",
-		about: `Checks what the seed's /healthz stood for, and more: the bucket is reachable,
+		about: `Checks that a bucket can serve a fleet: the bucket is reachable,
 the credentials can list and write (a probe object is written and deleted,
 unless --read-only), the layout marker is there, the binary cache has its
 nix-cache-info, every channel's manifest verifies (with --public-key) and is

@@ -28,8 +28,11 @@ func rollbackCmd() *command {
 		summary: "republish an earlier revision's system",
 		about: `Publishes the system of an earlier revision as the channel's next revision, so
 devices (which never accept a lower revision) move back to it. Without --to
-it picks the newest earlier revision with a different system. The message
-records what was rolled back from. Only revisions that verify with the
+it goes to the system that ran right before the current one, and only if
+that system is known good (a rollout or publish --wait completed with it);
+otherwise it refuses and says why, and --to names a revision. A system
+recorded bad is never a target. The message records what was rolled back
+from. Only revisions that verify with the
 signing keys (and any --public-key) are considered; a current manifest that
 does not verify is refused (exit 3) and nothing is signed.
 

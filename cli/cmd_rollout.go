@@ -38,8 +38,11 @@ with a small --rollout) through --steps: at each step it republishes the
 same system, same cohort salt, with the step's percentage as a new revision,
 then follows the devices in the cohort until they all run it or --wait
 passes. If the share of cohort devices that failed or rolled the system back
-exceeds --max-failed, it halts: it republishes the last earlier system at
-100% (or, with none, the same system at 0%) and exits 1. It keeps no state
+exceeds --max-failed, it halts: it records the system bad, republishes the
+system that ran before it at 100% if that one is known good (or else the
+same system at 0%), and exits 1. A step passes only when --min-devices
+cohort devices run the system; a rollout that completes records it known
+good. A channel already at the last step is left alone. It keeps no state
 outside the bucket: run it again after a crash and it continues from the
 channel's current percentage. Cohorts are hash(salt, device id), so raising
 the percentage only adds devices.
