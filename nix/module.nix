@@ -251,9 +251,11 @@ in
       description = ''
         Commands (run with `sh -c`) that must succeed after a switch. If one fails,
         times out, or the bucket is unreachable after the switch, the agent switches
-        back to the previous system and never retries that revision. The unit's PATH
-        holds only Nix, systemd, coreutils and bash: name other programs by their
-        store path, as the example does with curl.
+        back to the previous system and does not try that system again unless the
+        publisher signs a `nix-ota publish --retry`. Each command gets
+        `NIX_OTA_STORE_PATH`, `NIX_OTA_REVISION` and `NIX_OTA_CHANNEL` in its
+        environment. The unit's PATH holds only Nix, systemd, coreutils and bash:
+        name other programs by their store path, as the example does with curl.
       '';
     };
 
