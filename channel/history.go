@@ -12,6 +12,7 @@ import (
 
 	"github.com/nix-ota/nix-ota/bucket"
 	"github.com/nix-ota/nix-ota/manifest"
+	"github.com/nix-ota/nix-ota/status"
 )
 
 // ErrUnverified: something the publisher was asked to build on (the
@@ -173,13 +174,7 @@ func (h *History) readEntry(ctx context.Context, s bucket.Store, rev uint64) (En
 	return Entry{v: v, key: key}, nil
 }
 
-func oneLine(err error) string {
-	s := strings.Join(strings.Fields(err.Error()), " ")
-	if len(s) > 200 {
-		s = s[:200] + "…"
-	}
-	return s
-}
+func oneLine(err error) string { return status.Clean(err.Error(), 200) }
 
 // Current is the channel's verified current manifest: what every command
 // that re-signs the channel builds on. It refuses a pointer that does not

@@ -15,6 +15,7 @@ import (
 
 	"github.com/nix-ota/nix-ota/manifest"
 	"github.com/nix-ota/nix-ota/manifest/signing"
+	"github.com/nix-ota/nix-ota/status"
 )
 
 func publisherName() string {
@@ -35,21 +36,10 @@ func firstReason(err error) string {
 	return "BAD"
 }
 
-// oneLine keeps a table row on one line, whatever the bucket holds, and
-// drops every control character (C0, DEL, C1): bucket and device text must
-// not reach the terminal as escape sequences.
-func oneLine(s string, max int) string {
-	s = strings.Map(func(r rune) rune {
-		if r < 0x20 || (r >= 0x7f && r <= 0x9f) {
-			return ' '
-		}
-		return r
-	}, strings.ToValidUTF8(s, "?"))
-	if len([]rune(s)) > max {
-		s = string([]rune(s)[:max-1]) + "…"
-	}
-	return s
-}
+// oneLine is status.Clean, the one sanitiser for text from a bucket or a
+// device: one line, no control or invisible format characters (no terminal
+// escapes, no bidi tricks), at most max bytes.
+func oneLine(s string, max int) string { return status.Clean(s, max) }
 
 // humanDuration renders a duration the way an operator reads it: 29d 23h,
 // 5h 3m, 42s.

@@ -4,7 +4,9 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -270,7 +272,7 @@ func TestRolloutStopsWhenChannelMoves(t *testing.T) {
 }
 
 // TestHaltWithLongMultibyteFailures: failure texts longer than a manifest
-// may carry still halt, record the system bad and revert.
+// may carry still halt, record the system bad, revert and run --on-failure.
 func TestHaltWithLongMultibyteFailures(t *testing.T) {
 	f := fixtures(t)["file"](t)
 	key, pub := keygen(t, "fleet-1")
@@ -282,9 +284,14 @@ func TestHaltWithLongMultibyteFailures(t *testing.T) {
 		id := fmt.Sprintf("kiosk-%d", i)
 		writeStatus(t, f.store, status.Status{DeviceID: id, Channel: "prod", State: status.RolledBack, Revision: 1, Attempted: 2, StorePath: a, LastError: long})
 	}
-	r := run(t, nil, "rollout", "--bucket", f.url, "--key", key, "--channel", "prod", "--steps", "50,100", "--wait", "2s", "--interval", "100ms", "--no-dashboard")
+	notified := filepath.Join(t.TempDir(), "notified")
+	r := run(t, nil, "rollout", "--bucket", f.url, "--key", key, "--channel", "prod", "--steps", "50,100", "--wait", "2s", "--interval", "100ms", "--no-dashboard",
+		"--on-failure", `printf '%s %s %s' "$NIX_OTA_EVENT" "$NIX_OTA_CHANNEL" "$NIX_OTA_REVISION" > `+notified)
 	if r.code != 1 || !strings.Contains(r.stderr, "halted") || strings.Contains(r.stderr, "revert failed") || strings.Contains(r.stderr, "could not record") {
 		t.Fatalf("exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if b, err := os.ReadFile(notified); err != nil || string(b) != "halted prod 2" {
+		t.Fatalf("--on-failure: %q %v", b, err)
 	}
 	v, err := manifest.CheckSigned(mustTrust(t, pub), "prod", getObj(t, f.store, "channels/prod.json"))
 	if err != nil || v.Payload.StorePath != a || len(v.Payload.Message) > 4096 {
