@@ -91,15 +91,36 @@ func (o *statusOptions) run(ctx context.Context, env *Env, args []string) error 
 	}
 }
 
-// printFleet renders the fleet as tables. Device-supplied strings pass
-// through oneLine, which removes control characters: a device must not be
-// able to send escape sequences to the operator's terminal.
+// printFleet renders the fleet as tables: the same facts as the page, one
+// state per device, errors apart from notes, absolute times beside ages.
+// Device-supplied strings pass through oneLine, which removes control
+// characters: a device must not be able to send escape sequences to the
+// operator's terminal.
 func printFleet(w io.Writer, f *dashboard.Fleet) {
 	c := f.Counts
-	fmt.Fprintf(w, "%s at %s: %d devices: %d up to date, %d behind, %d updating, %d failed, %d offline, %d need reboot, %d invalid\n\n",
-		f.Bucket, f.GeneratedAt.Format("2006-01-02 15:04:05 UTC"), c.Devices, c.UpToDate, c.Behind, c.Updating, c.Failed, c.Offline, c.NeedsReboot, c.Invalid)
+	fmt.Fprintf(w, "%s as of %s: %d devices: %d up-to-date, %d behind, %d updating, %d failed, %d offline, %d need reboot, %d invalid\n",
+		f.Bucket, dashboard.At(f.GeneratedAt), c.Devices, c.UpToDate, c.Behind, c.Updating, c.Failed, c.Offline, c.NeedsReboot, c.Invalid)
+	if a := f.Alarm(10); a.Any() {
+		if a.Devices > 0 {
+			ids := strings.Join(a.IDs, ", ")
+			if a.More > 0 {
+				ids += fmt.Sprintf(" and %d more", a.More)
+			}
+			fmt.Fprintf(w, "ATTENTION: %s: %s\n", strings.Join(a.Parts, ", "), oneLine(ids, 400))
+		}
+		for _, ch := range a.Channels {
+			fmt.Fprintf(w, "ATTENTION: channel %s\n", oneLine(ch, 200))
+		}
+	}
+	fmt.Fprintln(w)
+	printChannels(w, f)
+	fmt.Fprintln(w)
+	printDevices(w, f)
+}
+
+func printChannels(w io.Writer, f *dashboard.Fleet) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "CHANNEL\tREV\tSYSTEM\tPUBLISHED\tEXPIRES\tROLLOUT\tPROGRESS\tSIGNATURE\tNOTE")
+	fmt.Fprintln(tw, "CHANNEL\tREV\tSYSTEM\tPUBLISHED\tEXPIRES\tROLLOUT\tPROGRESS\tSIGNATURE\tPROBLEM")
 	for _, ch := range f.Channels {
 		sys := ch.StorePath
 		var classes []string
@@ -112,27 +133,57 @@ func printFleet(w io.Writer, f *dashboard.Fleet) {
 		} else {
 			sys = filepath.Base(sys)
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%d%%\t%d/%d current, %d behind, %d failed\t%s\t%s\n", ch.Name, ch.Revision, oneLine(sys, 60),
-			ago(f.GeneratedAt, ch.PublishedAt), humanDuration(ch.ExpiresAt.Sub(f.GeneratedAt)), ch.Rollout, ch.Current, ch.Devices, ch.BehindN, ch.FailedN, oneLine(ch.Signature, 40), oneLine(ch.Problem, 50))
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%d%%\t%s\t%s\t%s\n", ch.Name, ch.Revision, oneLine(sys, 60),
+			agoAt(f.GeneratedAt, ch.PublishedAt), untilAt(f.GeneratedAt, ch.ExpiresAt), ch.Rollout, progressText(ch), oneLine(ch.Signature, 40), oneLine(ch.Problem, 50))
 	}
 	tw.Flush()
-	fmt.Fprintln(w)
-	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "DEVICE\tSTATE\tCHANNEL\tREV\tLAST SEEN\tREBOOT\tLAST ERROR / NOTE")
+}
+
+// progressText is a channel's progress in words; unverified progress says so.
+func progressText(ch dashboard.Channel) string {
+	p := ch.Progress
+	if !p.Verified {
+		return fmt.Sprintf("%d/%d current, %d behind, %d failed (unverified)", p.Done, p.Cohort, p.Pending, p.Failed)
+	}
+	s := fmt.Sprintf("%d/%d done, %d failed, %d pending", p.Done, p.Cohort, p.Failed, p.Pending)
+	if p.Outside > 0 {
+		s += fmt.Sprintf(", %d outside", p.Outside)
+	}
+	return s
+}
+
+func printDevices(w io.Writer, f *dashboard.Fleet) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "DEVICE\tSTATE\tDETAIL\tCHANNEL\tREV\tLAST SEEN\tREBOOT\tERROR\tNOTE")
 	for _, d := range f.Devices {
-		reboot := ""
+		reboot := "-"
 		if d.NeedsReboot {
 			reboot = "needed"
 		}
-		msg := d.LastError
-		if msg == "" {
-			msg = d.Note
-		}
-		seen := "-"
-		if !d.CheckedAt.IsZero() {
-			seen = ago(f.GeneratedAt, d.CheckedAt)
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\n", oneLine(d.ID, 64), terminalPalette(w, os.Getenv).state(d.State), oneLine(d.Channel, 40), d.Revision, seen, reboot, oneLine(msg, 100))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n", oneLine(d.ID, 64), terminalPalette(w, os.Getenv).state(d.State), orDash(oneLine(d.Detail, 60)), orDash(oneLine(d.Channel, 40)),
+			d.Revision, agoAt(f.GeneratedAt, d.CheckedAt), reboot, orDash(oneLine(d.LastError, 100)), orDash(oneLine(d.Note, 80)))
 	}
 	tw.Flush()
+}
+
+// agoAt is an age with its absolute time: "3h 0m ago (2026-11-25 09:00 UTC)".
+func agoAt(now, t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return ago(now, t) + " (" + dashboard.At(t) + ")"
+}
+
+func untilAt(now, t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return humanDuration(t.Sub(now)) + " (" + dashboard.At(t) + ")"
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/nix-ota/nix-ota/channel"
 	dashboard "github.com/nix-ota/nix-ota/dashboard-static"
 	"github.com/nix-ota/nix-ota/manifest"
+	"github.com/nix-ota/nix-ota/status"
 )
 
 // gateFlags are the flags of the commands that follow a rollout step
@@ -68,7 +69,9 @@ func (f *follower) follow(ctx context.Context, step channel.Step) (channel.Outco
 	e := step.Entry
 	deadline := time.Now().Add(f.wait)
 	for {
-		fleet, err := dashboard.Collect(ctx, f.s, dashboard.Options{Channel: e.Payload().Channel, Trust: f.trust})
+		// The step is given, so no history is read at each poll.
+		fleet, err := dashboard.Collect(ctx, f.s, dashboard.Options{Channel: e.Payload().Channel, Trust: f.trust,
+			Steps: map[string]channel.Step{e.Payload().Channel: step}})
 		if err != nil {
 			return 0, "", channel.Tally{}, err
 		}
@@ -79,7 +82,7 @@ func (f *follower) follow(ctx context.Context, step channel.Step) (channel.Outco
 			why += ": " + strings.Join(first(t.Failures, 10), "; ")
 		}
 		if out != channel.Waiting {
-			return out, oneLine(why, 2000), t, nil
+			return out, status.Clean(why, 1500), t, nil
 		}
 		if !sleepCtx(ctx, f.interval) {
 			return 0, "", t, ctx.Err()

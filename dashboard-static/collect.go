@@ -21,24 +21,32 @@ import (
 	"time"
 
 	"github.com/nix-ota/nix-ota/bucket"
+	"github.com/nix-ota/nix-ota/channel"
 	"github.com/nix-ota/nix-ota/manifest"
 	"github.com/nix-ota/nix-ota/status"
 )
 
-// Derived device states, beyond the ones agents report.
+// The states a row shows: every device has exactly one. Agents report
+// up-to-date, waiting-reboot, failed, rolled-back and rejected as they are;
+// the others are derived here.
 const (
-	Behind  = "behind"  // up to date with an older revision than the channel's
-	Offline = "offline" // no check-in for 3 heartbeats
-	Invalid = "invalid" // unreadable, oversized, or forged status blob
+	Behind   = "behind"   // healthy, but not on the system its channel's current revision wants
+	Updating = "updating" // downloading or switching (the reported state is the detail)
+	Offline  = "offline"  // no check-in for 3 heartbeats (the last reported state is the detail)
+	Invalid  = "invalid"  // unreadable, oversized, or forged status blob
 )
+
+// States lists every state a row can show, problems first.
+var States = []string{Invalid, status.Failed, status.RolledBack, status.Rejected, Offline, Updating, status.WaitingReboot, Behind, status.UpToDate}
 
 // Fleet is everything the dashboard and `nix-ota status` show.
 type Fleet struct {
-	GeneratedAt time.Time `json:"generatedAt"`
-	Bucket      string    `json:"bucket"`
-	Counts      Counts    `json:"counts"`
-	Channels    []Channel `json:"channels"`
-	Devices     []Device  `json:"devices"`
+	GeneratedAt time.Time      `json:"generatedAt"`
+	Bucket      string         `json:"bucket"`
+	Counts      Counts         `json:"counts"`
+	ByState     map[string]int `json:"byState"` // devices per state (States)
+	Channels    []Channel      `json:"channels"`
+	Devices     []Device       `json:"devices"`
 	// Requests is how many bucket requests Collect made (LIST pages are
 	// counted once per List call).
 	Requests int64 `json:"-"`
@@ -49,8 +57,8 @@ type Counts struct {
 	Devices     int `json:"devices"`
 	UpToDate    int `json:"upToDate"`
 	Behind      int `json:"behind"`
-	Updating    int `json:"updating"`
-	Failed      int `json:"failed"`
+	Updating    int `json:"updating"` // updating or waiting-reboot
+	Failed      int `json:"failed"`   // failed, rolled-back or rejected
 	Offline     int `json:"offline"`
 	NeedsReboot int `json:"needsReboot"`
 	Invalid     int `json:"invalid"`
@@ -69,10 +77,22 @@ type Channel struct {
 	Publisher   string            `json:"publisher,omitempty"`
 	Signature   string            `json:"signature"` // "ok", "unverified", or why not
 	Problem     string            `json:"problem,omitempty"`
-	Devices     int               `json:"devices"`
-	Current     int               `json:"current"` // on this revision
-	BehindN     int               `json:"behind"`
-	FailedN     int               `json:"failed"`
+	Devices     int               `json:"devices"` // devices following it (invalid blobs do not count)
+	Progress    Progress          `json:"progress"`
+}
+
+// Progress is where the channel's current revision stands. Verified, it is
+// channel.Step.Tally over the devices for the verified current revision
+// and its run start: the rule rollout and publish --wait gate on. Without a
+// trust it is counted by revision number alone and labelled unverified.
+type Progress struct {
+	Verified bool   `json:"verified"`
+	Since    uint64 `json:"since,omitempty"` // first revision of the current system's run (verified only)
+	Cohort   int    `json:"cohort"`          // devices inside the rollout
+	Done     int    `json:"done"`            // unverified: on the current revision or later
+	Pending  int    `json:"pending"`         // unverified: behind
+	Failed   int    `json:"failed"`
+	Outside  int    `json:"outside"` // following the channel, outside the rollout
 }
 
 // Device is one device's row.
@@ -80,8 +100,10 @@ type Device struct {
 	ID           string    `json:"id"`
 	Channel      string    `json:"channel"`
 	Class        string    `json:"class,omitempty"`
-	State        string    `json:"state"` // reported state, or behind/offline/invalid
+	State        string    `json:"state"`                 // exactly one of States
+	Detail       string    `json:"stateDetail,omitempty"` // what the state leaves out: the reported state, why behind
 	Reported     string    `json:"reportedState,omitempty"`
+	Rollout      string    `json:"rollout,omitempty"` // verified channels only: outside, pending, done or failed (channel.Verdict)
 	Revision     uint64    `json:"revision"`
 	StorePath    string    `json:"storePath,omitempty"`
 	CheckedAt    time.Time `json:"checkedAt"`
@@ -96,9 +118,13 @@ type Device struct {
 // Options tune Collect.
 type Options struct {
 	Now         time.Time
-	Trust       *manifest.Trust // when set, each channel's signature is checked
+	Trust       *manifest.Trust // when set, signatures are checked and progress is verified
 	Concurrency int             // parallel status GETs; default 16
 	Channel     string          // only this channel ("" = all)
+	// Steps are verified steps the caller already holds, by channel:
+	// progress is measured against them and no history is read for them.
+	// With Trust, the other channels' histories are loaded (channel.Load).
+	Steps map[string]channel.Step
 }
 
 // DefaultHeartbeat is assumed for blobs that do not say theirs.
@@ -112,8 +138,9 @@ const ExpiryWarning = 7 * 24 * time.Hour
 // would otherwise never count as offline.
 const MaxClockSkew = 10 * time.Minute
 
-// Collect reads a bucket: one LIST of channels/, one GET per channel
-// pointer, one LIST of devices/, one GET per device (bounded concurrency).
+// Collect reads a bucket: one LIST of channels/, per channel its pointer
+// (with Trust: its verified history too, channel.Load), one LIST of
+// devices/, one GET per device (bounded concurrency).
 func Collect(ctx context.Context, s bucket.Store, o Options) (*Fleet, error) {
 	if o.Now.IsZero() {
 		o.Now = time.Now()
@@ -121,14 +148,55 @@ func Collect(ctx context.Context, s bucket.Store, o Options) (*Fleet, error) {
 	if o.Concurrency <= 0 {
 		o.Concurrency = 16
 	}
+	cs := &counted{Store: s}
 	f := &Fleet{GeneratedAt: o.Now.UTC(), Bucket: s.String()}
-	var reqs atomic.Int64
+	names, err := channelNames(ctx, cs, o.Channel)
+	if err != nil {
+		return nil, err
+	}
+	steps := map[string]channel.Step{}
+	for _, name := range names {
+		c, step := readChannel(ctx, cs, name, o)
+		f.Channels = append(f.Channels, c)
+		if step != nil {
+			steps[name] = *step
+		}
+	}
+	if f.Devices, err = readDevices(ctx, cs, o); err != nil {
+		return nil, err
+	}
+	f.Requests = cs.n.Load()
+	f.summarise(steps)
+	return f, nil
+}
 
+// counted counts the requests Collect makes, channel.Load's included.
+type counted struct {
+	bucket.Store
+	n atomic.Int64
+}
+
+func (c *counted) Get(ctx context.Context, key string, o bucket.GetOptions) (*bucket.Object, error) {
+	c.n.Add(1)
+	return c.Store.Get(ctx, key, o)
+}
+
+func (c *counted) List(ctx context.Context, prefix string, fn func(bucket.Info) error) error {
+	c.n.Add(1)
+	return c.Store.List(ctx, prefix, fn)
+}
+
+func (c *counted) Stat(ctx context.Context, key string) (bucket.Info, error) {
+	c.n.Add(1)
+	return c.Store.Stat(ctx, key)
+}
+
+// channelNames lists the channel pointers (only is one name, or "" for all).
+func channelNames(ctx context.Context, s bucket.Store, only string) ([]string, error) {
 	var names []string
-	reqs.Add(1)
 	err := s.List(ctx, bucket.ChannelsPrefix, func(i bucket.Info) error {
 		name, ok := strings.CutSuffix(strings.TrimPrefix(i.Key, bucket.ChannelsPrefix), ".json")
-		if ok && !strings.Contains(name, "/") && manifest.ValidateName("channel", name) == nil && (o.Channel == "" || o.Channel == name) {
+		if ok && !strings.Contains(name, "/") && manifest.ValidateName("channel", name) == nil && (only == "" || only == name) {
 			names = append(names, name)
 		}
 		return nil
@@ -136,71 +204,57 @@ func Collect(ctx context.Context, s bucket.Store, o Options) (*Fleet, error) {
 	if err != nil {
 		return nil, fmt.Errorf("list channels: %w", err)
 	}
-	for _, name := range names {
-		reqs.Add(1)
-		f.Channels = append(f.Channels, readChannel(ctx, s, name, o))
-	}
-
-	var keys []string
-	reqs.Add(1)
-	err = s.List(ctx, bucket.DevicesPrefix, func(i bucket.Info) error {
-		if strings.HasSuffix(i.Key, "/"+bucket.StatusName) {
-			keys = append(keys, i.Key)
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("list devices: %w", err)
-	}
-	f.Devices = make([]Device, len(keys))
-	var wg sync.WaitGroup
-	work := make(chan int)
-	for range min(o.Concurrency, max(len(keys), 1)) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range work {
-				reqs.Add(1)
-				f.Devices[i] = readDevice(ctx, s, keys[i], o.Now)
-			}
-		}()
-	}
-	for i := range keys {
-		work <- i
-	}
-	close(work)
-	wg.Wait()
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	if o.Channel != "" {
-		kept := f.Devices[:0]
-		for _, d := range f.Devices {
-			if d.Channel == o.Channel {
-				kept = append(kept, d)
-			}
-		}
-		f.Devices = kept
-	}
-	f.Requests = reqs.Load()
-	f.summarise()
-	return f, nil
+	return names, nil
 }
 
-func readChannel(ctx context.Context, s bucket.Store, name string, o Options) Channel {
-	c := Channel{Name: name, Signature: "unverified"}
+// readChannel describes a channel and returns the step its progress is
+// measured against: the caller's, or with a trust the verified current
+// revision of its history; nil when there is none (unverified progress).
+func readChannel(ctx context.Context, s bucket.Store, name string, o Options) (Channel, *channel.Step) {
+	if step, ok := o.Steps[name]; ok {
+		return readPointer(ctx, s, name, o), &step
+	}
+	if o.Trust == nil {
+		return readPointer(ctx, s, name, o), nil
+	}
+	h, err := channel.Load(ctx, s, name, *o.Trust)
+	if err == nil && h.Pointer == nil {
+		err = bucket.ErrNotFound
+	}
+	if err != nil {
+		return unreadable(name, err), nil
+	}
+	c := describe(name, h.Pointer.Body, o)
+	if h.Head == nil {
+		return c, nil
+	}
+	step := h.StepOf(*h.Head)
+	return c, &step
+}
+
+func readPointer(ctx context.Context, s bucket.Store, name string, o Options) Channel {
 	obj, err := s.Get(ctx, bucket.ChannelKey(name), bucket.GetOptions{MaxSize: manifest.MaxBodySize})
 	if err != nil {
-		c.Problem, c.Signature = "unreadable: "+status.Clean(err.Error(), maxText), "-"
-		return c
+		return unreadable(name, err)
 	}
-	p, _, err := manifest.DecodeUnverified(obj.Data)
+	return describe(name, obj.Data, o)
+}
+
+func unreadable(name string, err error) Channel {
+	return Channel{Name: name, Signature: "-", Problem: "unreadable: " + status.Clean(err.Error(), maxText)}
+}
+
+// describe shows a channel pointer's manifest: signature checked when there
+// is a trust, every string cleaned, expiry flagged.
+func describe(name string, body []byte, o Options) Channel {
+	c := Channel{Name: name, Signature: "unverified"}
+	p, _, err := manifest.DecodeUnverified(body)
 	if err != nil {
 		c.Problem, c.Signature = "malformed manifest", "-"
 		return c
 	}
 	if o.Trust != nil {
-		if _, err := manifest.Verify(*o.Trust, name, manifest.State{}, obj.Data, o.Now); err != nil {
+		if _, err := manifest.Verify(*o.Trust, name, manifest.State{}, body, o.Now); err != nil {
 			c.Signature = "REJECTED: " + status.Clean(err.Error(), maxText)
 		} else {
 			c.Signature = "ok"
@@ -234,6 +288,53 @@ func cleanSystems(m map[string]string) map[string]string {
 	return out
 }
 
+// readDevices lists devices/ and reads every status blob, o.Concurrency
+// at a time.
+func readDevices(ctx context.Context, s bucket.Store, o Options) ([]Device, error) {
+	var keys []string
+	err := s.List(ctx, bucket.DevicesPrefix, func(i bucket.Info) error {
+		if strings.HasSuffix(i.Key, "/"+bucket.StatusName) {
+			keys = append(keys, i.Key)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list devices: %w", err)
+	}
+	devs := make([]Device, len(keys))
+	var wg sync.WaitGroup
+	work := make(chan int)
+	for range min(o.Concurrency, max(len(keys), 1)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range work {
+				devs[i] = readDevice(ctx, s, keys[i], o.Now)
+			}
+		}()
+	}
+	for i := range keys {
+		work <- i
+	}
+	close(work)
+	wg.Wait()
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if o.Channel == "" {
+		return devs, nil
+	}
+	kept := devs[:0]
+	for _, d := range devs {
+		if d.Channel == o.Channel {
+			kept = append(kept, d)
+		}
+	}
+	return kept, nil
+}
+
+// readDevice reads one status blob; anything wrong with it makes the
+// device invalid, with why as its error.
 func readDevice(ctx context.Context, s bucket.Store, key string, now time.Time) Device {
 	id := strings.TrimSuffix(strings.TrimPrefix(key, bucket.DevicesPrefix), "/"+bucket.StatusName)
 	d := Device{ID: id, State: Invalid}
@@ -271,70 +372,46 @@ func readDevice(ctx context.Context, s bucket.Store, key string, now time.Time) 
 	return d
 }
 
-// rank orders rows: problems first.
+// rank orders rows: problems first, in the order of States.
 func rank(d Device) int {
-	switch {
-	case d.State == Invalid:
-		return 0
-	case d.State == status.Failed, d.State == status.RolledBack, d.State == status.Rejected:
-		return 1
-	case d.State == Offline:
-		return 2
-	case d.State == status.Downloading, d.State == status.Switching, d.State == status.WaitingReboot:
-		return 3
-	case d.State == Behind:
-		return 4
-	case d.NeedsReboot:
-		return 5
+	for i, st := range States {
+		if d.State == st {
+			if st == status.UpToDate && !d.NeedsReboot {
+				return i + 1
+			}
+			return i
+		}
 	}
-	return 6
+	return len(States) + 1
 }
 
-// summarise derives behind/offline states, per-channel progress and the
-// counts, and sorts problems first.
-func (f *Fleet) summarise() {
+// summarise gives every device its one state, counts states, measures each
+// channel's progress, and sorts problems first.
+func (f *Fleet) summarise(steps map[string]channel.Step) {
 	byName := map[string]*Channel{}
 	for i := range f.Channels {
 		byName[f.Channels[i].Name] = &f.Channels[i]
 	}
-	f.Counts = Counts{Devices: len(f.Devices)}
+	f.Counts, f.ByState = Counts{Devices: len(f.Devices)}, map[string]int{}
 	for i := range f.Devices {
 		d := &f.Devices[i]
 		ch := byName[d.Channel]
-		if d.State == status.UpToDate && ch != nil && d.Revision < ch.Revision {
-			d.State = Behind
+		step, verified := steps[d.Channel]
+		d.settle(ch, step, verified)
+		f.count(*d)
+		if ch != nil && d.State != Invalid {
+			ch.Devices++
+			if !verified {
+				countByRevision(&ch.Progress, *d, ch.Revision)
+			}
 		}
-		if d.Offline && d.State != Invalid {
-			d.State = Offline
-		}
-		switch d.State {
-		case status.UpToDate:
-			f.Counts.UpToDate++
-		case Behind:
-			f.Counts.Behind++
-		case status.Downloading, status.Switching, status.WaitingReboot:
-			f.Counts.Updating++
-		case status.Failed, status.RolledBack, status.Rejected:
-			f.Counts.Failed++
-		case Offline:
-			f.Counts.Offline++
-		case Invalid:
-			f.Counts.Invalid++
-		}
-		if d.NeedsReboot {
-			f.Counts.NeedsReboot++
-		}
-		if ch == nil {
-			continue
-		}
-		ch.Devices++
-		switch {
-		case d.Revision >= ch.Revision && d.State != Invalid && d.Revision > 0:
-			ch.Current++
-		case d.State == status.Failed || d.State == status.RolledBack || d.State == status.Rejected:
-			ch.FailedN++
-		default:
-			ch.BehindN++
+	}
+	reports := f.Reports()
+	for name, step := range steps {
+		if ch := byName[name]; ch != nil {
+			t := step.Tally(reports)
+			ch.Progress = Progress{Verified: true, Since: step.First, Cohort: t.Cohort, Done: t.Done,
+				Pending: t.Pending, Failed: t.Failed, Outside: ch.Devices - t.Cohort}
 		}
 	}
 	sort.SliceStable(f.Devices, func(i, j int) bool {
@@ -345,4 +422,97 @@ func (f *Fleet) summarise() {
 		return f.Devices[i].ID < f.Devices[j].ID
 	})
 	sort.Slice(f.Channels, func(i, j int) bool { return f.Channels[i].Name < f.Channels[j].Name })
+}
+
+// settle gives a device its one state. Offline wins, except over a
+// failure. With a verified step, the step's verdict (channel.Step.Classify)
+// decides whether a healthy device is behind; without, its revision number
+// does.
+func (d *Device) settle(ch *Channel, step channel.Step, verified bool) {
+	if d.State == Invalid {
+		return
+	}
+	v, why := channel.Outside, ""
+	if verified {
+		v, why = step.Classify(d.report())
+		d.Rollout = v.String()
+	}
+	switch {
+	case d.Offline && Alarming(d.Reported):
+		// A failure stays in sight when the device then goes quiet.
+		d.State, d.Detail = d.Reported, "offline since "+At(d.CheckedAt)
+	case d.Offline:
+		d.State, d.Detail = Offline, "last reported "+d.Reported
+	case d.Reported == status.Downloading || d.Reported == status.Switching:
+		d.State, d.Detail = Updating, d.Reported
+	case d.Reported == status.UpToDate && ch != nil:
+		d.State, d.Detail = status.UpToDate, behind(*d, *ch, v, why, verified)
+		if d.Detail != "" {
+			d.State = Behind
+		}
+	default:
+		d.State = d.Reported
+	}
+}
+
+// behind says why a healthy device is not where its channel wants it, or
+// "" when it is.
+func behind(d Device, ch Channel, v channel.Verdict, why string, verified bool) string {
+	switch {
+	case verified && v == channel.Pending:
+		return fmt.Sprintf("in the rollout of revision %d, not on it yet", ch.Revision)
+	case verified && v == channel.Failed:
+		return why
+	case d.Revision >= ch.Revision || verified && v == channel.Done:
+		return ""
+	case verified:
+		return fmt.Sprintf("outside the %d%% rollout of revision %d", ch.Rollout, ch.Revision)
+	}
+	return fmt.Sprintf("channel is at revision %d", ch.Revision)
+}
+
+func (f *Fleet) count(d Device) {
+	f.ByState[d.State]++
+	switch d.State {
+	case status.UpToDate:
+		f.Counts.UpToDate++
+	case Behind:
+		f.Counts.Behind++
+	case Updating, status.WaitingReboot:
+		f.Counts.Updating++
+	case status.Failed, status.RolledBack, status.Rejected:
+		f.Counts.Failed++
+	case Offline:
+		f.Counts.Offline++
+	case Invalid:
+		f.Counts.Invalid++
+	}
+	if d.NeedsReboot {
+		f.Counts.NeedsReboot++
+	}
+}
+
+// countByRevision is the unverified progress: a device that reports a
+// failed or rolled-back update failed, one on the current revision or
+// later is done (unless it rejected the manifest), the rest are pending.
+// A rejection is pending, as channel.Step.Classify has it.
+func countByRevision(p *Progress, d Device, rev uint64) {
+	p.Cohort++
+	switch {
+	case d.State == status.Failed || d.State == status.RolledBack:
+		p.Failed++
+	case d.Revision >= rev && d.Revision > 0 && d.State != status.Rejected:
+		p.Done++
+	default:
+		p.Pending++
+	}
+}
+
+// Alarming reports whether a state belongs in the page's red banner.
+func Alarming(state string) bool {
+	switch state {
+	case status.Failed, status.RolledBack, status.Rejected, Invalid:
+		return true
+	}
+	return false
 }

@@ -9,18 +9,20 @@ import (
 	"path"
 	"strings"
 	"time"
-
-	"github.com/nix-ota/nix-ota/status"
 )
 
 //go:embed index.html.tmpl
 var pageSource string
 
 var page = template.Must(template.New("index.html").Funcs(template.FuncMap{
-	"short":    shortPath,
-	"pct":      pct,
-	"word":     word,
-	"problems": func(c Counts) int { return c.Failed + c.Offline + c.Invalid + c.NeedsReboot },
+	"storeName": storeName,
+	"storeHash": storeHash,
+	"pct":       pct,
+	"at":        At,
+	"iso":       func(t time.Time) string { return t.UTC().Format(time.RFC3339) },
+	"idParts":   idParts,
+	"tone":      tone,
+	"problems":  func(c Counts) int { return c.Failed + c.Offline + c.Invalid + c.NeedsReboot },
 	// Replaced per render with the fleet's generation time as "now".
 	"ago":   func(time.Time) string { return "" },
 	"until": func(time.Time) string { return "" },
@@ -33,6 +35,13 @@ const RefreshSeconds = 60
 // page keeps every device that needs attention up to the cap and stays
 // light enough for a phone; dashboard.json always has every device.
 const MaxRows = 2000
+
+// AlarmIDs is how many device ids the red banner names.
+const AlarmIDs = 5
+
+// At is how the page and `nix-ota status` show an absolute time: a static
+// page cannot update "3h ago", so every age comes with the time itself.
+func At(t time.Time) string { return t.UTC().Format("2006-01-02 15:04 UTC") }
 
 // HTML renders the self-contained page: inline CSS, no script, no request
 // to anywhere (it works from file://, any static host or a bucket).
@@ -53,14 +62,80 @@ func HTML(f *Fleet) ([]byte, error) {
 	}
 	if err := t.Execute(&b, struct {
 		F           *Fleet
+		Alarm       Alarm
 		Rows        []Device
 		Hidden      int
 		Refresh     int
 		SkewMinutes int
-	}{f, rows, hidden, RefreshSeconds, int(MaxClockSkew / time.Minute)}); err != nil {
+	}{f, f.Alarm(AlarmIDs), rows, hidden, RefreshSeconds, int(MaxClockSkew / time.Minute)}); err != nil {
 		return nil, err
 	}
 	return b.Bytes(), nil
+}
+
+// Alarm is what the red banner says: devices that failed, rolled back,
+// rejected an update or sent an invalid status, and channels devices
+// cannot follow.
+type Alarm struct {
+	Devices  int      // devices in an alarming state
+	Parts    []string // "1 rolled-back", in the order of States
+	IDs      []string // the first few such devices, problems first
+	More     int      // such devices not named
+	Channels []string // "prod: expired: …"
+}
+
+// Any reports whether there is anything to raise.
+func (a Alarm) Any() bool { return a.Devices > 0 || len(a.Channels) > 0 }
+
+// Alarm collects the banner from the sorted fleet, naming up to ids devices.
+func (f *Fleet) Alarm(ids int) Alarm {
+	var a Alarm
+	for _, st := range States {
+		if n := f.ByState[st]; n > 0 && Alarming(st) {
+			a.Devices += n
+			a.Parts = append(a.Parts, fmt.Sprintf("%d %s", n, st))
+		}
+	}
+	for _, d := range f.Devices {
+		if Alarming(d.State) && len(a.IDs) < ids {
+			a.IDs = append(a.IDs, d.ID)
+		}
+	}
+	a.More = a.Devices - len(a.IDs)
+	for _, c := range f.Channels {
+		if strings.HasPrefix(c.Signature, "REJECTED") {
+			a.Channels = append(a.Channels, c.Name+": signature "+c.Signature)
+		} else if c.Problem != "" && !strings.HasPrefix(c.Problem, "expires soon") {
+			a.Channels = append(a.Channels, c.Name+": "+c.Problem)
+		}
+	}
+	return a
+}
+
+// tone styles a summary card: "zero" when there is nothing to count, so a
+// 1 never looks like a 0.
+func tone(n int, kind string) string {
+	if n == 0 {
+		return "zero"
+	}
+	return kind
+}
+
+// idParts splits a device id after each '-', '.' and '_' so the page can
+// offer line breaks there and nowhere else.
+func idParts(id string) []string {
+	var parts []string
+	for len(id) > 0 {
+		i := strings.IndexAny(id, "-._")
+		if i < 0 {
+			break
+		}
+		parts, id = append(parts, id[:i+1]), id[i+1:]
+	}
+	if id != "" {
+		parts = append(parts, id)
+	}
+	return parts
 }
 
 // JSON renders dashboard.json.
@@ -69,13 +144,23 @@ func JSON(f *Fleet) ([]byte, error) {
 	return append(b, '\n'), err
 }
 
-// shortPath shows /nix/store/abcdefgh…-name as "abcdefgh-name".
-func shortPath(p string) string {
+// storeName is the name of a store path without its hash: what a system
+// is, shown first so a narrow column keeps it (the full path is the title).
+func storeName(p string) string {
 	base := path.Base(p)
 	if h, name, ok := strings.Cut(base, "-"); ok && len(h) == 32 {
-		return h[:8] + "…-" + name
+		return name
 	}
 	return base
+}
+
+// storeHash is the first 8 characters of a store path's hash, "" if none:
+// enough to tell two builds of one name apart.
+func storeHash(p string) string {
+	if h, _, ok := strings.Cut(path.Base(p), "-"); ok && len(h) == 32 {
+		return h[:8]
+	}
+	return ""
 }
 
 func pct(n, total int) int {
@@ -83,19 +168,6 @@ func pct(n, total int) int {
 		return 0
 	}
 	return n * 100 / total
-}
-
-// word is the state as a word, so colour is never the only signal.
-func word(s string) string {
-	switch s {
-	case status.UpToDate:
-		return "up to date"
-	case status.WaitingReboot:
-		return "waiting for reboot"
-	case status.RolledBack:
-		return "rolled back"
-	}
-	return s
 }
 
 func relative(d time.Duration) string {

@@ -10,13 +10,18 @@ import (
 func (f *Fleet) Reports() []channel.Report {
 	out := make([]channel.Report, 0, len(f.Devices))
 	for _, d := range f.Devices {
-		if d.State == Invalid {
-			continue
+		if d.State != Invalid {
+			out = append(out, d.report())
 		}
-		out = append(out, channel.Report{Offline: d.Offline, Status: status.Status{
-			DeviceID: d.ID, Channel: d.Channel, Class: d.Class, State: d.Reported, Revision: d.Revision,
-			Attempted: d.Attempted, StorePath: d.StorePath, CheckedAt: d.CheckedAt, LastError: d.LastError,
-		}})
 	}
 	return out
+}
+
+// report is the device's check-in as it reported it: the rules judge the
+// reported state, not the row's derived one.
+func (d Device) report() channel.Report {
+	return channel.Report{Offline: d.Offline, Status: status.Status{
+		DeviceID: d.ID, Channel: d.Channel, Class: d.Class, State: d.Reported, Revision: d.Revision,
+		Attempted: d.Attempted, StorePath: d.StorePath, CheckedAt: d.CheckedAt, LastError: d.LastError,
+	}}
 }
