@@ -209,7 +209,9 @@ func channelNames(ctx context.Context, s bucket.Store, only string) ([]string, e
 
 // readChannel describes a channel and returns the step its progress is
 // measured against: the caller's, or with a trust the verified current
-// revision of its history; nil when there is none (unverified progress).
+// revision of its history; nil when there is none (unverified progress),
+// which with a trust is a problem of its own when the pointer is signed but
+// replayed.
 func readChannel(ctx context.Context, s bucket.Store, name string, o Options) (Channel, *channel.Step) {
 	if step, ok := o.Steps[name]; ok {
 		return readPointer(ctx, s, name, o), &step
@@ -225,10 +227,14 @@ func readChannel(ctx context.Context, s bucket.Store, name string, o Options) (C
 		return unreadable(name, err), nil
 	}
 	c := describe(name, h.Pointer.Body, o)
-	if h.Head == nil {
+	cur, err := h.Current()
+	if err != nil {
+		if h.Head != nil { // signed, but replayed or contradicting history
+			c.Problem = strings.TrimPrefix(c.Problem+"; ", "; ") + status.Clean(err.Error(), maxText)
+		}
 		return c, nil
 	}
-	step := h.StepOf(*h.Head)
+	step := h.StepOf(cur)
 	return c, &step
 }
 

@@ -755,3 +755,26 @@ func TestOfflineFailure(t *testing.T) {
 		t.Errorf("alarm %+v", a)
 	}
 }
+
+// TestReplayedPointer: a genuine older manifest copied over the pointer is
+// not taken as the current revision: the channel shows the problem, the
+// banner names it, and progress is not called verified.
+func TestReplayedPointer(t *testing.T) {
+	st := fileStore(t)
+	trust := rollout(t, st)
+	old, err := st.Get(context.Background(), bucket.RevisionKey("prod", 2), bucket.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bucket.PutBytes(context.Background(), st, bucket.ChannelKey("prod"), old.Data, bucket.PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	f := collectTrusted(t, st, trust)
+	prod := channelOf(t, f, "prod")
+	if prod.Progress.Verified || !strings.Contains(prod.Problem, "replayed") || prod.Revision != 2 {
+		t.Errorf("prod: revision %d, progress %+v, problem %q", prod.Revision, prod.Progress, prod.Problem)
+	}
+	if a := f.Alarm(dashboard.AlarmIDs); len(a.Channels) != 1 || !strings.HasPrefix(a.Channels[0], "prod: ") {
+		t.Errorf("alarm channels %q", a.Channels)
+	}
+}
