@@ -2,8 +2,9 @@
 // latency of `nix-ota publish` (sign, upload, dashboard) with 10, 1,000 and
 // 10,000 device statuses in the bucket, and `nix-ota dashboard` over 10,000
 // and 100,000 statuses in a real MinIO bucket (through a counting loopback
-// proxy) and in a file:// bucket: wall time, CPU, requests and peak RSS of
-// the whole CLI process, min/median/max over repeated runs.
+// proxy; also with --public-key, which reads each channel's signed history
+// for verified progress) and in a file:// bucket: wall time, CPU, requests
+// and peak RSS of the whole CLI process, min/median/max over repeated runs.
 //
 //	go run ./bench/dashboard [-devices 10000,100000] [-publish-at 10,1000,10000] [-runs 3]
 package main
@@ -53,13 +54,14 @@ func ints(s string) []int {
 
 const sp = "/nix/store/0c5lq2n9xqbq6yv5q9r1lxg7b8c7wjsz-nixos-system-bench"
 
-// setup initialises a bucket and publishes a channel.
-func setup(ctx context.Context, s bucket.Store) error {
+// setup initialises a bucket and publishes a channel; it returns the key
+// that signed it, which the CLI's publish must trust to build on it.
+func setup(ctx context.Context, s bucket.Store) (string, error) {
 	if _, err := bucket.Init(ctx, s, "bench", time.Now()); err != nil {
-		return err
+		return "", err
 	}
-	_, _, err := benchutil.PublishChannel(ctx, s, sp)
-	return err
+	pub, _, err := benchutil.PublishChannel(ctx, s, sp)
+	return pub.String(), err
 }
 
 // fill writes the status blobs of devices from..to-1, 32 at a time.
@@ -175,10 +177,16 @@ func run(sizes, publishAt []int, runs int) error {
 	if err != nil {
 		return err
 	}
-	for _, s := range []bucket.Store{direct, fs} {
-		if err := setup(ctx, s); err != nil {
-			return err
-		}
+	setupKey, err := setup(ctx, direct) // the store publish is measured on
+	if err != nil {
+		return err
+	}
+	if _, err := setup(ctx, fs); err != nil {
+		return err
+	}
+	cliPub, err := exec.Command(bin, "pubkey", "--key", keyFile).Output()
+	if err != nil {
+		return err
 	}
 	results := map[string]any{}
 	filled := 0
@@ -207,7 +215,7 @@ func run(sizes, publishAt []int, runs int) error {
 		var ss []sample
 		for i := 0; i < runs; i++ {
 			px.Reset()
-			s, err := measure(bin, m.Env(), "publish", "--skip-closure-check", "--bucket", s3URL, "--key", keyFile, "--channel", "prod", "--store-path", sp)
+			s, err := measure(bin, m.Env(), "publish", "--skip-closure-check", "--bucket", s3URL, "--key", keyFile, "--public-key", setupKey, "--channel", "prod", "--store-path", sp)
 			if err != nil {
 				return err
 			}
@@ -229,7 +237,7 @@ func run(sizes, publishAt []int, runs int) error {
 		if n > 50000 {
 			r = 1
 		}
-		var s3s, files []sample
+		var s3s, files, verified []sample
 		for i := 0; i < r; i++ {
 			px.Reset()
 			s, err := measure(bin, m.Env(), "dashboard", "--bucket", s3URL, "--out", filepath.Join(dir, "out-s3"))
@@ -238,6 +246,13 @@ func run(sizes, publishAt []int, runs int) error {
 			}
 			s.reqs = px.Requests.Load()
 			s3s = append(s3s, s)
+			px.Reset()
+			v, err := measure(bin, m.Env(), "dashboard", "--bucket", s3URL, "--public-key", setupKey, "--public-key", strings.TrimSpace(string(cliPub)), "--out", filepath.Join(dir, "out-v"))
+			if err != nil {
+				return err
+			}
+			v.reqs = px.Requests.Load()
+			verified = append(verified, v)
 			f, err := measure(bin, nil, "dashboard", "--bucket", fileURL, "--out", filepath.Join(dir, "out-file"))
 			if err != nil {
 				return err
@@ -246,13 +261,15 @@ func run(sizes, publishAt []int, runs int) error {
 		}
 		fmt.Printf("%d devices (%d run(s)):\n", n, r)
 		report("  minio", s3s)
+		report("  minio --public-key", verified)
 		report("  file://", files)
 		fi, _ := os.Stat(filepath.Join(dir, "out-s3", "index.html"))
 		fmt.Printf("  index.html: %.1f MB\n", float64(fi.Size())/1e6)
-		dash[strconv.Itoa(n)] = map[string]any{"minio": summary(s3s), "file": summary(files), "html_bytes": fi.Size()}
+		dash[strconv.Itoa(n)] = map[string]any{"minio": summary(s3s), "minio_verified": summary(verified), "file": summary(files), "html_bytes": fi.Size()}
 	}
 	results["dashboard"] = dash
-	fmt.Println("requests: 1 LIST of channels/, 1 GET per channel, the LIST pages of devices/ (1000 keys each), 1 GET per device")
+	fmt.Println("requests: 1 LIST of channels/, 1 GET per channel, the LIST pages of devices/ (1000 keys each), 1 GET per device;")
+	fmt.Println("with --public-key also per channel a LIST of its history, a GET per revision and its attestations")
 	return benchutil.SaveResult("publisher", results)
 }
 
