@@ -88,5 +88,35 @@
     '';
   };
 
+  # Regenerate the dashboard every 5 minutes, so its "as of" time stays
+  # fresh between publishes (the page is static). The credentials need read
+  # on channels/ and devices/ and write on index.html and dashboard.json;
+  # the publisher policy covers that, no signing key is needed.
+  systemd.services.nix-ota-dashboard = {
+    description = "Regenerate the nix-ota fleet dashboard";
+    after = [ "minio.service" "nix-ota-bucket-init.service" ];
+    requires = [ "minio.service" ];
+    serviceConfig = {
+      Type = "oneshot";
+      DynamicUser = true;
+      EnvironmentFile = "/run/secrets/nix-ota-dashboard"; # AWS_ACCESS_KEY_ID=... AWS_SECRET_ACCESS_KEY=...
+      Environment = [
+        "NIX_OTA_BUCKET=s3://fleet?endpoint=127.0.0.1:9000&scheme=http&region=us-east-1"
+        # With the fleet's public key, rollout progress is verified; without, labelled unverified.
+        # "NIX_OTA_PUBLIC_KEY=fleet-2026:BASE64..."
+      ];
+      ExecStart = "${nix-ota.packages.${pkgs.stdenv.hostPlatform.system}.nix-ota}/bin/nix-ota dashboard";
+      TimeoutStartSec = "5min";
+      NoNewPrivileges = true;
+      ProtectSystem = "strict";
+      ProtectHome = true;
+      PrivateTmp = true;
+    };
+  };
+  systemd.timers.nix-ota-dashboard = {
+    wantedBy = [ "timers.target" ];
+    timerConfig = { OnBootSec = "2min"; OnUnitActiveSec = "5min"; AccuracySec = "30s"; };
+  };
+
   system.stateVersion = "25.05";
 }
