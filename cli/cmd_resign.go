@@ -71,12 +71,7 @@ func (o *resignOptions) run(ctx context.Context, env *Env, args []string) error 
 	if err := noArgs(args); err != nil {
 		return err
 	}
-	c, err := openSigned(ctx, env, o.bkt, o.kf, o.tf, o.ch)
-	if err != nil {
-		return err
-	}
-	c.noDash = o.noDash
-	cur, err := c.currentForDeriving(ctx)
+	c, cur, err := openDerived(ctx, env, o.bkt, o.kf, o.tf, o.ch, o.noDash)
 	if err != nil {
 		return err
 	}

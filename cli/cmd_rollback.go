@@ -52,7 +52,7 @@ func (o *rollbackOptions) flags(fs *pflag.FlagSet) {
 	o.kf = addKeyFlags(fs)
 	o.tf = addSignTrustFlags(fs)
 	fs.StringVar(&o.ch, "channel", "", "channel name (required)")
-	fs.Uint64Var(&o.to, "to", 0, "revision whose system to go back to (default: the newest earlier one with a different system)")
+	fs.Uint64Var(&o.to, "to", 0, "revision whose system to go back to (default: the system before the current one, if it is known good)")
 	fs.DurationVar(&o.expires, "expires", 720*time.Hour, "how long devices accept the new manifest")
 	fs.BoolVar(&o.noDash, "no-dashboard", false, "do not regenerate the dashboard")
 	fs.BoolVar(&o.json, "json", false, "print the result as one JSON object on stdout (messages go to stderr)")
@@ -70,12 +70,7 @@ func (o *rollbackOptions) run(ctx context.Context, env *Env, args []string) erro
 	if err := noArgs(args); err != nil {
 		return err
 	}
-	c, err := openSigned(ctx, env, o.bkt, o.kf, o.tf, o.ch)
-	if err != nil {
-		return err
-	}
-	c.noDash = o.noDash
-	cur, err := c.currentForDeriving(ctx)
+	c, cur, err := openDerived(ctx, env, o.bkt, o.kf, o.tf, o.ch, o.noDash)
 	if err != nil {
 		return err
 	}

@@ -106,6 +106,19 @@ func (c *signedChannel) current(ctx context.Context) (channel.Entry, error) {
 	return c.h.Current()
 }
 
+// openDerived opens a channel for a command that signs something derived
+// from its current revision (resign, rollback, rollout) and returns that
+// revision, checked as currentForDeriving checks it.
+func openDerived(ctx context.Context, env *Env, bkt string, kf keyFlags, tf signTrustFlags, ch string, noDash bool) (*signedChannel, channel.Entry, error) {
+	c, err := openSigned(ctx, env, bkt, kf, tf, ch)
+	if err != nil {
+		return nil, channel.Entry{}, err
+	}
+	c.noDash = noDash
+	cur, err := c.currentForDeriving(ctx)
+	return c, cur, err
+}
+
 // currentForDeriving is current plus the check only devices can give: a
 // channel whose devices mostly run a newer revision than the bucket's
 // verified history has had its history truncated and an old manifest put
