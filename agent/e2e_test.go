@@ -177,12 +177,10 @@ type run struct {
 	stdout, stderr string
 }
 
-func (d *device) once(t *testing.T, extra ...string) run {
+// runCmd runs cmd to the end and returns its output and exit code; only a
+// failure to start it fails the test.
+func runCmd(t *testing.T, cmd *exec.Cmd) run {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, agentBin, append(d.args(), extra...)...)
-	cmd.Env = append(os.Environ(), "NIX_OTA_TEST_LOG="+d.sw, "AWS_EC2_METADATA_DISABLED=true")
 	var so, se bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &so, &se
 	err := cmd.Run()
@@ -192,6 +190,16 @@ func (d *device) once(t *testing.T, extra ...string) run {
 	} else if err != nil {
 		t.Fatal(err)
 	}
+	return r
+}
+
+func (d *device) once(t *testing.T, extra ...string) run {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, agentBin, append(d.args(), extra...)...)
+	cmd.Env = append(os.Environ(), "NIX_OTA_TEST_LOG="+d.sw, "AWS_EC2_METADATA_DISABLED=true")
+	r := runCmd(t, cmd)
 	if strings.Contains(r.stderr, "panic:") {
 		t.Fatalf("agent panicked:\n%s", r.stderr)
 	}

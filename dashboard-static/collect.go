@@ -14,10 +14,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/nix-ota/nix-ota/bucket"
@@ -148,7 +148,7 @@ func Collect(ctx context.Context, s bucket.Store, o Options) (*Fleet, error) {
 	if o.Concurrency <= 0 {
 		o.Concurrency = 16
 	}
-	cs := &counted{Store: s}
+	cs := &bucket.Counting{Store: s}
 	f := &Fleet{GeneratedAt: o.Now.UTC(), Bucket: s.String()}
 	names, err := channelNames(ctx, cs, o.Channel)
 	if err != nil {
@@ -165,44 +165,20 @@ func Collect(ctx context.Context, s bucket.Store, o Options) (*Fleet, error) {
 	if f.Devices, err = readDevices(ctx, cs, o); err != nil {
 		return nil, err
 	}
-	f.Requests = cs.n.Load()
+	f.Requests = cs.Requests()
 	f.summarise(steps)
 	return f, nil
 }
 
-// counted counts the requests Collect makes, channel.Load's included.
-type counted struct {
-	bucket.Store
-	n atomic.Int64
-}
-
-func (c *counted) Get(ctx context.Context, key string, o bucket.GetOptions) (*bucket.Object, error) {
-	c.n.Add(1)
-	return c.Store.Get(ctx, key, o)
-}
-
-func (c *counted) List(ctx context.Context, prefix string, fn func(bucket.Info) error) error {
-	c.n.Add(1)
-	return c.Store.List(ctx, prefix, fn)
-}
-
-func (c *counted) Stat(ctx context.Context, key string) (bucket.Info, error) {
-	c.n.Add(1)
-	return c.Store.Stat(ctx, key)
-}
-
-// channelNames lists the channel pointers (only is one name, or "" for all).
+// channelNames lists the channel pointers (only is one name, or "" for
+// all), through channel.List like every other reader of channels/.
 func channelNames(ctx context.Context, s bucket.Store, only string) ([]string, error) {
-	var names []string
-	err := s.List(ctx, bucket.ChannelsPrefix, func(i bucket.Info) error {
-		name, ok := strings.CutSuffix(strings.TrimPrefix(i.Key, bucket.ChannelsPrefix), ".json")
-		if ok && !strings.Contains(name, "/") && manifest.ValidateName("channel", name) == nil && (only == "" || only == name) {
-			names = append(names, name)
-		}
-		return nil
-	})
+	names, _, err := channel.List(ctx, s)
 	if err != nil {
 		return nil, fmt.Errorf("list channels: %w", err)
+	}
+	if only != "" {
+		names = slices.DeleteFunc(names, func(n string) bool { return n != only })
 	}
 	return names, nil
 }

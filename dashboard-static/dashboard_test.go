@@ -13,7 +13,6 @@ import (
 	"regexp"
 	"sort"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -546,37 +545,16 @@ func TestVerifiedProgress(t *testing.T) {
 	}
 }
 
-// counting counts a store's reads.
-type counting struct {
-	bucket.Store
-	n atomic.Int64
-}
-
-func (c *counting) Get(ctx context.Context, key string, o bucket.GetOptions) (*bucket.Object, error) {
-	c.n.Add(1)
-	return c.Store.Get(ctx, key, o)
-}
-
-func (c *counting) List(ctx context.Context, prefix string, fn func(bucket.Info) error) error {
-	c.n.Add(1)
-	return c.Store.List(ctx, prefix, fn)
-}
-
-func (c *counting) Stat(ctx context.Context, key string) (bucket.Info, error) {
-	c.n.Add(1)
-	return c.Store.Stat(ctx, key)
-}
-
 // loadRequests is how many requests channel.Load makes for a channel.
 func loadRequests(t *testing.T, st bucket.Store, name string, trust manifest.Trust) int64 {
-	c := &counting{Store: st}
+	c := &bucket.Counting{Store: st}
 	if _, err := channel.Load(context.Background(), c, name, trust); err != nil {
 		t.Fatal(err)
 	}
-	if n := c.n.Load(); n < 4 {
+	if n := c.Requests(); n < 4 {
 		t.Fatalf("channel.Load of %s made %d requests: it reads pointer, history and its entries", name, n)
 	}
-	return c.n.Load()
+	return c.Requests()
 }
 
 // TestGivenSteps: a caller that holds the step (publish --wait, rollout)

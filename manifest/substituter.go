@@ -3,6 +3,7 @@ package manifest
 import (
 	"fmt"
 	"net/url"
+	"slices"
 	"strings"
 )
 
@@ -83,7 +84,7 @@ func checkSubstituterQuery(query string, allowed []string, bad func(string) erro
 		if !ok || v == "" {
 			return bad(fmt.Sprintf("query parameter %q needs a value (name=value)", k))
 		}
-		if !contains(allowed, k) {
+		if !slices.Contains(allowed, k) {
 			return bad(fmt.Sprintf("query parameter %q is not allowed (allowed: %s)", k, strings.Join(allowed, ", ")))
 		}
 		if seen[k] {
@@ -121,15 +122,6 @@ func validHost(h string) bool {
 		return false
 	}
 	return !hasPort || port != "" && len(port) <= 5 && strings.Trim(port, "0123456789") == ""
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // clipForError keeps an attacker-sized string out of one-line errors.
