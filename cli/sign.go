@@ -175,14 +175,12 @@ func (c *signedChannel) publish(ctx context.Context, d channel.Draft, noDash boo
 }
 
 // attest signs and stores how entry e did. A failure is a warning: the
-// record only steers later reverts, which refuse without it.
+// record only steers later reverts, which refuse without it. No command
+// reads the record back in the same run, so the history is not reloaded.
 func (c *signedChannel) attest(ctx context.Context, e channel.Entry, good bool, reason string) {
 	body, err := signing.SignAttestation(ctx, e.Attestation(good, reason, time.Now()), c.keys...)
 	if err == nil {
 		err = channel.WriteAttestation(ctx, c.s, c.h, e.Revision(), body)
-	}
-	if err == nil {
-		err = c.reload(ctx)
 	}
 	if err != nil {
 		fmt.Fprintf(c.env.Stderr, "warning: could not record revision %d as %s: %s\n", e.Revision(), map[bool]string{true: "good", false: "bad"}[good], oneLine(err.Error(), 300))
