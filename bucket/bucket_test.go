@@ -1,6 +1,7 @@
 package bucket_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -106,6 +107,7 @@ func TestConformance(t *testing.T) {
 			})
 			t.Run("Escaping", func(t *testing.T) { testEscaping(t, open(t)) })
 			t.Run("Delete", func(t *testing.T) { testDelete(t, open(t)) })
+			t.Run("UnknownSize", func(t *testing.T) { testUnknownSize(t, open(t), !strings.HasPrefix(name, "builtin-")) })
 			t.Run("InvalidKeys", func(t *testing.T) { testInvalidKeys(t, open(t)) })
 			t.Run("RacingCreateOnly", func(t *testing.T) { testRacingCreateOnly(t, open(t)) })
 			t.Run("RacingCompareAndSwap", func(t *testing.T) { testRacingCAS(t, open(t)) })
@@ -249,6 +251,50 @@ func testDelete(t *testing.T, s bucket.Store) {
 	}
 	if err := s.Delete(ctx, "devices/a/status.json"); err != nil {
 		t.Fatalf("delete absent: %v", err)
+	}
+}
+
+// failingReader yields n bytes and then fails: a body streamed from a
+// command that died.
+type failingReader struct{ n int }
+
+func (r *failingReader) Read(b []byte) (int, error) {
+	if r.n == 0 {
+		return 0, errors.New("the producer failed")
+	}
+	k := min(len(b), r.n)
+	for i := range b[:k] {
+		b[i] = byte(i)
+	}
+	r.n -= k
+	return k, nil
+}
+
+// testUnknownSize: a Put of size -1 stores the whole body (with large,
+// empty and past the S3 backend's 16 MiB part size), and a body that
+// fails midway leaves no object, not even when it fails after the first
+// part. The built-in S3 client (large false) writes small bodies only.
+func testUnknownSize(t *testing.T, s bucket.Store, large bool) {
+	sizes := []int{1000}
+	if large {
+		sizes = append(sizes, 0, 16<<20+123)
+	}
+	for _, n := range sizes {
+		body := bytes.Repeat([]byte{'n'}, n)
+		if _, err := s.Put(ctx, "cache/nar/x.nar", bytes.NewBuffer(body), -1, bucket.PutOptions{}); err != nil {
+			t.Fatalf("put %d bytes of unknown size: %v", n, err)
+		}
+		o, err := s.Get(ctx, "cache/nar/x.nar", bucket.GetOptions{MaxSize: int64(n) + 1})
+		if err != nil || !bytes.Equal(o.Data, body) {
+			t.Fatalf("get %d bytes put with unknown size: %v, %d bytes", n, err, len(o.Data))
+		}
+		fail := n + 1
+		if _, err := s.Put(ctx, "cache/nar/y.nar", &failingReader{n: fail}, -1, bucket.PutOptions{}); err == nil {
+			t.Fatalf("put of a body failing after %d bytes succeeded", fail)
+		}
+		if _, err := s.Stat(ctx, "cache/nar/y.nar"); !errors.Is(err, bucket.ErrNotFound) {
+			t.Fatalf("a body failing after %d bytes left an object: %v", fail, err)
+		}
 	}
 }
 

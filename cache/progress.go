@@ -1,12 +1,13 @@
 package cache
 
 import (
+	"bytes"
 	"io"
-	"os"
 	"sync"
 )
 
-// countingWriter passes writes on and reports the running total.
+// countingWriter passes writes on and reports the running total (report
+// is optional).
 type countingWriter struct {
 	w      io.Writer
 	n      int64
@@ -16,17 +17,19 @@ type countingWriter struct {
 func (c *countingWriter) Write(b []byte) (int, error) {
 	n, err := c.w.Write(b)
 	c.n += int64(n)
-	c.report(c.n)
+	if c.report != nil {
+		c.report(c.n)
+	}
 	return n, err
 }
 
-// countingFile reads a file for an upload and reports how many bytes the
-// uploader has taken, capped at size (a retried part is read again). It
-// keeps the file's ReadAt and Seek, so an S3 client still uploads parts
-// in parallel and can rewind for a retry.
-type countingFile struct {
-	f      *os.File
-	size   int64
+// countingReader reports how many bytes an upload has taken, capped at
+// size when size is known (a retried part is read again). Over a
+// bytes.Reader it keeps ReadAt and Seek (countingReaderAt), so an S3
+// client can still rewind for a retry; over a pipe it offers neither.
+type countingReader struct {
+	r      io.Reader
+	size   int64 // 0: unknown
 	report func(int64)
 	mu     sync.Mutex
 	n      int64
@@ -34,25 +37,38 @@ type countingFile struct {
 
 // add counts n more bytes; the report is made under the lock, so totals
 // arrive in order even from parallel part uploads.
-func (c *countingFile) add(n int) {
+func (c *countingReader) add(n int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.n = min(c.n+int64(n), c.size)
+	c.n += int64(n)
+	if c.size > 0 {
+		c.n = min(c.n, c.size)
+	}
 	c.report(c.n)
 }
 
-func (c *countingFile) Read(b []byte) (int, error) {
-	n, err := c.f.Read(b)
+func (c *countingReader) Read(b []byte) (int, error) {
+	n, err := c.r.Read(b)
 	c.add(n)
 	return n, err
 }
 
-func (c *countingFile) ReadAt(b []byte, off int64) (int, error) {
-	n, err := c.f.ReadAt(b, off)
+// countingReaderAt is a countingReader over an in-memory body.
+type countingReaderAt struct {
+	*countingReader
+	br *bytes.Reader
+}
+
+func newCountingReaderAt(br *bytes.Reader, report func(int64)) *countingReaderAt {
+	return &countingReaderAt{countingReader: &countingReader{r: br, size: br.Size(), report: report}, br: br}
+}
+
+func (c *countingReaderAt) ReadAt(b []byte, off int64) (int, error) {
+	n, err := c.br.ReadAt(b, off)
 	c.add(n)
 	return n, err
 }
 
-func (c *countingFile) Seek(offset int64, whence int) (int64, error) {
-	return c.f.Seek(offset, whence)
+func (c *countingReaderAt) Seek(offset int64, whence int) (int64, error) {
+	return c.br.Seek(offset, whence)
 }

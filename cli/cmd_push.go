@@ -19,6 +19,7 @@ type pushOptions struct {
 	bkt   string
 	paths []string
 	key   string
+	jobs  int
 	json  bool
 }
 
@@ -29,18 +30,23 @@ func pushCmd() *command {
 		summary: "upload closures into the bucket's binary cache",
 		about: `Uploads the closure of each --store-path into cache/ in the bucket as a signed
 Nix binary cache (zstd NARs, narinfo signed with --cache-key), uploading only
-paths whose narinfo is not there yet. Each NAR is written before its narinfo
-and dependencies before dependents, so an interrupted push leaves nothing
-half-visible and the next push resumes where it stopped. Devices substitute
-from <bucket>/cache (over https, or file:// for air-gapped fleets) and check
-every path against the cache's public key. Needs Nix on this machine.
+paths whose narinfo is not there yet. --jobs paths are dumped, compressed
+and uploaded at once, each streamed from nix-store --dump through zstd to
+the bucket without a temporary file, and checked against the NAR hash Nix
+reports (a mismatch fails the upload). A path's NAR is written before its
+narinfo, and its narinfo only after those of all its references, so an
+interrupted push leaves nothing half-visible and the next push uploads only
+what is missing. Devices substitute from <bucket>/cache (over https, or
+file:// for air-gapped fleets) and check every path against the cache's
+public key. Needs Nix on this machine.
 
 Progress goes to stderr: a line per path, and for a path that takes longer
 than a second its bytes as they are compressed and uploaded (redrawn in
 place on a terminal; in a pipe a line at most every second and 5%).
 --json prints one object on stdout at the end: {"bucket", "paths" (in the
 closures), "uploaded", "skipped" (already in the cache), "bytes"
-(compressed bytes uploaded), "publicKey" (the cache key devices trust)}.`,
+(compressed bytes uploaded), "narBytes" (NAR bytes of the uploaded paths),
+"publicKey" (the cache key devices trust)}.`,
 		examples: `  nix-ota push --bucket s3://fleet?endpoint=minio.lan:9000 --store-path ./result --cache-key cache.key
   nix-ota publish --push --cache-key cache.key --channel prod --store-path ./result …`,
 		flags: o.flags,
@@ -52,6 +58,7 @@ func (o *pushOptions) flags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.bkt, "bucket", "", "bucket URL (or $NIX_OTA_BUCKET)")
 	fs.StringArrayVar(&o.paths, "store-path", nil, "store path (or CLASS=PATH, or a ./result link) whose closure to upload (repeatable)")
 	fs.StringVar(&o.key, "cache-key", "", "Nix binary cache secret key file (nix-store --generate-binary-cache-key), or $NIX_OTA_CACHE_KEY")
+	fs.IntVar(&o.jobs, "jobs", cache.DefaultJobs(), "paths uploaded at once")
 	fs.BoolVar(&o.json, "json", false, "print the result as one JSON object on stdout (progress goes to stderr)")
 }
 
@@ -62,6 +69,7 @@ type pushResult struct {
 	Uploaded  int    `json:"uploaded"`
 	Skipped   int    `json:"skipped"`
 	Bytes     int64  `json:"bytes"`
+	NarBytes  int64  `json:"narBytes"`
 	PublicKey string `json:"publicKey"`
 }
 
@@ -71,6 +79,9 @@ func (o *pushOptions) run(ctx context.Context, env *Env, args []string) error {
 	}
 	if len(o.paths) == 0 {
 		return usagef("--store-path is required")
+	}
+	if o.jobs < 1 {
+		return usagef("--jobs %d: give at least 1", o.jobs)
 	}
 	var storePaths []string
 	for _, v := range o.paths {
@@ -87,23 +98,29 @@ func (o *pushOptions) run(ctx context.Context, env *Env, args []string) error {
 	if err := bucket.CheckLayout(ctx, s); err != nil {
 		return err
 	}
-	res, pub, err := push(ctx, env, humanOut(env, o.json), s, o.key, storePaths)
+	res, pub, err := pushJobs(ctx, env, humanOut(env, o.json), s, o.key, storePaths, o.jobs)
 	if err != nil || !o.json {
 		return err
 	}
-	return writeJSON(env.Stdout, pushResult{Bucket: s.String(), Paths: res.Total, Uploaded: res.Uploaded, Skipped: res.Skipped, Bytes: res.Bytes, PublicKey: pub})
+	return writeJSON(env.Stdout, pushResult{Bucket: s.String(), Paths: res.Total, Uploaded: res.Uploaded, Skipped: res.Skipped,
+		Bytes: res.Bytes, NarBytes: res.NarBytes, PublicKey: pub})
 }
 
 // push uploads the closures of paths into the bucket's cache, progress on
 // stderr and the summary on out; it returns the result and the cache's
 // public key.
 func push(ctx context.Context, env *Env, out io.Writer, s bucket.Store, keyFile string, paths []string) (cache.Result, string, error) {
+	return pushJobs(ctx, env, out, s, keyFile, paths, 0)
+}
+
+// pushJobs is push with jobs paths at once (0: cache.DefaultJobs).
+func pushJobs(ctx context.Context, env *Env, out io.Writer, s bucket.Store, keyFile string, paths []string, jobs int) (cache.Result, string, error) {
 	k, err := loadCacheKey(env, keyFile)
 	if err != nil {
 		return cache.Result{}, "", err
 	}
 	meter := newByteMeter(env.Stderr)
-	p := &cache.Pusher{Store: s, Key: k, Nix: cache.LocalNix{}, Bytes: meter.update, Progress: func(pr cache.Progress) {
+	p := &cache.Pusher{Store: s, Key: k, Nix: cache.LocalNix{}, Jobs: jobs, Bytes: meter.update, Progress: func(pr cache.Progress) {
 		meter.clear()
 		fmt.Fprintf(env.Stderr, "push: %d/%d paths, %d uploaded (%s), %d already in the cache: %s\n",
 			pr.Done, pr.Total, pr.Uploaded, mib(pr.Bytes), pr.Skipped, filepath.Base(pr.Path))

@@ -24,18 +24,25 @@ var (
 
 const progressStep = 20 // 1/20 of the path: 5%
 
-// byteMeter prints the byte progress of the path being pushed on stderr:
-// on a terminal one line redrawn in place, in a pipe plain lines.
+// byteMeter prints the byte progress of the paths being pushed on stderr:
+// on a terminal one line redrawn in place (the path that reported last),
+// in a pipe plain lines. Several paths move at once, so each path and
+// phase keeps its own pacing.
 type byteMeter struct {
 	w   io.Writer
 	tty bool
 	now func() time.Time
 
-	mu          sync.Mutex
-	key         string // path and phase of the current line
+	mu       sync.Mutex
+	lines    map[string]*meterLine // by phase and path
+	lastDraw time.Time             // of the terminal line
+	drawn    bool                  // a redrawn line is on the terminal
+}
+
+// meterLine is the pacing of one path's phase.
+type meterLine struct {
 	start, last time.Time
 	lastDone    int64
-	drawn       bool // a redrawn line is on the terminal
 }
 
 func newByteMeter(w io.Writer) *byteMeter {
@@ -48,30 +55,39 @@ func (m *byteMeter) update(b cache.ByteProgress) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	now := m.now()
-	if k := b.Phase + " " + b.Path; k != m.key {
-		m.key, m.start, m.last, m.lastDone = k, now, now, 0
+	k := b.Phase + " " + b.Path
+	l := m.lines[k]
+	if l == nil {
+		if m.lines == nil {
+			m.lines = map[string]*meterLine{}
+		}
+		l = &meterLine{start: now, last: now}
+		m.lines[k] = l
 	}
-	if !m.due(now, b) {
+	if b.Total > 0 && b.Done >= b.Total {
+		delete(m.lines, k) // that phase of the path is over
+	}
+	if !m.due(now, l, b) {
 		return
 	}
-	m.last, m.lastDone = now, b.Done
-	line := fmt.Sprintf("push: %s %s: %s", b.Phase, filepath.Base(b.Path), byteAmount(b, now.Sub(m.start)))
+	l.last, l.lastDone = now, b.Done
+	line := fmt.Sprintf("push: %s %s: %s", b.Phase, filepath.Base(b.Path), byteAmount(b, now.Sub(l.start)))
 	if m.tty {
 		fmt.Fprintf(m.w, "\r\033[K%s", line)
-		m.drawn = true
+		m.drawn, m.lastDraw = true, now
 	} else {
 		fmt.Fprintln(m.w, line)
 	}
 }
 
-func (m *byteMeter) due(now time.Time, b cache.ByteProgress) bool {
+func (m *byteMeter) due(now time.Time, l *meterLine, b cache.ByteProgress) bool {
 	if m.tty {
-		return now.Sub(m.last) >= progressRedraw && now.Sub(m.start) >= progressEvery
+		return now.Sub(m.lastDraw) >= progressRedraw && now.Sub(l.start) >= progressEvery
 	}
-	if now.Sub(m.last) < progressEvery {
+	if now.Sub(l.last) < progressEvery {
 		return false
 	}
-	return b.Total <= 0 || (b.Done-m.lastDone)*progressStep >= b.Total
+	return b.Total <= 0 || (b.Done-l.lastDone)*progressStep >= b.Total
 }
 
 // clear removes a redrawn line before a whole line is printed.
