@@ -11,17 +11,20 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/minio/minio-go/v7"
 	"github.com/nix-ota/nix-ota/bucket"
 	"github.com/nix-ota/nix-ota/bucket/s3store"
 	"github.com/nix-ota/nix-ota/channel"
+	"github.com/nix-ota/nix-ota/internal/atomicfile"
 	"github.com/nix-ota/nix-ota/internal/testenv"
 	"github.com/nix-ota/nix-ota/manifest"
 	"github.com/nix-ota/nix-ota/manifest/signing"
@@ -146,6 +149,41 @@ func SaveResult(section string, v any) error {
 		return err
 	}
 	return os.WriteFile(ResultsFile, append(b, '\n'), 0o644)
+}
+
+// MergeResult sets keys in one section of bench/results.json and keeps
+// the section's other keys, which other bench programs write: a
+// read-modify-write under a lock shared by every MergeResult on this
+// machine, replaced atomically.
+func MergeResult(section string, keys map[string]any) error {
+	lock, err := os.OpenFile(filepath.Join(os.TempDir(), "nix-ota-bench-results.lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return err
+	}
+	defer lock.Close()
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
+		return fmt.Errorf("lock bench results: %w", err)
+	}
+	all := map[string]any{}
+	if b, err := os.ReadFile(ResultsFile); err == nil {
+		if err := json.Unmarshal(b, &all); err != nil {
+			return fmt.Errorf("%s: %w (fix or remove it)", ResultsFile, err)
+		}
+	}
+	sec, _ := all[section].(map[string]any)
+	if sec == nil {
+		sec = map[string]any{}
+	}
+	for k, v := range keys {
+		sec[k] = v
+	}
+	all[section] = sec
+	all["machine"] = map[string]any{"cpus": runtime.NumCPU(), "goos": runtime.GOOS, "goarch": runtime.GOARCH, "updated": time.Now().UTC().Format(time.RFC3339)}
+	b, err := json.MarshalIndent(all, "", "  ")
+	if err != nil {
+		return err
+	}
+	return atomicfile.WriteFile(ResultsFile, append(b, '\n'), 0o644)
 }
 
 // PublishChannel signs a fresh key's manifest for channel "prod" pointing
