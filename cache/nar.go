@@ -15,28 +15,37 @@ import (
 	"github.com/nix-ota/nix-ota/bucket"
 )
 
-// BufferedNAR is the largest NAR compressed into memory and uploaded with
-// a known size in one request; larger NARs stream to the bucket as they
-// are compressed (a multipart upload on S3). Most store paths are far
-// smaller, and a streamed upload costs S3 three requests at least.
-const BufferedNAR = 16 << 20
-
 // encoderOptions are the zstd settings of pushed NARs: the default level
 // (zstd 3, what Nix's own zstd compression uses) and one goroutine per
 // encoder, since a push compresses several paths at once.
-var encoderOptions = []zstd.EOption{zstd.WithEncoderLevel(zstd.SpeedDefault), zstd.WithEncoderConcurrency(1)}
+var encoderOptions = []zstd.EOption{zstd.WithEncoderLevel(zstd.SpeedDefault), zstd.WithEncoderConcurrency(1), zstd.WithWindowSize(2 << 20)}
 
-// encoders are reused: a zstd encoder allocates its window and tables.
-var encoders = sync.Pool{New: func() any {
-	e, err := zstd.NewWriter(nil, encoderOptions...)
+// encoders are kept for reuse: a zstd encoder allocates its window and
+// tables, and fresh memory costs page faults. A sync.Pool would drop them
+// at every garbage collection; narGroup.compress bounds how many exist.
+var encoders = make(chan *zstd.Encoder, 64)
+
+func getEncoder(w io.Writer) *zstd.Encoder {
+	select {
+	case e := <-encoders:
+		e.Reset(w)
+		return e
+	default:
+	}
+	e, err := zstd.NewWriter(w, encoderOptions...)
 	if err != nil {
 		panic(err) // only bad options fail, and the options are constant
 	}
 	return e
-}}
+}
 
-// buffers hold buffered NARs between compression and upload.
-var buffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+func putEncoder(e *zstd.Encoder) {
+	e.Reset(io.Discard)
+	select {
+	case encoders <- e:
+	default:
+	}
+}
 
 // pushedNAR is a NAR in the cache: where its narinfo points and what it
 // records of it.
@@ -56,10 +65,13 @@ func narURL(digest []byte) string {
 }
 
 // narGroup uploads each NAR once per push: two paths with the same
-// contents share one object.
+// contents share one object. It also bounds how many NARs are compressed
+// at once (compress holds a token per compression): more than the cores
+// gain nothing, and each holds a zstd encoder.
 type narGroup struct {
-	mu      sync.Mutex
-	pending map[string]*narCall
+	mu       sync.Mutex
+	pending  map[string]*narCall
+	compress chan struct{}
 }
 
 type narCall struct {
@@ -94,38 +106,56 @@ func (g *narGroup) upload(ctx context.Context, p *Pusher, info PathInfo) (*pushe
 	g.pending[url] = c
 	g.mu.Unlock()
 	c.nar = &pushedNAR{url: url, digest: want}
-	c.err = p.uploadNAR(ctx, info, c.nar)
+	c.err = p.uploadNAR(ctx, info, c.nar, g.compress)
 	close(c.done)
 	return c.nar, c.err
 }
 
+// dumpFunc writes a store path's NAR.
+type dumpFunc func(ctx context.Context, storePath string, w io.Writer) error
+
+// nixStoreDumper is a Nix that can also have nix-store itself dump a
+// path, as LocalNix can.
+type nixStoreDumper interface {
+	DumpNixStore(ctx context.Context, storePath string, w io.Writer) error
+}
+
+// mismatchError: a dump is not the NAR Nix described.
+type mismatchError struct{ what, nix, dump string }
+
+func (e *mismatchError) Error() string {
+	return fmt.Sprintf("NAR %s mismatch: nix says %s, the dump has %s (store corrupt? run nix-store --verify --check-contents)", e.what, e.nix, e.dump)
+}
+
 // uploadNAR dumps, compresses and uploads info's NAR to its key, checking
-// it against the hash and size Nix reported. A small NAR is compressed
-// into memory first; a large one streams.
-func (p *Pusher) uploadNAR(ctx context.Context, info PathInfo, nar *pushedNAR) error {
-	if info.NarSize <= BufferedNAR {
-		return p.putBuffered(ctx, info, nar)
+// it against the hash and size Nix reported. A NAR that Nix's Dump got
+// wrong is dumped again by nix-store before the push gives up on it.
+func (p *Pusher) uploadNAR(ctx context.Context, info PathInfo, nar *pushedNAR, compress chan struct{}) error {
+	err := p.putStreamed(ctx, info, nar, p.Nix.Dump, compress)
+	var mm *mismatchError
+	if ns, ok := p.Nix.(nixStoreDumper); ok && errors.As(err, &mm) {
+		err = p.putStreamed(ctx, info, nar, ns.DumpNixStore, compress)
 	}
-	return p.putStreamed(ctx, info, nar)
+	return err
 }
 
 // compressTo writes the zstd-compressed NAR of info to w, hashing it on
 // the way; it fails if the NAR is not the one Nix described, after the
-// last byte went to w (a streamed upload must fail on it: see
-// putStreamed).
-func (p *Pusher) compressTo(ctx context.Context, info PathInfo, nar *pushedNAR, w io.Writer) error {
+// last byte went to w (so the upload must fail on it: see putStreamed).
+func (p *Pusher) compressTo(ctx context.Context, info PathInfo, nar *pushedNAR, dump dumpFunc, w io.Writer) error {
 	zc := &countingWriter{w: w}
-	enc := encoders.Get().(*zstd.Encoder)
-	enc.Reset(zc)
-	defer func() { enc.Reset(io.Discard); encoders.Put(enc) }()
+	enc := getEncoder(zc)
+	defer putEncoder(enc)
 	h := sha256.New()
 	nc := &countingWriter{w: io.MultiWriter(h, enc)}
 	if p.Bytes != nil {
-		nc.report = func(n int64) {
-			p.Bytes(ByteProgress{Path: info.Path, Phase: PhaseCompress, Done: n, Total: int64(info.NarSize)})
-		}
+		total := int64(info.NarSize)
+		nc.report = func(n int64) { p.Bytes(ByteProgress{Path: info.Path, Phase: PhaseCompress, Done: n, Total: total}) }
+		// The encoder writes on this goroutine (one per encoder), so nc.n
+		// is the NAR read so far when a compressed block reaches w.
+		zc.report = func(int64) { p.Bytes(ByteProgress{Path: info.Path, Phase: PhaseUpload, Done: nc.n, Total: total}) }
 	}
-	if err := p.Nix.Dump(ctx, info.Path, nc); err != nil {
+	if err := dump(ctx, info.Path, nc); err != nil {
 		return err
 	}
 	if err := enc.Close(); err != nil {
@@ -133,35 +163,15 @@ func (p *Pusher) compressTo(ctx context.Context, info PathInfo, nar *pushedNAR, 
 	}
 	nar.narSize, nar.compressed = nc.n, zc.n
 	if got := h.Sum(nil); !bytes.Equal(got, nar.digest) {
-		return fmt.Errorf("NAR hash mismatch: nix says %s, the dump hashes to sha256:%s (store corrupt? run nix-store --verify --check-contents)", info.NarHash, nixbase32.EncodeToString(got))
+		return &mismatchError{"hash", info.NarHash, "sha256:" + nixbase32.EncodeToString(got)}
 	}
 	if uint64(nc.n) != info.NarSize && info.NarSize != 0 {
-		return fmt.Errorf("NAR size mismatch: nix says %d, the dump has %d bytes (store corrupt? run nix-store --verify --check-contents)", info.NarSize, nc.n)
+		return &mismatchError{"size", fmt.Sprint(info.NarSize), fmt.Sprint(nc.n)}
 	}
 	return nil
 }
 
 var narPut = bucket.PutOptions{ContentType: "application/x-nix-nar", CacheControl: bucket.Immutable}
-
-// putBuffered compresses the NAR into memory, checks it, and uploads it
-// with its size known.
-func (p *Pusher) putBuffered(ctx context.Context, info PathInfo, nar *pushedNAR) error {
-	buf := buffers.Get().(*bytes.Buffer)
-	buf.Reset()
-	defer buffers.Put(buf)
-	if err := p.compressTo(ctx, info, nar, buf); err != nil {
-		return err
-	}
-	br := bytes.NewReader(buf.Bytes())
-	var r io.Reader = br
-	if p.Bytes != nil {
-		r = newCountingReaderAt(br, func(n int64) {
-			p.Bytes(ByteProgress{Path: info.Path, Phase: PhaseUpload, Done: n, Total: nar.compressed})
-		})
-	}
-	_, err := p.Store.Put(ctx, Prefix+nar.url, r, nar.compressed, narPut)
-	return err
-}
 
 // errUploadStopped reaches the compressor when the upload stopped reading.
 var errUploadStopped = errors.New("the upload stopped")
@@ -171,21 +181,21 @@ var errUploadStopped = errors.New("the upload stopped")
 // not hash to what Nix said is a read error to the store's Put, which then
 // keeps no object (an S3 multipart upload is aborted), and no narinfo is
 // written for it.
-func (p *Pusher) putStreamed(ctx context.Context, info PathInfo, nar *pushedNAR) error {
+func (p *Pusher) putStreamed(ctx context.Context, info PathInfo, nar *pushedNAR, dump dumpFunc, compress chan struct{}) error {
+	select {
+	case compress <- struct{}{}:
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	}
 	pr, pw := io.Pipe()
 	compressed := make(chan error, 1)
 	go func() {
-		err := p.compressTo(ctx, info, nar, pw)
+		err := p.compressTo(ctx, info, nar, dump, pw)
+		<-compress
 		pw.CloseWithError(err) // nil: a clean EOF
 		compressed <- err
 	}()
-	var r io.Reader = pr
-	if p.Bytes != nil {
-		r = &countingReader{r: pr, report: func(n int64) {
-			p.Bytes(ByteProgress{Path: info.Path, Phase: PhaseUpload, Done: n})
-		}}
-	}
-	_, err := p.Store.Put(ctx, Prefix+nar.url, r, -1, narPut)
+	_, err := p.Store.Put(ctx, Prefix+nar.url, pr, -1, narPut)
 	pr.CloseWithError(errUploadStopped) // the compressor must not block on a Put that gave up
 	cerr := <-compressed
 	switch {

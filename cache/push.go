@@ -28,14 +28,16 @@ type Progress struct {
 // Result sums up a push.
 type Result = Progress
 
-// Phases of ByteProgress.
+// Phases of ByteProgress. A NAR streams: it is dumped, compressed and
+// uploaded at once, so the two phases move together, upload a compressed
+// block behind.
 const (
-	PhaseCompress = "compress" // the NAR is dumped and compressed: Done of NarSize bytes
-	PhaseUpload   = "upload"   // the compressed NAR is sent: Done of its size (0 while streaming)
+	PhaseCompress = "compress" // Done of NarSize NAR bytes dumped and compressed
+	PhaseUpload   = "upload"   // Done of NarSize NAR bytes whose compressed form the bucket has taken
 )
 
 // ByteProgress is reported while one path's NAR is compressed and
-// uploaded, after every chunk: a large path shows it is moving long
+// uploaded, after every block: a large path shows it is moving long
 // before Progress reports it done.
 type ByteProgress struct {
 	Path        string
@@ -62,7 +64,8 @@ type Pusher struct {
 
 // DefaultJobs is how many paths a push uploads at once unless told: at
 // least 4, so upload latency overlaps with compression even on 2 cores,
-// and at most 16, which bounds memory (each upload buffers up to 32 MiB).
+// and at most 16, which bounds memory (each job holds a zstd encoder of
+// about 5 MiB; S3 parts wait in kernel memory, up to 16 MiB a job).
 func DefaultJobs() int { return min(max(4, runtime.GOMAXPROCS(0)), 16) }
 
 // EnsureInfo writes cache/nix-cache-info if it is missing.
@@ -127,6 +130,7 @@ func newPushRun(p *Pusher, closure []PathInfo) *pushRun {
 		jobs = DefaultJobs()
 	}
 	r := &pushRun{p: p, closure: closure, written: map[string]chan struct{}{}, slots: make(chan struct{}, jobs)}
+	r.nars.compress = make(chan struct{}, min(jobs, max(2, runtime.GOMAXPROCS(0))))
 	for _, info := range closure {
 		r.written[info.Path] = make(chan struct{})
 	}

@@ -154,13 +154,13 @@ func (s *recordStore) ended(key string) *event {
 }
 
 // dag is a closure of 12 made-up paths: leaves of mixed sizes (two with
-// the same contents, one larger than cache.BufferedNAR), middles on them,
+// the same contents, one of two S3 parts), middles on them,
 // tops on the middles; dependencies first, as Nix.Closure returns them.
 func dag() *fakeNix {
 	n := &fakeNix{}
 	same := bytes.Repeat([]byte("same contents "), 1000)
 	leaves := []string{
-		n.add("leaf-big", append(randomBytes(cache.BufferedNAR), make([]byte, 1<<20)...)),
+		n.add("leaf-big", append(randomBytes(9<<20), make([]byte, 1<<20)...)),
 		n.add("leaf-a", randomBytes(300<<10)),
 		n.add("leaf-b", bytes.Repeat([]byte("compressible "), 50000)),
 		n.add("leaf-same-1", same),
@@ -274,8 +274,8 @@ func minioStore(t *testing.T) (bucket.Store, string) {
 
 // TestPushBadDump: a dump that does not hash to what Nix said, or that
 // fails midway, fails the push, and neither a narinfo nor a NAR object is
-// left: not for a buffered NAR, not for a streamed one (whose first part
-// is already uploaded when the hash is known), not on file:// and not on
+// left: not for a small NAR, not for a large one (whose first S3 part is
+// already uploaded when the hash is known), not on file:// and not on
 // MinIO, where no multipart upload is left behind either.
 func TestPushBadDump(t *testing.T) {
 	dumps := map[string]func(string, []byte, io.Writer) error{
@@ -292,13 +292,13 @@ func TestPushBadDump(t *testing.T) {
 			return errors.New("nix-store --dump: exit status 1: disk read error")
 		},
 	}
-	sizes := map[string]int{"buffered": 64 << 10, "streamed": cache.BufferedNAR + 4<<20}
+	sizes := map[string]int{"small": 64 << 10, "two parts": 12 << 20}
 	for dumpName, dump := range dumps {
 		for sizeName, size := range sizes {
 			for _, backend := range []string{"file", "minio"} {
 				t.Run(dumpName+"/"+sizeName+"/"+backend, func(t *testing.T) {
 					n := &fakeNix{dump: dump}
-					n.add("bad", randomBytes(size)) // incompressible: a streamed NAR spans two parts
+					n.add("bad", randomBytes(size)) // incompressible: 12 MiB are two S3 parts
 					var s bucket.Store
 					var where string
 					if backend == "file" {
@@ -378,7 +378,7 @@ func (s *failNAR) Put(ctx context.Context, key string, r io.Reader, size int64, 
 }
 
 // realClosure builds a closure of 6 real store paths: a 20 MiB one (half
-// random: streamed), two small ones beside it, and three on top of them.
+// random: two S3 parts), two small ones beside it, and three on top.
 func realClosure(t *testing.T) (top string, all []string) {
 	file := filepath.Join(t.TempDir(), "firmware.bin")
 	if err := os.WriteFile(file, append(randomBytes(10<<20), make([]byte, 10<<20)...), 0o644); err != nil {
@@ -409,7 +409,7 @@ func publicCache(t *testing.T) (bucket.Store, string) {
 // upload fails, or the push is cancelled) leaves only narinfos whose NAR
 // and references are all there; the next push uploads exactly the paths
 // without one; and real Nix substitutes the whole closure from the cache,
-// the 20 MiB path (streamed) included.
+// the 20 MiB path (a multipart upload) included.
 func TestPushResumes(t *testing.T) {
 	testenv.RequireNix(t)
 	c := testenv.NewCache(t)

@@ -140,10 +140,6 @@ func (s *s3Store) Get(ctx context.Context, key string, opts bucket.GetOptions) (
 	return &bucket.Object{Data: data, ETag: bucket.TrimETag(info.ETag), ContentType: info.ContentType, ModTime: info.LastModified}, nil
 }
 
-// streamPartSize is the part size of uploads of unknown size: 10,000
-// parts make objects of up to 160 GiB.
-const streamPartSize = 16 << 20
-
 func (s *s3Store) Put(ctx context.Context, key string, r io.Reader, size int64, opts bucket.PutOptions) (string, error) {
 	if err := bucket.ValidateKey(key); err != nil {
 		return "", err
@@ -154,11 +150,12 @@ func (s *s3Store) Put(ctx context.Context, key string, r io.Reader, size int64, 
 	} else if opts.IfMatch != "" {
 		o.SetMatchETag(bucket.TrimETag(opts.IfMatch))
 	}
+	if size < 0 && !opts.CreateOnly && opts.IfMatch == "" {
+		return s.putStream(ctx, key, r, o)
+	}
 	if size < 0 {
-		// A streamed body: minio-go's default part for an unknown size is
-		// ~537 MiB of memory. Two parts of streamPartSize in flight keep
-		// reading the body while a part uploads.
-		o.PartSize, o.ConcurrentStreamParts, o.NumThreads = streamPartSize, true, 2
+		// minio-go's default part for an unknown size is ~537 MiB.
+		o.PartSize = streamPartSize
 	}
 	info, err := s.core.Client.PutObject(ctx, s.cfg.Bucket, s.key(key), r, size, o)
 	if err != nil {
