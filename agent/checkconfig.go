@@ -2,7 +2,6 @@ package agent
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -211,13 +210,9 @@ func (a *Agent) checkStatusWrite(ctx context.Context, stdout io.Writer, logger *
 	if st.ChangedAt.IsZero() {
 		st.ChangedAt = now
 	}
-	body, err := json.MarshalIndent(st, "", "  ")
-	if err != nil {
-		return ExitStatusNotWritten // a Status always marshals
-	}
-	key := bucket.StatusKey(a.Config.DeviceID)
+	key, blob := checkin(st)
 	pctx, cancel := context.WithTimeout(ctx, RequestTimeout)
-	_, err = bucket.PutBytes(pctx, a.Status, key, append(body, '\n'), bucket.JSONPut())
+	_, err := bucket.PutBytes(pctx, a.Status, key, blob, bucket.JSONPut())
 	cancel()
 	if err != nil {
 		logger.Printf("nix-ota-agent check-config --online: status: write %s to %s: %v; check statusCredentials and the device's bucket policy", key, a.Status, err)

@@ -251,7 +251,11 @@ func (d *device) localStatus(t *testing.T) status.Status {
 }
 
 func (d *device) remoteStatus(t *testing.T) *status.Status {
-	o, err := d.f.store.Get(context.Background(), bucket.StatusKey(d.id), bucket.GetOptions{})
+	latest, err := bucket.LatestCheckin(context.Background(), d.f.store, d.id)
+	if err != nil {
+		t.Fatalf("status blob: %v", err)
+	}
+	o, err := d.f.store.Get(context.Background(), latest.Key, bucket.GetOptions{})
 	if err != nil {
 		t.Fatalf("status blob: %v", err)
 	}
@@ -582,7 +586,7 @@ func TestScopedCredentials(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	for _, key := range []string{"channels/x.json", "channels/prod.json", "channels/prod/9.json", "devices/kiosk-2/status.json", "cache/nix-cache-info", "index.html", "nix-ota.json"} {
+	for _, key := range []string{"channels/x.json", "channels/prod.json", "channels/prod/9.json", "devices/202611260900/kiosk-2.json", "devices/202611260900/x/kiosk-2.json", "devices/kiosk-1.json", "devices/kiosk-1/status.json", "cache/nix-cache-info", "index.html", "nix-ota.json"} {
 		if _, err := bucket.PutBytes(ctx, dev, key, []byte("{}"), bucket.PutOptions{}); err == nil || !strings.Contains(err.Error(), "access denied") {
 			t.Errorf("device wrote %s: %v", key, err)
 		}
@@ -590,7 +594,7 @@ func TestScopedCredentials(t *testing.T) {
 	if err := dev.Delete(ctx, "channels/prod.json"); err == nil {
 		t.Error("device deleted the channel manifest")
 	}
-	if _, err := bucket.PutBytes(ctx, dev, "devices/kiosk-1/status.json", []byte("{}"), bucket.PutOptions{}); err != nil {
+	if _, err := bucket.PutBytes(ctx, dev, bucket.CheckinKey("kiosk-1", time.Now()), []byte("{}"), bucket.PutOptions{}); err != nil {
 		t.Errorf("device cannot write its own status: %v", err)
 	}
 }

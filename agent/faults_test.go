@@ -87,7 +87,7 @@ func TestFaults(t *testing.T) {
 		f.publish(t, f.d)
 		px.Set(testenv.Down, testenv.PathHas("PUT", "/devices/"))
 		r := d.mustOnce(t, agent.ExitStatusNotWritten) // the update itself succeeds
-		if !strings.Contains(r.stderr, "status: write devices/kiosk-1/status.json") {
+		if !strings.Contains(r.stderr, "status: write devices/") || !strings.Contains(r.stderr, "/kiosk-1.json") {
 			t.Fatalf("the failed status write is not logged:\n%s", r.stderr)
 		}
 		px.Set(testenv.Pass, nil)

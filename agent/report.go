@@ -116,9 +116,9 @@ func (a *Agent) writeStatus(ctx context.Context, st status.Status) (remoteErr, l
 		}
 	}
 	if a.Status != nil {
-		key := bucket.StatusKey(a.Config.DeviceID)
+		key, blob := checkin(st)
 		pctx, cancel := context.WithTimeout(ctx, RequestTimeout)
-		_, remoteErr = bucket.PutBytes(pctx, a.Status, key, body, bucket.JSONPut())
+		_, remoteErr = bucket.PutBytes(pctx, a.Status, key, blob, bucket.JSONPut())
 		cancel()
 		if remoteErr != nil {
 			remoteErr = fmt.Errorf("write %s to %s: %w; the next poll tries again", key, a.Status, remoteErr)
@@ -126,6 +126,17 @@ func (a *Agent) writeStatus(ctx context.Context, st status.Status) (remoteErr, l
 		}
 	}
 	return remoteErr, localErr
+}
+
+// checkin is the status as written to the bucket: under the check-in
+// window of its time, and without that time, so that the bytes (and so the
+// ETag) change only when the facts do. Readers take a check-in's time from
+// the bucket (LastModified) and re-read only blobs whose ETag changed.
+func checkin(st status.Status) (key string, blob []byte) {
+	key = bucket.CheckinKey(st.DeviceID, st.CheckedAt)
+	st.CheckedAt = time.Time{}
+	body, _ := json.MarshalIndent(st, "", "  ") // a Status always marshals
+	return key, append(body, '\n')
 }
 
 func firstErr(errs ...error) error {

@@ -226,7 +226,9 @@ func TestCheckConfigOnline(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := f.store.Delete(t.Context(), bucket.StatusKey("kiosk-1")); err != nil {
+	if latest, err := bucket.LatestCheckin(t.Context(), f.store, "kiosk-1"); err != nil {
+		t.Fatal(err)
+	} else if err := f.store.Delete(t.Context(), latest.Key); err != nil {
 		t.Fatal(err)
 	}
 
@@ -234,7 +236,7 @@ func TestCheckConfigOnline(t *testing.T) {
 	r := runAgent(t, agentBin, 0, "check-config", "--online", cfg)
 	if r.code != 0 || !strings.Contains(r.stdout, "ok: manifest: channels/prod.json on ") ||
 		!strings.Contains(r.stdout, "revision 2 verifies; for system "+f.b+" this device would: apply") ||
-		!strings.Contains(r.stdout, "ok: status: wrote devices/kiosk-1/status.json to ") {
+		!strings.Contains(r.stdout, "ok: status: wrote devices/") || !strings.Contains(r.stdout, "/kiosk-1.json to ") {
 		t.Fatalf("check-config --online with the device's credentials: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
 	if st := d.remoteStatus(t); st.State != status.UpToDate || st.Revision != 1 || st.StorePath != f.a {
@@ -249,7 +251,7 @@ func TestCheckConfigOnline(t *testing.T) {
 	f.credsFile = deviceCredentials(t, f, "kiosk-2")
 	r = runAgent(t, agentBin, 0, "check-config", "--online", d.configFile(t, nil))
 	if r.code != agent.ExitStatusNotWritten || !strings.Contains(r.stdout, "this device would: apply") ||
-		!strings.Contains(r.stderr, "status: write devices/kiosk-1/status.json to ") || !strings.Contains(r.stderr, "access denied") {
+		!strings.Contains(r.stderr, "status: write devices/") || !strings.Contains(r.stderr, "/kiosk-1.json to ") || !strings.Contains(r.stderr, "access denied") {
 		t.Fatalf("check-config --online with denied credentials: exit %d, want %d\n%s%s", r.code, agent.ExitStatusNotWritten, r.stdout, r.stderr)
 	}
 

@@ -51,14 +51,14 @@ func TestStatusNotWritten(t *testing.T) {
 	d := f.device(t, "kiosk-1")
 	f.publish(t, f.a)
 	r := d.mustOnce(t, agent.ExitStatusNotWritten)
-	if !strings.Contains(r.stderr, "status: write devices/kiosk-1/status.json to ") || !strings.Contains(r.stderr, "access denied") {
+	if !strings.Contains(r.stderr, "status: write devices/") || !strings.Contains(r.stderr, "/kiosk-1.json to ") || !strings.Contains(r.stderr, "access denied") {
 		t.Fatalf("the refused status write is not named:\n%s", r.stderr)
 	}
 	consistent(t, d, f.a) // the update itself went through
 	if st := d.localStatus(t); st.State != status.UpToDate || st.StorePath != f.a {
 		t.Fatalf("local status: %+v", st)
 	}
-	if _, err := f.store.Get(context.Background(), bucket.StatusKey("kiosk-1"), bucket.GetOptions{}); !errors.Is(err, bucket.ErrNotFound) {
+	if _, err := bucket.LatestCheckin(context.Background(), f.store, "kiosk-1"); !errors.Is(err, bucket.ErrNotFound) {
 		t.Fatalf("a status blob with refused credentials? %v", err)
 	}
 	// An idle poll retries the write, and fails the same way.

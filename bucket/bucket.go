@@ -69,8 +69,13 @@ type Store interface {
 	// Stat returns an object's metadata (ErrNotFound if absent).
 	Stat(ctx context.Context, key string) (Info, error)
 	// List calls fn for every object whose key starts with prefix, in
-	// lexical order. ErrUnsupported on stores that cannot list.
+	// lexical order, with its size, ETag and modification time.
+	// ErrUnsupported on stores that cannot list.
 	List(ctx context.Context, prefix string, fn func(Info) error) error
+	// ListAfter is List of only the keys that sort after after (S3's
+	// start-after): a reader that knows where new objects go lists just
+	// those.
+	ListAfter(ctx context.Context, prefix, after string, fn func(Info) error) error
 	// Delete removes an object; deleting an absent object is not an error.
 	Delete(ctx context.Context, key string) error
 	// String is the bucket URL without credentials, for messages.
@@ -92,6 +97,13 @@ type PutOptions struct {
 	CacheControl string
 	CreateOnly   bool   // fail with ErrExists if the key exists
 	IfMatch      string // fail with ErrChanged unless the current ETag matches
+	// UnsignedPayload leaves the body out of an S3 request's signature
+	// (UNSIGNED-PAYLOAD), sparing client and server a SHA-256 pass over
+	// it; over https minio-go does so anyway, TLS protecting the body.
+	// Only for bodies their readers check end to end, as devices check a
+	// NAR against its signed hash: on plain http an attacker on the path
+	// could replace the body, which then fails that check.
+	UnsignedPayload bool
 }
 
 // Object is a read object.

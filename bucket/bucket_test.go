@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -103,6 +104,11 @@ func TestConformance(t *testing.T) {
 				err := open(t).List(ctx, "", func(bucket.Info) error { return nil })
 				if !errors.Is(err, bucket.ErrUnsupported) {
 					t.Fatalf("list: %v, want ErrUnsupported", err)
+				}
+			})
+			t.Run("ListAfter", func(t *testing.T) {
+				if canList(name) {
+					testListAfter(t, open(t))
 				}
 			})
 			t.Run("Escaping", func(t *testing.T) { testEscaping(t, open(t)) })
@@ -241,6 +247,45 @@ func testList(t *testing.T, s bucket.Store) {
 	}
 }
 
+// testListAfter: start-after listing of check-in windows, across more
+// than one page, with the ETags a Stat gives.
+func testListAfter(t *testing.T, s bucket.Store) {
+	base := time.Date(2026, 11, 26, 9, 0, 0, 0, time.UTC)
+	var want []string
+	for w := range 3 {
+		for d := range 520 {
+			key := bucket.CheckinKey(fmt.Sprintf("d%04d", d), base.Add(time.Duration(w)*bucket.CheckinWindow))
+			put(t, s, key, key, bucket.PutOptions{})
+			if w > 0 {
+				want = append(want, key)
+			}
+		}
+	}
+	put(t, s, "devices2/x.json", "x", bucket.PutOptions{})
+	var got []string
+	err := s.ListAfter(ctx, bucket.DevicesPrefix, bucket.CheckinsFrom(base.Add(bucket.CheckinWindow)), func(i bucket.Info) error {
+		got = append(got, i.Key)
+		if len(got) == 700 {
+			st, err := s.Stat(ctx, i.Key)
+			if err != nil || st.ETag != i.ETag || i.ETag == "" || i.ModTime.Sub(st.ModTime).Abs() >= time.Second { // HTTP dates have whole seconds
+				t.Errorf("listed %+v, stat %+v (%v)", i, st, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("list after the first window: %d keys, want %d (first %v)", len(got), len(want), got[:min(3, len(got))])
+	}
+	got = nil
+	s.ListAfter(ctx, bucket.DevicesPrefix, want[len(want)-2], func(i bucket.Info) error { got = append(got, i.Key); return nil })
+	if !slices.Equal(got, want[len(want)-1:]) {
+		t.Fatalf("list after the last but one key: %v", got)
+	}
+}
+
 func testDelete(t *testing.T, s bucket.Store) {
 	put(t, s, "devices/a/status.json", "x", bucket.PutOptions{})
 	if err := s.Delete(ctx, "devices/a/status.json"); err != nil {
@@ -271,9 +316,10 @@ func (r *failingReader) Read(b []byte) (int, error) {
 }
 
 // testUnknownSize: a Put of size -1 stores the whole body (with large,
-// empty and past the S3 backend's 16 MiB part size), and a body that
-// fails midway leaves no object, not even when it fails after the first
-// part. The built-in S3 client (large false) writes small bodies only.
+// empty and past the S3 backend's 8 MiB first part), signed or with
+// UnsignedPayload, and a body that fails midway leaves no object, not
+// even when it fails after the first part. The built-in S3 client (large
+// false) writes small bodies only.
 func testUnknownSize(t *testing.T, s bucket.Store, large bool) {
 	sizes := []int{1000}
 	if large {
@@ -281,7 +327,8 @@ func testUnknownSize(t *testing.T, s bucket.Store, large bool) {
 	}
 	for i, n := range append(sizes, sizes...) { // twice: a backend reusing its buffers must not mix bodies
 		body := bytes.Repeat([]byte{byte('a' + i)}, n)
-		if _, err := s.Put(ctx, "cache/nar/x.nar", bytes.NewBuffer(body), -1, bucket.PutOptions{}); err != nil {
+		opts := bucket.PutOptions{UnsignedPayload: i >= len(sizes)}
+		if _, err := s.Put(ctx, "cache/nar/x.nar", bytes.NewBuffer(body), -1, opts); err != nil {
 			t.Fatalf("put %d bytes of unknown size: %v", n, err)
 		}
 		o, err := s.Get(ctx, "cache/nar/x.nar", bucket.GetOptions{MaxSize: int64(n) + 1})
@@ -289,7 +336,7 @@ func testUnknownSize(t *testing.T, s bucket.Store, large bool) {
 			t.Fatalf("get %d bytes put with unknown size: %v, %d bytes", n, err, len(o.Data))
 		}
 		fail := n + 1
-		if _, err := s.Put(ctx, "cache/nar/y.nar", &failingReader{n: fail}, -1, bucket.PutOptions{}); err == nil {
+		if _, err := s.Put(ctx, "cache/nar/y.nar", &failingReader{n: fail}, -1, opts); err == nil {
 			t.Fatalf("put of a body failing after %d bytes succeeded", fail)
 		}
 		if _, err := s.Stat(ctx, "cache/nar/y.nar"); !errors.Is(err, bucket.ErrNotFound) {

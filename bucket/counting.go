@@ -32,6 +32,11 @@ func (c *Counting) List(ctx context.Context, prefix string, fn func(Info) error)
 	return c.Store.List(ctx, prefix, fn)
 }
 
+func (c *Counting) ListAfter(ctx context.Context, prefix, after string, fn func(Info) error) error {
+	c.n.Add(1)
+	return c.Store.ListAfter(ctx, prefix, after, fn)
+}
+
 func (c *Counting) Put(ctx context.Context, key string, r io.Reader, size int64, o PutOptions) (string, error) {
 	c.n.Add(1)
 	return c.Store.Put(ctx, key, r, size, o)

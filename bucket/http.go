@@ -112,6 +112,10 @@ func (s *httpStore) Put(ctx context.Context, key string, r io.Reader, size int64
 }
 
 func (s *httpStore) List(ctx context.Context, prefix string, fn func(Info) error) error {
+	return s.ListAfter(ctx, prefix, "", fn)
+}
+
+func (s *httpStore) ListAfter(ctx context.Context, prefix, after string, fn func(Info) error) error {
 	return fmt.Errorf("list %s: %w: %s cannot list objects (use s3:// or file://)", prefix, ErrUnsupported, s)
 }
 

@@ -3,6 +3,7 @@ package bucket
 import (
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestParseRevisionKey(t *testing.T) {
@@ -43,4 +44,51 @@ func TestValidateKey(t *testing.T) {
 			t.Errorf("%q accepted", k)
 		}
 	}
+}
+
+func TestParseCheckinKey(t *testing.T) {
+	at := time.Date(2026, 11, 26, 9, 7, 31, 0, time.FixedZone("x", 3600))
+	key := CheckinKey("kiosk-1", at)
+	if key != "devices/202611260805/kiosk-1.json" {
+		t.Fatalf("CheckinKey = %s", key)
+	}
+	id, w, ok := ParseCheckinKey(key)
+	if !ok || id != "kiosk-1" || !w.Equal(time.Date(2026, 11, 26, 8, 5, 0, 0, time.UTC)) {
+		t.Fatalf("ParseCheckinKey(%s) = %q %v %v", key, id, w, ok)
+	}
+	for _, bad := range []string{
+		"devices/kiosk-1/status.json",         // the old layout
+		"devices/202611260806/kiosk-1.json",   // not a window start
+		"devices/202613260805/kiosk-1.json",   // no month 13
+		"devices/20261126080/kiosk-1.json",    // 11 digits
+		"devices/2026112608050/kiosk-1.json",  // 13 digits
+		"devices/+02611260805/kiosk-1.json",   // sign
+		"devices/202611260805/kiosk-1",        // no .json
+		"devices/202611260805/.json",          // no id
+		"devices/202611260805/x/kiosk-1.json", // nested
+		"devices/202611260805",                // a window alone
+		"channels/202611260805/kiosk-1.json",  // another prefix
+		"devices/２０２６11260805/kiosk-1.json",   // non-ASCII digits
+	} {
+		if id, _, ok := ParseCheckinKey(bad); ok {
+			t.Errorf("ParseCheckinKey(%q) accepted, device %q", bad, id)
+		}
+	}
+	if from := CheckinsFrom(at); !(key > from) || CheckinKey("a", at.Add(-CheckinWindow)) > from {
+		t.Errorf("CheckinsFrom = %s: the window's keys must sort after it, the previous window's before", from)
+	}
+}
+
+func FuzzParseCheckinKey(f *testing.F) {
+	f.Add("devices/202611260805/kiosk-1.json")
+	f.Add("devices/kiosk-1/status.json")
+	f.Fuzz(func(t *testing.T, key string) {
+		id, w, ok := ParseCheckinKey(key)
+		if !ok {
+			return
+		}
+		if again := CheckinKey(id, w); again != key {
+			t.Fatalf("%q parses to %q at %v, which is written to %q", key, id, w, again)
+		}
+	})
 }

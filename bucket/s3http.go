@@ -272,6 +272,10 @@ func (s *s3HTTPStore) Stat(ctx context.Context, key string) (Info, error) {
 }
 
 func (s *s3HTTPStore) List(ctx context.Context, prefix string, fn func(Info) error) error {
+	return s.ListAfter(ctx, prefix, "", fn)
+}
+
+func (s *s3HTTPStore) ListAfter(ctx context.Context, prefix, after string, fn func(Info) error) error {
 	return fmt.Errorf("list %s: %w: the built-in s3:// client does not list (publisher tools use bucket/s3store)", prefix, ErrUnsupported)
 }
 

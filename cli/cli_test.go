@@ -28,12 +28,16 @@ import (
 
 var nixOta string // path of the built binary
 
+// cacheDir holds the fleet snapshots of the commands tests run.
+var cacheDir string
+
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "nix-ota-bin-")
 	if err != nil {
 		panic(err)
 	}
 	nixOta = filepath.Join(dir, "nix-ota")
+	cacheDir = filepath.Join(dir, "cache")
 	out, err := exec.Command("go", "build", "-o", nixOta, "../cmd/nix-ota").CombinedOutput()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "build nix-ota: %v\n%s", err, out)
@@ -67,7 +71,7 @@ func run(t *testing.T, env []string, args ...string) result {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, nixOta, args...)
-	cmd.Env = append(append(os.Environ(), "AWS_EC2_METADATA_DISABLED=true", "NIX_OTA_BUCKET=", "NIX_OTA_KEY="), env...)
+	cmd.Env = append(append(os.Environ(), "AWS_EC2_METADATA_DISABLED=true", "NIX_OTA_BUCKET=", "NIX_OTA_KEY=", "NIX_OTA_CACHE_DIR="+cacheDir), env...)
 	var so, se bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &so, &se
 	err := cmd.Run()

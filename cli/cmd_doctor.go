@@ -206,10 +206,13 @@ func (d *doctor) checkExpiry(ch string, p *manifest.Payload, now time.Time, warn
 }
 
 func (d *doctor) checkDevices(ctx context.Context, s bucket.Store) {
-	f, err := dashboard.Collect(ctx, s, dashboard.Options{})
+	f, err := readFleet(ctx, d.env, s, dashboard.Options{})
 	if err != nil {
 		d.warn("devices: %s", oneLine(err.Error(), 200))
 		return
+	}
+	if n := f.Read.Unrecognised; n > 0 {
+		d.warn("devices: %d object(s) under %s are not check-ins (%s<window>/<id>.json) and are ignored: agents older than this layout write %s<id>/status.json; update them", n, bucket.DevicesPrefix, bucket.DevicesPrefix, bucket.DevicesPrefix)
 	}
 	c := f.Counts
 	msg := fmt.Sprintf("devices: %d checked in, %d failed, %d offline, %d invalid status", c.Devices, c.Failed, c.Offline, c.Invalid)

@@ -88,6 +88,7 @@ func (o *publishOptions) flags(fs *pflag.FlagSet) {
 }
 
 func (o *publishOptions) run(ctx context.Context, env *Env, args []string) error {
+	start := time.Now()
 	if err := noArgs(args); err != nil {
 		return err
 	}
@@ -119,17 +120,24 @@ func (o *publishOptions) run(ctx context.Context, env *Env, args []string) error
 			return err
 		}
 	}
-	res, err := c.publish(ctx, channel.NewDraft(*p, o.expires), false)
+	// The channel moves first; the dashboard follows and is timed apart,
+	// so a publish waits on the fleet's size only for the page.
+	res, err := c.publish(ctx, channel.NewDraft(*p, o.expires), true)
 	if err != nil {
 		return err
 	}
+	took := publishTimings{PublishMs: time.Since(start).Milliseconds()}
 	*p = res.Payload
+	if !o.json {
+		fmt.Fprintf(env.Stdout, "published channel %s revision %d in %s: %s (signed by %s, rollout %d%%, expires %s)\n",
+			o.channel, res.Revision, time.Since(start).Round(time.Millisecond), strings.Join(p.StorePaths(), " "), signerNames(c.keys), p.Rollout.Percent, p.ExpiresAt.Format(time.RFC3339))
+	}
+	if !o.noDashboard {
+		took.DashboardMs = c.refreshDashboard(ctx).Milliseconds()
+	}
 	if o.json {
 		err = writeJSON(env.Stdout, publishResult{Channel: o.channel, Revision: res.Revision, Superseded: res.Superseded,
-			StorePaths: p.StorePaths(), Systems: p.Systems, Rollout: p.Rollout.Percent, ExpiresAt: p.ExpiresAt, SignedBy: keyNames(c.keys)})
-	} else {
-		fmt.Fprintf(env.Stdout, "published channel %s revision %d: %s (signed by %s, rollout %d%%, expires %s)\n",
-			o.channel, res.Revision, strings.Join(p.StorePaths(), " "), signerNames(c.keys), p.Rollout.Percent, p.ExpiresAt.Format(time.RFC3339))
+			StorePaths: p.StorePaths(), Systems: p.Systems, Rollout: p.Rollout.Percent, ExpiresAt: p.ExpiresAt, SignedBy: keyNames(c.keys), Timings: took})
 	}
 	if err != nil {
 		return err
@@ -151,6 +159,14 @@ type publishResult struct {
 	Rollout    int              `json:"rollout"`
 	ExpiresAt  time.Time        `json:"expiresAt"`
 	SignedBy   []string         `json:"signedBy"`
+	Timings    publishTimings   `json:"timings"`
+}
+
+// publishTimings: how long the channel took to move (from the start of the
+// command), and the dashboard refresh after it (0 when skipped or failed).
+type publishTimings struct {
+	PublishMs   int64 `json:"publishMs"`
+	DashboardMs int64 `json:"dashboardMs"`
 }
 
 // payload checks the flags and builds the new revision's content, before

@@ -69,7 +69,7 @@ func (o *statusOptions) run(ctx context.Context, env *Env, args []string) error 
 		}
 	}
 	for {
-		f, err := dashboard.Collect(ctx, s, dashboard.Options{Trust: trust, Channel: o.ch})
+		f, err := readFleet(ctx, env, s, dashboard.Options{Trust: trust, Channel: o.ch})
 		if err != nil {
 			return err
 		}

@@ -1,7 +1,6 @@
 package cli_test
 
 import (
-	"context"
 	"encoding/json"
 	"os"
 	"os/exec"
@@ -11,16 +10,15 @@ import (
 	"time"
 
 	"github.com/nix-ota/nix-ota/bucket"
+	"github.com/nix-ota/nix-ota/internal/testenv"
 	"github.com/nix-ota/nix-ota/status"
 )
 
 func writeStatus(t *testing.T, s bucket.Store, st status.Status) {
 	t.Helper()
-	st.CheckedAt, st.ChangedAt, st.HeartbeatSeconds = time.Now().UTC(), time.Now().UTC(), 900
+	st.ChangedAt, st.HeartbeatSeconds = time.Now().UTC(), 900
 	b, _ := json.Marshal(st)
-	if _, err := bucket.PutBytes(context.Background(), s, bucket.StatusKey(st.DeviceID), b, bucket.PutOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	testenv.PutCheckin(t, s, st.DeviceID, time.Now(), b)
 }
 
 // TestStatusAndDashboard: publish regenerates the dashboard in the bucket;

@@ -70,7 +70,7 @@ func (f *follower) follow(ctx context.Context, step channel.Step) (channel.Outco
 	deadline := time.Now().Add(f.wait)
 	for {
 		// The step is given, so no history is read at each poll.
-		fleet, err := dashboard.Collect(ctx, f.s, dashboard.Options{Channel: e.Payload().Channel, Trust: f.trust,
+		fleet, err := readFleet(ctx, f.env, f.s, dashboard.Options{Channel: e.Payload().Channel, Trust: f.trust,
 			Steps: map[string]channel.Step{e.Payload().Channel: step}})
 		if err != nil {
 			return 0, "", channel.Tally{}, err

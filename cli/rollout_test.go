@@ -72,7 +72,11 @@ func startFleet(t *testing.T, f fixture, pub string, n int, initial string) *sim
 func statuses(t *testing.T, s bucket.Store, ids []string) map[string]*status.Status {
 	out := map[string]*status.Status{}
 	for _, id := range ids {
-		o, err := s.Get(context.Background(), bucket.StatusKey(id), bucket.GetOptions{})
+		latest, err := bucket.LatestCheckin(context.Background(), s, id)
+		if err != nil {
+			continue
+		}
+		o, err := s.Get(context.Background(), latest.Key, bucket.GetOptions{})
 		if err != nil {
 			continue
 		}

@@ -128,7 +128,7 @@ func (c *signedChannel) currentForDeriving(ctx context.Context) (channel.Entry, 
 	if err != nil {
 		return cur, err
 	}
-	fleet, err := dashboard.Collect(ctx, c.s, dashboard.Options{Channel: c.name})
+	fleet, err := readFleet(ctx, c.env, c.s, dashboard.Options{Channel: c.name})
 	if err != nil {
 		return cur, fmt.Errorf("read device statuses to check the channel's history: %w", err)
 	}
@@ -164,12 +164,8 @@ func (c *signedChannel) publish(ctx context.Context, d channel.Draft, noDash boo
 	if res.Superseded != 0 {
 		fmt.Fprintf(c.env.Stderr, "note: a concurrent publish moved channel %q to revision %d while this one wrote revision %d\n", c.h.Channel, res.Superseded, res.Revision)
 	}
-	if !noDash && !c.noDash {
-		if where, _, err := regenerate(ctx, c.s, "", &c.trust); err != nil {
-			fmt.Fprintf(c.env.Stderr, "warning: dashboard not regenerated: %s\n", oneLine(err.Error(), 300))
-		} else {
-			fmt.Fprintf(c.env.Stderr, "dashboard: %s\n", where)
-		}
+	if !noDash {
+		c.refreshDashboard(ctx)
 	}
 	return res, c.reload(ctx)
 }
@@ -187,14 +183,22 @@ func (c *signedChannel) attest(ctx context.Context, e channel.Entry, good bool, 
 	}
 }
 
-// refreshDashboard rewrites the bucket's dashboard at the end of a command
-// that observed the fleet, so the page never shows what the command saw
-// change. A failure is a warning.
-func (c *signedChannel) refreshDashboard(ctx context.Context) {
+// refreshDashboard rewrites the bucket's dashboard after a command changed
+// the channel or observed the fleet, so the page never shows what the
+// command saw change, and returns how long that took (0 with
+// --no-dashboard or on failure, which is a warning: what the command did
+// stands).
+func (c *signedChannel) refreshDashboard(ctx context.Context) time.Duration {
 	if c.noDash {
-		return
+		return 0
 	}
-	if _, _, err := regenerate(ctx, c.s, "", &c.trust); err != nil {
+	start := time.Now()
+	where, f, err := regenerate(ctx, c.env, c.s, dashSpec{trust: &c.trust})
+	if err != nil {
 		fmt.Fprintf(c.env.Stderr, "warning: dashboard not regenerated: %s\n", oneLine(err.Error(), 300))
+		return 0
 	}
+	took := time.Since(start)
+	fmt.Fprintf(c.env.Stderr, "dashboard: refreshed in %s (%d devices; %s): %s\n", took.Round(time.Millisecond), f.Counts.Devices, readSummary(f.Read), where)
+	return took
 }

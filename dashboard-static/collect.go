@@ -12,12 +12,10 @@ package dashboard
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"sort"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/nix-ota/nix-ota/bucket"
@@ -50,6 +48,9 @@ type Fleet struct {
 	// Requests is how many bucket requests Collect made (LIST pages are
 	// counted once per List call).
 	Requests int64 `json:"-"`
+	// Read says how the devices were read; Snapshot is for the next read.
+	Read     ReadStats `json:"-"`
+	Snapshot *Snapshot `json:"-"`
 }
 
 // Counts are the numbers at the top of the page.
@@ -119,8 +120,15 @@ type Device struct {
 type Options struct {
 	Now         time.Time
 	Trust       *manifest.Trust // when set, signatures are checked and progress is verified
-	Concurrency int             // parallel status GETs; default 16
+	Concurrency int             // parallel status GETs; default 32
 	Channel     string          // only this channel ("" = all)
+	// Snapshot is the previous read's, if the caller kept one: the devices
+	// are then read incrementally (see Snapshot). Full lists every window
+	// anyway; so does a read whose snapshot's last full read is FullEvery
+	// old (default DefaultFullEvery).
+	Snapshot  *Snapshot
+	Full      bool
+	FullEvery time.Duration
 	// Steps are verified steps the caller already holds, by channel:
 	// progress is measured against them and no history is read for them.
 	// With Trust, the other channels' histories are loaded (channel.Load).
@@ -139,14 +147,19 @@ const ExpiryWarning = 7 * 24 * time.Hour
 const MaxClockSkew = 10 * time.Minute
 
 // Collect reads a bucket: one LIST of channels/, per channel its pointer
-// (with Trust: its verified history too, channel.Load), one LIST of
-// devices/, one GET per device (bounded concurrency).
+// (with Trust: its verified history too, channel.Load), then the devices'
+// check-ins: a LIST of the windows since o.Snapshot's read (all of them
+// without one) and a GET of each blob not seen before (bounded
+// concurrency).
 func Collect(ctx context.Context, s bucket.Store, o Options) (*Fleet, error) {
 	if o.Now.IsZero() {
 		o.Now = time.Now()
 	}
 	if o.Concurrency <= 0 {
-		o.Concurrency = 16
+		o.Concurrency = 32
+	}
+	if o.FullEvery <= 0 {
+		o.FullEvery = DefaultFullEvery
 	}
 	cs := &bucket.Counting{Store: s}
 	f := &Fleet{GeneratedAt: o.Now.UTC(), Bucket: s.String()}
@@ -162,9 +175,10 @@ func Collect(ctx context.Context, s bucket.Store, o Options) (*Fleet, error) {
 			steps[name] = *step
 		}
 	}
-	if f.Devices, err = readDevices(ctx, cs, o); err != nil {
+	if f.Snapshot, f.Read, err = readFleet(ctx, cs, o); err != nil {
 		return nil, err
 	}
+	f.Devices = f.Snapshot.devices(o.Now, o.Channel)
 	f.Requests = cs.Requests()
 	f.summarise(steps)
 	return f, nil
@@ -268,90 +282,6 @@ func cleanSystems(m map[string]string) map[string]string {
 		out[status.Clean(class, 64)] = status.Clean(path, maxText)
 	}
 	return out
-}
-
-// readDevices lists devices/ and reads every status blob, o.Concurrency
-// at a time.
-func readDevices(ctx context.Context, s bucket.Store, o Options) ([]Device, error) {
-	var keys []string
-	err := s.List(ctx, bucket.DevicesPrefix, func(i bucket.Info) error {
-		if strings.HasSuffix(i.Key, "/"+bucket.StatusName) {
-			keys = append(keys, i.Key)
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("list devices: %w", err)
-	}
-	devs := make([]Device, len(keys))
-	var wg sync.WaitGroup
-	work := make(chan int)
-	for range min(o.Concurrency, max(len(keys), 1)) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range work {
-				devs[i] = readDevice(ctx, s, keys[i], o.Now)
-			}
-		}()
-	}
-	for i := range keys {
-		work <- i
-	}
-	close(work)
-	wg.Wait()
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	if o.Channel == "" {
-		return devs, nil
-	}
-	kept := devs[:0]
-	for _, d := range devs {
-		if d.Channel == o.Channel {
-			kept = append(kept, d)
-		}
-	}
-	return kept, nil
-}
-
-// readDevice reads one status blob; anything wrong with it makes the
-// device invalid, with why as its error.
-func readDevice(ctx context.Context, s bucket.Store, key string, now time.Time) Device {
-	id := strings.TrimSuffix(strings.TrimPrefix(key, bucket.DevicesPrefix), "/"+bucket.StatusName)
-	d := Device{ID: id, State: Invalid}
-	if err := manifest.ValidateName("device id", id); err != nil {
-		d.LastError = "status blob under an invalid device id"
-		return d
-	}
-	obj, err := s.Get(ctx, key, bucket.GetOptions{MaxSize: status.MaxSize})
-	if err != nil {
-		if errors.Is(err, bucket.ErrTooLarge) {
-			d.LastError = "status blob too large"
-		} else {
-			d.LastError = "unreadable status blob: " + status.Clean(err.Error(), 1024)
-		}
-		return d
-	}
-	st, err := status.Parse(id, obj.Data)
-	if err != nil {
-		d.LastError = err.Error()
-		return d
-	}
-	d = Device{ID: id, Channel: st.Channel, Class: st.Class, State: st.State, Reported: st.State, Revision: st.Revision,
-		StorePath: st.StorePath, CheckedAt: st.CheckedAt, NeedsReboot: st.NeedsReboot, LastError: st.LastError,
-		Note: st.Note, AgentVersion: st.AgentVersion, Attempted: st.Attempted}
-	if ahead := st.CheckedAt.Sub(now); ahead > MaxClockSkew {
-		d.State = Invalid
-		d.LastError = fmt.Sprintf("clock ahead: checked in at %s, %s after this clock (allowed skew %s); fix the device's clock", st.CheckedAt.UTC().Format(time.RFC3339), ahead.Round(time.Second), MaxClockSkew)
-		return d
-	}
-	hb := time.Duration(st.HeartbeatSeconds) * time.Second
-	if hb <= 0 {
-		hb = DefaultHeartbeat
-	}
-	d.Offline = now.Sub(st.CheckedAt) > 3*hb
-	return d
 }
 
 // rank orders rows: problems first, in the order of States.

@@ -11,7 +11,6 @@ import (
 	"time"
 	"unicode"
 
-	"github.com/nix-ota/nix-ota/bucket"
 	dashboard "github.com/nix-ota/nix-ota/dashboard-static"
 	"github.com/nix-ota/nix-ota/internal/testenv"
 	"github.com/nix-ota/nix-ota/status"
@@ -61,9 +60,7 @@ func TestInvisibleCharactersStayOut(t *testing.T) {
 	if n < 8 {
 		t.Fatalf("only %d string fields set", n)
 	}
-	if _, err := bucket.PutBytes(context.Background(), st, bucket.StatusKey("kiosk-1"), blob(t, s), bucket.PutOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	testenv.PutCheckin(t, st, "kiosk-1", now.Add(-time.Minute), blob(t, s))
 	f := collect(t, st)
 	page, err := dashboard.HTML(f)
 	if err != nil {
@@ -102,9 +99,7 @@ func TestClockAhead(t *testing.T) {
 		"on-time":    now.Add(-time.Minute),
 	} {
 		s := status.Status{DeviceID: id, Channel: "prod", State: status.UpToDate, Revision: 1, StorePath: spA, CheckedAt: at}
-		if _, err := bucket.PutBytes(ctx, st, bucket.StatusKey(id), blob(t, s), bucket.PutOptions{}); err != nil {
-			t.Fatal(err)
-		}
+		testenv.PutCheckin(t, st, id, at, blob(t, s))
 	}
 	f := collect(t, st)
 	got := map[string]dashboard.Device{}

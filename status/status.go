@@ -54,8 +54,8 @@ type Status struct {
 	NeedsReboot      bool      `json:"needsReboot"`
 	LastError        string    `json:"lastError,omitempty"`
 	Note             string    `json:"note,omitempty"`
-	Cleanup          string    `json:"cleanup,omitempty"` // what the last device-side cleanup freed
-	CheckedAt        time.Time `json:"checkedAt"`
+	Cleanup          string    `json:"cleanup,omitempty"`  // what the last device-side cleanup freed
+	CheckedAt        time.Time `json:"checkedAt,omitzero"` // local copies only: in the bucket, the object's LastModified
 	ChangedAt        time.Time `json:"changedAt"`
 	AgentVersion     string    `json:"agentVersion"`
 	HeartbeatSeconds int       `json:"heartbeatSeconds,omitempty"`

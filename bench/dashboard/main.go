@@ -1,12 +1,14 @@
-// Command dashboard measures the publisher's side on large fleets: the
-// latency of `nix-ota publish` (sign, upload, dashboard) with 10, 1,000 and
-// 10,000 device statuses in the bucket, and `nix-ota dashboard` over 10,000
-// and 100,000 statuses in a real MinIO bucket (through a counting loopback
-// proxy; also with --public-key, which reads each channel's signed history
-// for verified progress) and in a file:// bucket: wall time, CPU, requests
-// and peak RSS of the whole CLI process, min/median/max over repeated runs.
+// Command dashboard measures the publisher's side on large fleets, in a
+// real MinIO bucket behind a counting loopback proxy: the latency of
+// `nix-ota publish` with 10, 10,000 and 100,000 devices in the bucket (until
+// the channel moved, and the dashboard refresh after it), and `nix-ota
+// dashboard --public-key` at 10,000 and 100,000 devices, cold (no
+// snapshot: every check-in listed and read) and warm (1% of the devices
+// changed since the previous run): wall time, CPU, requests and peak RSS of
+// the whole CLI process, min/median/max over repeated runs. Results go to
+// bench/results.json under "scale".
 //
-//	go run ./bench/dashboard [-devices 10000,100000] [-publish-at 10,1000,10000] [-runs 3]
+//	go run ./bench/dashboard [-devices 10000,100000] [-publish-at 10,10000,100000] [-runs 3]
 package main
 
 import (
@@ -18,6 +20,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -26,13 +29,14 @@ import (
 	"github.com/nix-ota/nix-ota/bucket"
 	"github.com/nix-ota/nix-ota/bucket/s3store"
 	"github.com/nix-ota/nix-ota/internal/benchutil"
+	"github.com/nix-ota/nix-ota/internal/testenv"
 	"github.com/nix-ota/nix-ota/status"
 )
 
 func main() {
 	devices := flag.String("devices", "10000,100000", "fleet sizes for the dashboard")
-	publishAt := flag.String("publish-at", "10,1000,10000", "fleet sizes for the publish latency")
-	runs := flag.Int("runs", 3, "runs per measurement (1 for fleets over 50,000)")
+	publishAt := flag.String("publish-at", "10,10000,100000", "fleet sizes for the publish latency")
+	runs := flag.Int("runs", 3, "runs per measurement")
 	flag.Parse()
 	log.SetFlags(0)
 	if err := run(ints(*devices), ints(*publishAt), *runs); err != nil {
@@ -64,6 +68,16 @@ func setup(ctx context.Context, s bucket.Store) (string, error) {
 	return pub.String(), err
 }
 
+// heartbeat is the fleet's: the agent's default.
+const heartbeat = 8 * 3600
+
+// at is when device i last checked in: the fleet's check-ins are spread
+// over one heartbeat's windows, as a running fleet leaves them.
+func at(i int) time.Time {
+	windows := heartbeat / int(bucket.CheckinWindow.Seconds())
+	return time.Now().Add(-time.Duration(i%windows) * bucket.CheckinWindow)
+}
+
 // fill writes the status blobs of devices from..to-1, 32 at a time.
 func fill(ctx context.Context, s bucket.Store, from, to int) error {
 	now := time.Now().UTC().Truncate(time.Second)
@@ -77,12 +91,12 @@ func fill(ctx context.Context, s bucket.Store, from, to int) error {
 			defer wg.Done()
 			for i := range work {
 				st := status.Status{DeviceID: fmt.Sprintf("device-%05d", i), Channel: "prod", State: states[i%len(states)], Revision: 1,
-					StorePath: sp, CheckedAt: now, ChangedAt: now, AgentVersion: "bench", HeartbeatSeconds: 900}
+					StorePath: sp, ChangedAt: now, AgentVersion: "bench", HeartbeatSeconds: heartbeat}
 				if i%7 == 0 {
 					st.LastError = "fetch closure of revision 1: nix-store: exit status 1: error: unable to download narinfo"
 				}
 				b, _ := json.Marshal(st)
-				if _, err := bucket.PutBytes(ctx, s, bucket.StatusKey(st.DeviceID), b, bucket.PutOptions{}); err != nil {
+				if _, err := bucket.PutBytes(ctx, s, bucket.CheckinKey(st.DeviceID, at(i)), b, bucket.PutOptions{}); err != nil {
 					select {
 					case errs <- err:
 					default:
@@ -104,7 +118,7 @@ func fill(ctx context.Context, s bucket.Store, from, to int) error {
 	}
 }
 
-type sample struct{ wall, cpu, rssMiB, reqs int64 }
+type sample struct{ wall, cpu, rssKiB, reqs int64 }
 
 // measure runs the CLI under GNU time: its peak RSS and CPU (10 ms
 // resolution) are the CLI's own, not this harness's (benchutil.WrapTime).
@@ -125,159 +139,233 @@ func measure(bin string, env []string, args ...string) (sample, error) {
 	if err != nil {
 		return sample{}, err
 	}
-	return sample{wall: wall.Milliseconds(), cpu: t.CPU.Milliseconds(), rssMiB: t.PeakRSSKiB / 1024}, nil
+	return sample{wall: wall.Milliseconds(), cpu: t.CPU.Milliseconds(), rssKiB: t.PeakRSSKiB}, nil
 }
 
 func report(name string, ss []sample) {
 	col := func(f func(sample) int64) (int64, int64, int64) { return benchutil.Column(ss, f) }
 	w1, w2, w3 := col(func(s sample) int64 { return s.wall })
 	c1, c2, c3 := col(func(s sample) int64 { return s.cpu })
-	r1, r2, r3 := col(func(s sample) int64 { return s.rssMiB })
+	r1, r2, r3 := col(func(s sample) int64 { return s.rssKiB / 1024 })
 	q1, _, _ := col(func(s sample) int64 { return s.reqs })
 	reqs := "n/a (no network)"
 	if q1 > 0 {
 		reqs = fmt.Sprint(q1)
 	}
-	fmt.Printf("%-8s wall %6d/%6d/%6d ms   CPU %6d/%6d/%6d ms   peak RSS %4d/%4d/%4d MiB   requests %s\n", name, w1, w2, w3, c1, c2, c3, r1, r2, r3, reqs)
+	fmt.Printf("%-20s wall %6d/%6d/%6d ms   CPU %6d/%6d/%6d ms   peak RSS %4d/%4d/%4d MiB   requests %s\n", name, w1, w2, w3, c1, c2, c3, r1, r2, r3, reqs)
+}
+
+// bench is one benchmark run's shared parts: the CLI, a MinIO bucket
+// behind a counting proxy, and what has been filled so far.
+type bench struct {
+	bin, dir, keyFile, setupKey string
+	m                           *testenv.MinIO
+	px                          *benchutil.Proxy
+	direct                      bucket.Store
+	s3URL                       string
+	filled                      int
+}
+
+func (b *bench) env(cache string) []string {
+	return append(b.m.Env(), "NIX_OTA_CACHE_DIR="+cache)
+}
+
+// grow fills the bucket up to n devices, their check-ins spread over the
+// last heartbeat's windows as a running fleet leaves them.
+func (b *bench) grow(ctx context.Context, n int) error {
+	if n <= b.filled {
+		return nil
+	}
+	start := time.Now()
+	if err := fill(ctx, b.direct, b.filled, n); err != nil {
+		return err
+	}
+	fmt.Printf("(filled MinIO up to %d check-ins in %s)\n", n, time.Since(start).Round(time.Second))
+	b.filled = n
+	return nil
+}
+
+// seed reads the whole fleet once into cache: a dashboard that has been
+// running.
+func (b *bench) seed(cache string) error {
+	_, err := measure(b.bin, b.env(cache), "dashboard", "--full", "--bucket", b.s3URL, "--out", filepath.Join(b.dir, "out-seed"))
+	return err
 }
 
 func run(sizes, publishAt []int, runs int) error {
 	ctx := context.Background()
-	dir, err := os.MkdirTemp("", "nix-ota-bench-dash-")
+	b, stop, err := start(ctx)
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(dir)
-	bin := filepath.Join(dir, "nix-ota")
-	if out, err := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", bin, "./cmd/nix-ota").CombinedOutput(); err != nil {
-		return fmt.Errorf("build: %v\n%s", err, out)
-	}
-	keyFile := filepath.Join(dir, "sign.key")
-	if out, err := exec.Command(bin, "keygen", "--out", keyFile).CombinedOutput(); err != nil {
-		return fmt.Errorf("keygen: %v %s", err, out)
-	}
-
-	m, err := benchutil.StartMinIOBucket(ctx, "fleet")
-	if err != nil {
-		return err
-	}
-	defer m.Stop()
-	direct, err := s3store.Open(fmt.Sprintf("s3://fleet?endpoint=%s&scheme=http", m.Endpoint), bucket.Options{}, m.Creds())
-	if err != nil {
-		return err
-	}
-	px, err := benchutil.StartProxy(m.Endpoint)
-	if err != nil {
-		return err
-	}
-	defer px.Close()
-	s3URL := fmt.Sprintf("s3://fleet?endpoint=%s&scheme=http", px.Addr())
-	fileURL := "file://" + filepath.Join(dir, "bucket")
-	fs, err := bucket.Open(fileURL, bucket.Options{Create: true})
-	if err != nil {
-		return err
-	}
-	setupKey, err := setup(ctx, direct) // the store publish is measured on
-	if err != nil {
-		return err
-	}
-	if _, err := setup(ctx, fs); err != nil {
-		return err
-	}
-	cliPub, err := exec.Command(bin, "pubkey", "--key", keyFile).Output()
-	if err != nil {
-		return err
-	}
-	results := map[string]any{}
-	filled := 0
-	grow := func(n int) error {
-		if n <= filled {
-			return nil
-		}
-		start := time.Now()
-		if err := fill(ctx, direct, filled, n); err != nil {
+	defer stop()
+	scale, pub := map[string]any{}, map[string]any{}
+	all := append(slices.Clone(sizes), publishAt...)
+	slices.Sort(all)
+	for _, n := range slices.Compact(all) {
+		if err := b.grow(ctx, n); err != nil {
 			return err
 		}
-		if err := fill(ctx, fs, filled, n); err != nil {
-			return err
+		if slices.Contains(publishAt, n) {
+			if err := b.publishes(n, runs, pub); err != nil {
+				return err
+			}
 		}
-		fmt.Printf("(filled MinIO and file:// up to %d status blobs in %s)\n", n, time.Since(start).Round(time.Second))
-		filled = n
-		return nil
+		if slices.Contains(sizes, n) {
+			if err := b.dashboards(ctx, n, runs, scale); err != nil {
+				return err
+			}
+		}
 	}
-
-	fmt.Printf("\nnix-ota publish (sign, upload, regenerate the dashboard) against MinIO, min/median/max of %d runs\n", runs)
-	pub := map[string]any{}
-	for _, n := range publishAt {
-		if err := grow(n); err != nil {
-			return err
-		}
-		var ss []sample
-		for i := 0; i < runs; i++ {
-			px.Reset()
-			s, err := measure(bin, m.Env(), "publish", "--skip-closure-check", "--bucket", s3URL, "--key", keyFile, "--public-key", setupKey, "--channel", "prod", "--store-path", sp)
-			if err != nil {
-				return err
-			}
-			s.reqs = px.Requests.Load()
-			ss = append(ss, s)
-		}
-		report(fmt.Sprintf("%d devices", n), ss)
-		pub[strconv.Itoa(n)] = summary(ss)
-	}
-	results["publish"] = pub
-
-	fmt.Printf("\nnix-ota dashboard (targets at 10,000: < 15 s, < 200 MiB)\n")
-	dash := map[string]any{}
-	for _, n := range sizes {
-		if err := grow(n); err != nil {
-			return err
-		}
-		r := runs
-		if n > 50000 {
-			r = 1
-		}
-		var s3s, files, verified []sample
-		for i := 0; i < r; i++ {
-			px.Reset()
-			s, err := measure(bin, m.Env(), "dashboard", "--bucket", s3URL, "--out", filepath.Join(dir, "out-s3"))
-			if err != nil {
-				return err
-			}
-			s.reqs = px.Requests.Load()
-			s3s = append(s3s, s)
-			px.Reset()
-			v, err := measure(bin, m.Env(), "dashboard", "--bucket", s3URL, "--public-key", setupKey, "--public-key", strings.TrimSpace(string(cliPub)), "--out", filepath.Join(dir, "out-v"))
-			if err != nil {
-				return err
-			}
-			v.reqs = px.Requests.Load()
-			verified = append(verified, v)
-			f, err := measure(bin, nil, "dashboard", "--bucket", fileURL, "--out", filepath.Join(dir, "out-file"))
-			if err != nil {
-				return err
-			}
-			files = append(files, f)
-		}
-		fmt.Printf("%d devices (%d run(s)):\n", n, r)
-		report("  minio", s3s)
-		report("  minio --public-key", verified)
-		report("  file://", files)
-		fi, _ := os.Stat(filepath.Join(dir, "out-s3", "index.html"))
-		fmt.Printf("  index.html: %.1f MB\n", float64(fi.Size())/1e6)
-		dash[strconv.Itoa(n)] = map[string]any{"minio": summary(s3s), "minio_verified": summary(verified), "file": summary(files), "html_bytes": fi.Size()}
-	}
-	results["dashboard"] = dash
-	fmt.Println("requests: 1 LIST of channels/, 1 GET per channel, the LIST pages of devices/ (1000 keys each), 1 GET per device;")
-	fmt.Println("with --public-key also per channel a LIST of its history, a GET per revision and its attestations")
-	return benchutil.SaveResult("publisher", results)
+	scale["publish_ms"] = pub
+	return benchutil.MergeResult("scale", scale)
 }
 
-func summary(ss []sample) map[string]any {
-	col := func(f func(sample) int64) []int64 {
-		a, b, c := benchutil.Column(ss, f)
-		return []int64{a, b, c}
+// start builds the CLI, a signing key, MinIO and a published channel.
+func start(ctx context.Context) (*bench, func(), error) {
+	dir, err := os.MkdirTemp("", "nix-ota-bench-dash-")
+	if err != nil {
+		return nil, nil, err
 	}
-	return map[string]any{"wall_ms": col(func(s sample) int64 { return s.wall }), "cpu_ms": col(func(s sample) int64 { return s.cpu }),
-		"peak_rss_mib": col(func(s sample) int64 { return s.rssMiB }), "requests": col(func(s sample) int64 { return s.reqs })}
+	b := &bench{dir: dir, bin: filepath.Join(dir, "nix-ota"), keyFile: filepath.Join(dir, "sign.key")}
+	stop := func() {
+		if b.px != nil {
+			b.px.Close()
+		}
+		if b.m != nil {
+			b.m.Stop()
+		}
+		os.RemoveAll(dir)
+	}
+	if out, err := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", b.bin, "./cmd/nix-ota").CombinedOutput(); err != nil {
+		return nil, stop, fmt.Errorf("build: %v\n%s", err, out)
+	}
+	if out, err := exec.Command(b.bin, "keygen", "--out", b.keyFile).CombinedOutput(); err != nil {
+		return nil, stop, fmt.Errorf("keygen: %v %s", err, out)
+	}
+	if b.m, err = benchutil.StartMinIOBucket(ctx, "fleet"); err != nil {
+		return nil, stop, err
+	}
+	if b.direct, err = s3store.Open(fmt.Sprintf("s3://fleet?endpoint=%s&scheme=http", b.m.Endpoint), bucket.Options{}, b.m.Creds()); err != nil {
+		return nil, stop, err
+	}
+	if b.px, err = benchutil.StartProxy(b.m.Endpoint); err != nil {
+		return nil, stop, err
+	}
+	b.s3URL = fmt.Sprintf("s3://fleet?endpoint=%s&scheme=http", b.px.Addr())
+	b.setupKey, err = setup(ctx, b.direct)
+	return b, stop, err
+}
+
+// publishes measures `nix-ota publish --json` at each fleet size: the
+// latency until the channel moved (what the command reports as publishMs,
+// from its start), and apart from it the dashboard refresh that follows
+// and the whole command's wall time.
+func (b *bench) publishes(n, runs int, out map[string]any) error {
+	cache := filepath.Join(b.dir, "cache-publish")
+	if err := b.seed(cache); err != nil {
+		return err
+	}
+	var moved, dash, whole []int64
+	for range runs {
+		t, wall, err := b.publishOnce(cache)
+		if err != nil {
+			return err
+		}
+		moved, dash, whole = append(moved, t.PublishMs), append(dash, t.DashboardMs), append(whole, wall)
+	}
+	m1, m2, m3 := benchutil.MinMedMax(moved)
+	d1, d2, d3 := benchutil.MinMedMax(dash)
+	w1, w2, w3 := benchutil.MinMedMax(whole)
+	fmt.Printf("\nnix-ota publish at %d devices against MinIO (min/median/max of %d runs): channel moved %d/%d/%d ms; dashboard refresh after it %d/%d/%d ms; whole command %d/%d/%d ms\n",
+		n, runs, m1, m2, m3, d1, d2, d3, w1, w2, w3)
+	out[strconv.Itoa(n)] = []int64{m1, m2, m3}
+	out["dashboard_after_publish_"+strconv.Itoa(n)] = []int64{d1, d2, d3}
+	out["command_"+strconv.Itoa(n)] = []int64{w1, w2, w3}
+	return nil
+}
+
+type timings struct {
+	PublishMs   int64 `json:"publishMs"`
+	DashboardMs int64 `json:"dashboardMs"`
+}
+
+func (b *bench) publishOnce(cache string) (timings, int64, error) {
+	cmd := exec.Command(b.bin, "publish", "--json", "--skip-closure-check", "--bucket", b.s3URL, "--key", b.keyFile, "--public-key", b.setupKey, "--channel", "prod", "--store-path", sp)
+	cmd.Env = append(os.Environ(), b.env(cache)...)
+	start := time.Now()
+	out, err := cmd.Output()
+	wall := time.Since(start).Milliseconds()
+	if err != nil {
+		return timings{}, 0, fmt.Errorf("publish: %v\n%s", err, out)
+	}
+	var r struct {
+		Timings timings `json:"timings"`
+	}
+	if err := json.Unmarshal(out, &r); err != nil || r.Timings.PublishMs <= 0 {
+		return timings{}, 0, fmt.Errorf("publish --json: %v: %s", err, out)
+	}
+	return r.Timings, wall, nil
+}
+
+// dashboards measures `nix-ota dashboard` at n devices: cold (no
+// snapshot: every window listed, every blob read) and warm (1% of the
+// devices wrote a changed status since the previous run).
+func (b *bench) dashboards(ctx context.Context, n, runs int, scale map[string]any) error {
+	fmt.Printf("\nnix-ota dashboard at %d devices against MinIO, min/median/max of %d runs\n", n, runs)
+	var cold, warm []sample
+	for i := range runs {
+		b.px.Reset()
+		cache := filepath.Join(b.dir, fmt.Sprintf("cache-%d-%d", n, i)) // empty: a cold read
+		s, err := measure(b.bin, b.env(cache), "dashboard", "--bucket", b.s3URL, "--public-key", b.setupKey, "--out", filepath.Join(b.dir, "out-cold"))
+		if err != nil {
+			return err
+		}
+		s.reqs = b.px.Requests.Load()
+		cold = append(cold, s)
+	}
+	report("  cold", cold)
+	warmCache := filepath.Join(b.dir, fmt.Sprintf("cache-%d-%d", n, runs-1)) // the last cold run's snapshot
+	for i := range runs {
+		if err := change(ctx, b.direct, n, n/100, i); err != nil {
+			return err
+		}
+		b.px.Reset()
+		s, err := measure(b.bin, b.env(warmCache), "dashboard", "--bucket", b.s3URL, "--public-key", b.setupKey, "--out", filepath.Join(b.dir, "out-warm"))
+		if err != nil {
+			return err
+		}
+		s.reqs = b.px.Requests.Load()
+		warm = append(warm, s)
+	}
+	report("  warm (1% changed)", warm)
+	key := fmt.Sprintf("dashboard_%d_", n)
+	col := func(ss []sample, f func(sample) int64) []int64 {
+		a, m, c := benchutil.Column(ss, f)
+		return []int64{a, m, c}
+	}
+	scale[key+"cold_ms"] = col(cold, func(s sample) int64 { return s.wall })
+	scale[key+"cold_requests"] = col(cold, func(s sample) int64 { return s.reqs })
+	scale[key+"cold_peak_rss_kib"] = col(cold, func(s sample) int64 { return s.rssKiB })
+	scale[key+"warm_ms"] = col(warm, func(s sample) int64 { return s.wall })
+	scale[key+"warm_requests"] = col(warm, func(s sample) int64 { return s.reqs })
+	scale[key+"warm_peak_rss_kib"] = col(warm, func(s sample) int64 { return s.rssKiB })
+	scale[key+"warm_cpu_ms"] = col(warm, func(s sample) int64 { return s.cpu })
+	return nil
+}
+
+// change makes k of n devices write a changed status now (round r picks
+// other devices and another state than the fill's).
+func change(ctx context.Context, s bucket.Store, n, k, r int) error {
+	now := time.Now().UTC()
+	for j := range k {
+		i := (j*97 + r*31) % n
+		st := status.Status{DeviceID: fmt.Sprintf("device-%05d", i), Channel: "prod", State: status.States[(i+r+1)%len(status.States)], Revision: 1,
+			StorePath: sp, ChangedAt: now, AgentVersion: "bench", HeartbeatSeconds: heartbeat}
+		b, _ := json.Marshal(st)
+		if _, err := bucket.PutBytes(ctx, s, bucket.CheckinKey(st.DeviceID, now), b, bucket.JSONPut()); err != nil {
+			return err
+		}
+	}
+	return nil
 }

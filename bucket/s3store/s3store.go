@@ -144,7 +144,7 @@ func (s *s3Store) Put(ctx context.Context, key string, r io.Reader, size int64, 
 	if err := bucket.ValidateKey(key); err != nil {
 		return "", err
 	}
-	o := minio.PutObjectOptions{ContentType: opts.ContentType, CacheControl: opts.CacheControl}
+	o := minio.PutObjectOptions{ContentType: opts.ContentType, CacheControl: opts.CacheControl, DisableContentSha256: opts.UnsignedPayload}
 	if opts.CreateOnly {
 		o.SetMatchETagExcept("*")
 	} else if opts.IfMatch != "" {
@@ -180,21 +180,57 @@ func (s *s3Store) Stat(ctx context.Context, key string) (bucket.Info, error) {
 }
 
 func (s *s3Store) List(ctx context.Context, prefix string, fn func(bucket.Info) error) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel() // stops minio-go's listing goroutine on an early return
+	return s.ListAfter(ctx, prefix, "", fn)
+}
+
+// ListAfter pages with start-after rather than continuation tokens: each
+// page is then an independent listing from its first key, which MinIO
+// serves by walking only from there (a continuation listing walks and
+// caches the whole prefix first; measured 2.5x slower for the newest
+// check-in windows of a 100,000-device bucket).
+func (s *s3Store) ListAfter(ctx context.Context, prefix, after string, fn func(bucket.Info) error) error {
 	strip := ""
 	if s.cfg.Prefix != "" {
 		strip = s.cfg.Prefix + "/"
 	}
-	for obj := range s.core.Client.ListObjects(ctx, s.cfg.Bucket, minio.ListObjectsOptions{Prefix: strip + prefix, Recursive: true}) {
-		if obj.Err != nil {
-			return s.mapErr("list", prefix, obj.Err)
-		}
-		if err := fn(bucket.Info{Key: strings.TrimPrefix(obj.Key, strip), Size: obj.Size, ETag: bucket.TrimETag(obj.ETag), ModTime: obj.LastModified}); err != nil {
-			return err
-		}
+	if after != "" {
+		after = strip + after
 	}
-	return nil
+	for {
+		page, err := s.listPage(ctx, strip+prefix, after)
+		if err != nil {
+			return s.mapErr("list", prefix, err)
+		}
+		for _, obj := range page.Contents {
+			if err := fn(bucket.Info{Key: strings.TrimPrefix(obj.Key, strip), Size: obj.Size, ETag: bucket.TrimETag(obj.ETag), ModTime: obj.LastModified}); err != nil {
+				return err
+			}
+		}
+		if !page.IsTruncated || len(page.Contents) == 0 {
+			return nil
+		}
+		after = page.Contents[len(page.Contents)-1].Key
+	}
+}
+
+// listPage is one ListObjectsV2 request; minio-go's Core takes no context,
+// so a cancelled context returns at once and the request finishes alone.
+func (s *s3Store) listPage(ctx context.Context, prefix, after string) (minio.ListBucketV2Result, error) {
+	type result struct {
+		page minio.ListBucketV2Result
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		page, err := s.core.ListObjectsV2(s.cfg.Bucket, prefix, after, "", "", 1000)
+		done <- result{page, err}
+	}()
+	select {
+	case r := <-done:
+		return r.page, r.err
+	case <-ctx.Done():
+		return minio.ListBucketV2Result{}, ctx.Err()
+	}
 }
 
 func (s *s3Store) Delete(ctx context.Context, key string) error {
@@ -207,6 +243,25 @@ func (s *s3Store) Delete(ctx context.Context, key string) error {
 			return nil
 		}
 		return err
+	}
+	return nil
+}
+
+// DeleteKeys deletes up to 1,000 keys in one DeleteObjects request
+// (bucket.DeleteAll batches through it); absent keys are not an error.
+func (s *s3Store) DeleteKeys(ctx context.Context, keys []string) error {
+	objs := make(chan minio.ObjectInfo, len(keys))
+	for _, k := range keys {
+		if err := bucket.ValidateKey(k); err != nil {
+			return err
+		}
+		objs <- minio.ObjectInfo{Key: s.key(k)}
+	}
+	close(objs)
+	for e := range s.core.Client.RemoveObjects(ctx, s.cfg.Bucket, objs, minio.RemoveObjectsOptions{}) {
+		if err := s.mapErr("delete", e.ObjectName, e.Err); !errors.Is(err, bucket.ErrNotFound) {
+			return err
+		}
 	}
 	return nil
 }

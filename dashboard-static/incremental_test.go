@@ -1,0 +1,229 @@
+package dashboard_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nix-ota/nix-ota/bucket"
+	"github.com/nix-ota/nix-ota/bucket/s3store"
+	dashboard "github.com/nix-ota/nix-ota/dashboard-static"
+	"github.com/nix-ota/nix-ota/internal/testenv"
+	"github.com/nix-ota/nix-ota/manifest"
+	"github.com/nix-ota/nix-ota/status"
+)
+
+// TestIncrementalMatchesFull: a read that starts from the previous read's
+// snapshot gives the same fleet as a read of every window, after devices
+// changed, checked in again with the same bytes, were forgotten, went
+// offline, wrote a corrupt blob or appeared; and it reads only the blobs
+// that changed.
+func TestIncrementalMatchesFull(t *testing.T) {
+	m := testenv.SharedMinIO(t)
+	_, url := m.NewBucket(t)
+	s3, err := s3store.Open(url, bucket.Options{}, m.Creds())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, st := range map[string]bucket.Store{"file": fileStore(t), "minio": s3} {
+		t.Run(name, func(t *testing.T) { testIncremental(t, st) })
+	}
+}
+
+func testIncremental(t *testing.T, st bucket.Store) {
+	ctx := context.Background()
+	s, pub := testenv.NewSigner(t, "fleet-1")
+	testenv.Publish(t, st, s, testenv.Payload("prod", 0, spA))
+	trust := &manifest.Trust{Keys: []manifest.PublicKey{pub}}
+	dev := func(id string, state string, hb int) status.Status {
+		return status.Status{DeviceID: id, Channel: "prod", State: state, Revision: 1, StorePath: spA, AgentVersion: "1.0", HeartbeatSeconds: hb}
+	}
+	ids := []string{"changed", "same-bytes", "forgotten", "corrupt", "goes-offline", "steady-1", "steady-2", "deleted-by-hand"}
+	for _, id := range ids {
+		hb := 900
+		if id == "goes-offline" {
+			hb = 1
+		}
+		testenv.PutCheckin(t, st, id, time.Now(), blob(t, dev(id, status.UpToDate, hb)))
+	}
+	first, err := dashboard.Collect(ctx, st, dashboard.Options{Now: time.Now(), Trust: trust})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !first.Read.Full || first.Read.Fetched != len(ids) || byID(first)["goes-offline"].State == dashboard.Offline {
+		t.Fatalf("first read: %+v, goes-offline %s", first.Read, byID(first)["goes-offline"].State)
+	}
+	snap := roundTrip(t, first.Snapshot, st.String())
+
+	// What happens between two reads.
+	oldSame, _ := bucket.LatestCheckin(ctx, st, "same-bytes")
+	testenv.PutCheckin(t, st, "changed", time.Now(), blob(t, dev("changed", status.RolledBack, 900)))
+	testenv.PutCheckin(t, st, "same-bytes", time.Now().Add(bucket.CheckinWindow), blob(t, dev("same-bytes", status.UpToDate, 900)))
+	testenv.PutCheckin(t, st, "corrupt", time.Now(), []byte(`{"deviceId": "corrupt", "state": `))
+	testenv.PutCheckin(t, st, "new", time.Now(), blob(t, dev("new", status.Failed, 900)))
+	if n, err := dashboard.Forget(ctx, st, []string{"forgotten"}, time.Now()); err != nil || n != 1 {
+		t.Fatalf("forget: %d check-ins deleted, %v", n, err)
+	}
+	later := time.Now().Add(10 * time.Second) // goes-offline misses three 1 s heartbeats
+
+	inc, err := dashboard.Collect(ctx, st, dashboard.Options{Now: later, Snapshot: snap, Trust: trust})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cold, err := dashboard.Collect(ctx, st, dashboard.Options{Now: later, Trust: trust})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sameFleet(t, "incremental", inc, cold)
+	if inc.Read.Full || inc.Read.Fetched != 3 { // changed, corrupt, new: not same-bytes
+		t.Errorf("incremental read %+v, want 3 blobs read", inc.Read)
+	}
+	if !slices.Equal(inc.Read.Superseded, []string{oldSame.Key}) {
+		t.Errorf("superseded %v, want %s", inc.Read.Superseded, oldSame.Key)
+	}
+	got := byID(inc)
+	for id, want := range map[string]string{"changed": status.RolledBack, "same-bytes": status.UpToDate, "corrupt": dashboard.Invalid,
+		"goes-offline": dashboard.Offline, "new": status.Failed, "steady-1": status.UpToDate} {
+		if got[id].State != want {
+			t.Errorf("%s: %s, want %s", id, got[id].State, want)
+		}
+	}
+	if _, ok := got["forgotten"]; ok {
+		t.Error("a forgotten device is still in the fleet")
+	}
+
+	// A check-in deleted by hand (not forgotten) in a window an
+	// incremental read does not list shows at the next full read.
+	gone, _ := bucket.LatestCheckin(ctx, st, "deleted-by-hand")
+	if err := st.Delete(ctx, gone.Key); err != nil {
+		t.Fatal(err)
+	}
+	full, err := dashboard.Collect(ctx, st, dashboard.Options{Now: later, Snapshot: inc.Snapshot, Full: true, Trust: trust})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cold, err = dashboard.Collect(ctx, st, dashboard.Options{Now: later, Trust: trust})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sameFleet(t, "full with a snapshot", full, cold)
+	if !full.Read.Full || full.Read.Fetched != 0 {
+		t.Errorf("full read with a snapshot: %+v, want no blob read again", full.Read)
+	}
+	if _, ok := byID(full)["deleted-by-hand"]; ok {
+		t.Error("a full read still shows a device whose check-ins are gone")
+	}
+	// Forgetting is undone by checking in again.
+	testenv.PutCheckin(t, st, "forgotten", time.Now().Add(time.Second), blob(t, dev("forgotten", status.UpToDate, 900)))
+	back, err := dashboard.Collect(ctx, st, dashboard.Options{Now: later.Add(2 * time.Second), Snapshot: full.Snapshot, Trust: trust})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := byID(back)["forgotten"]; !ok {
+		t.Error("a forgotten device that checked in again is not back")
+	}
+}
+
+// sameFleet compares what two reads show: counts, channels and every row.
+func sameFleet(t *testing.T, what string, a, b *dashboard.Fleet) {
+	t.Helper()
+	if a.Counts != b.Counts || !reflect.DeepEqual(a.ByState, b.ByState) {
+		t.Errorf("%s: counts %+v %v\ncold:  %+v %v", what, a.Counts, a.ByState, b.Counts, b.ByState)
+	}
+	if !reflect.DeepEqual(a.Channels, b.Channels) {
+		t.Errorf("%s: channels %+v\ncold: %+v", what, a.Channels, b.Channels)
+	}
+	if !reflect.DeepEqual(a.Devices, b.Devices) {
+		t.Errorf("%s: devices differ\n%+v\ncold:\n%+v", what, a.Devices, b.Devices)
+	}
+}
+
+func roundTrip(t *testing.T, s *dashboard.Snapshot, bucketURL string) *dashboard.Snapshot {
+	t.Helper()
+	var b bytes.Buffer
+	if err := s.Encode(&b); err != nil {
+		t.Fatal(err)
+	}
+	got, err := dashboard.DecodeSnapshot(&b, bucketURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got.Records, s.Records) || !got.ReadAt.Equal(s.ReadAt) {
+		t.Fatal("snapshot changed in an encode and decode")
+	}
+	return got
+}
+
+// TestDecodeSnapshotRefuses: a snapshot that is not one, is another
+// bucket's or does not hold together is not used.
+func TestDecodeSnapshotRefuses(t *testing.T) {
+	at := time.Date(2026, 11, 26, 9, 0, 0, 0, time.UTC)
+	rec := func(id, key string) dashboard.Record {
+		return dashboard.Record{Checkin: bucket.Info{Key: key, ETag: "e"}, Device: dashboard.Device{ID: id, State: status.UpToDate}}
+	}
+	good := func() *dashboard.Snapshot {
+		return &dashboard.Snapshot{Bucket: "file:///b", ReadAt: at, FullAt: at, Records: []dashboard.Record{
+			rec("a", bucket.CheckinKey("a", at)), rec("b", bucket.CheckinKey("b", at))}}
+	}
+	enc := func(s *dashboard.Snapshot) []byte {
+		var b bytes.Buffer
+		if err := s.Encode(&b); err != nil {
+			t.Fatal(err)
+		}
+		return b.Bytes()
+	}
+	if _, err := dashboard.DecodeSnapshot(bytes.NewReader(enc(good())), "file:///b"); err != nil {
+		t.Fatalf("good snapshot: %v", err)
+	}
+	unsorted := good()
+	unsorted.Records[0], unsorted.Records[1] = unsorted.Records[1], unsorted.Records[0]
+	dup := good()
+	dup.Records[1] = dup.Records[0]
+	foreign := good()
+	foreign.Records[1].Checkin.Key = bucket.CheckinKey("a", at)
+	badID := good()
+	badID.Records = []dashboard.Record{rec("a b", bucket.CheckinKey("a b", at))}
+	full := enc(good())
+	for name, b := range map[string][]byte{
+		"empty":          nil,
+		"other magic":    []byte("nix-ota fleet snapshot 0\n" + string(full[25:])),
+		"truncated":      full[:len(full)-5],
+		"garbage":        append([]byte("nix-ota fleet snapshot 1\n"), bytes.Repeat([]byte{0xff}, 64)...),
+		"unsorted":       enc(unsorted),
+		"duplicate":      enc(dup),
+		"foreign key":    enc(foreign),
+		"invalid id":     enc(badID),
+		"another bucket": enc(func() *dashboard.Snapshot { s := good(); s.Bucket = "file:///c"; return s }()),
+	} {
+		_, err := dashboard.DecodeSnapshot(bytes.NewReader(b), "file:///b")
+		if !errors.Is(err, dashboard.ErrSnapshot) {
+			t.Errorf("%s: %v, want ErrSnapshot", name, err)
+		} else if strings.Contains(err.Error(), "\n") {
+			t.Errorf("%s: error is not one line: %q", name, err)
+		}
+	}
+}
+
+func FuzzDecodeSnapshot(f *testing.F) {
+	at := time.Date(2026, 11, 26, 9, 0, 0, 0, time.UTC)
+	var b bytes.Buffer
+	(&dashboard.Snapshot{Bucket: "file:///b", ReadAt: at, Records: []dashboard.Record{{Checkin: bucket.Info{Key: bucket.CheckinKey("a", at)}, Device: dashboard.Device{ID: "a"}}}}).Encode(&b)
+	f.Add(b.Bytes())
+	f.Add([]byte("nix-ota fleet snapshot 1\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		s, err := dashboard.DecodeSnapshot(bytes.NewReader(data), "file:///b")
+		if err != nil {
+			return
+		}
+		for i := 1; i < len(s.Records); i++ {
+			if s.Records[i-1].Device.ID >= s.Records[i].Device.ID {
+				t.Fatal("accepted unsorted records")
+			}
+		}
+	})
+}
