@@ -30,7 +30,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/nix-community/go-nix/pkg/nar"
 	"github.com/nix-community/go-nix/pkg/narinfo/signature"
 	"github.com/nix-community/go-nix/pkg/nixbase32"
 	"github.com/nix-community/go-nix/pkg/storepath"
@@ -94,14 +93,14 @@ func (n LocalNix) Closure(ctx context.Context, paths []string) ([]PathInfo, erro
 }
 
 // Dump writes the NAR of a store path. Where the store is this machine's
-// file system it serialises the path itself (go-nix), which spares a
+// file system it serialises the path itself (dumpNAR), which spares a
 // nix-store process per path; Pusher checks the NAR against the hash Nix
 // reported either way, and on a mismatch asks nix-store (DumpNixStore).
 func (n LocalNix) Dump(ctx context.Context, storePath string, w io.Writer) error {
 	if _, err := os.Lstat(storePath); err != nil {
 		return n.DumpNixStore(ctx, storePath, w)
 	}
-	if err := nar.DumpPath(ctxWriter{ctx: ctx, w: w}, storePath); err != nil {
+	if err := dumpNAR(ctxWriter{ctx: ctx, w: w}, storePath); err != nil {
 		return fmt.Errorf("dump %s: %w", storePath, err)
 	}
 	return nil

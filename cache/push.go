@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"path"
 	"runtime"
+	"slices"
 	"sort"
 	"sync"
 
@@ -98,8 +99,8 @@ func (p *Pusher) signedHere(ctx context.Context, path string) (bool, error) {
 // Push uploads the closures of paths: for each path whose narinfo is not
 // in the cache yet, the zstd-compressed NAR, then the signed narinfo once
 // the narinfos of its references are there. Up to Jobs paths are checked
-// and uploaded at once, in dependency order; the first error stops the
-// rest, and what is complete stays complete.
+// and uploaded at once, largest first; the first error stops the rest,
+// and what is complete stays complete.
 func (p *Pusher) Push(ctx context.Context, paths []string) (Result, error) {
 	if err := EnsureInfo(ctx, p.Store); err != nil {
 		return Result{}, err
@@ -111,8 +112,8 @@ func (p *Pusher) Push(ctx context.Context, paths []string) (Result, error) {
 	return newPushRun(p, closure).run(ctx)
 }
 
-// pushRun is one Push: the closure in dependency order, a channel per
-// path closed once its narinfo is in the cache, and the running totals.
+// pushRun is one Push: the closure, largest NAR first, a channel per path
+// closed once its narinfo is in the cache, and the running totals.
 type pushRun struct {
 	p       *Pusher
 	closure []PathInfo
@@ -129,8 +130,13 @@ func newPushRun(p *Pusher, closure []PathInfo) *pushRun {
 	if jobs <= 0 {
 		jobs = DefaultJobs()
 	}
+	// Largest first: the push ends when its largest NAR does, so that one
+	// starts at once, and small ones fill the other jobs. Narinfos still
+	// wait for their references, so the order of uploads is free.
+	closure = slices.Clone(closure)
+	sort.SliceStable(closure, func(i, j int) bool { return closure[i].NarSize > closure[j].NarSize })
 	r := &pushRun{p: p, closure: closure, written: map[string]chan struct{}{}, slots: make(chan struct{}, jobs)}
-	r.nars.compress = make(chan struct{}, min(jobs, max(2, runtime.GOMAXPROCS(0))))
+	r.nars.compress = make(chan struct{}, min(jobs, runtime.GOMAXPROCS(0)))
 	for _, info := range closure {
 		r.written[info.Path] = make(chan struct{})
 	}
@@ -138,8 +144,8 @@ func newPushRun(p *Pusher, closure []PathInfo) *pushRun {
 	return r
 }
 
-// run starts one goroutine per path as job slots free up, in dependency
-// order, and waits for all of them. The first error cancels the others.
+// run starts one goroutine per path as job slots free up and waits for
+// all of them. The first error cancels the others.
 func (r *pushRun) run(ctx context.Context) (Result, error) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)

@@ -92,7 +92,7 @@ func (s *s3Store) putStream(ctx context.Context, key string, r io.Reader, o mini
 		putStage(stage)
 		return "", s.mapErr("put", key, err)
 	}
-	parts, err := s.putParts(ctx, key, id, r, stage, part)
+	parts, err := s.putParts(ctx, key, id, r, stage, part, o)
 	if err == nil {
 		var info minio.UploadInfo
 		info, err = s.core.CompleteMultipartUpload(ctx, s.cfg.Bucket, s.key(key), id, parts, o)
@@ -114,7 +114,7 @@ type partResult struct {
 
 // putParts uploads the parts of multipart upload id, the first already
 // in stage, the rest read from r while the one before uploads.
-func (s *s3Store) putParts(ctx context.Context, key, id string, r io.Reader, stage *os.File, part *io.SectionReader) ([]minio.CompletePart, error) {
+func (s *s3Store) putParts(ctx context.Context, key, id string, r io.Reader, stage *os.File, part *io.SectionReader, o minio.PutObjectOptions) ([]minio.CompletePart, error) {
 	var parts []minio.CompletePart
 	var uploading chan partResult
 	wait := func() error {
@@ -133,7 +133,7 @@ func (s *s3Store) putParts(ctx context.Context, key, id string, r io.Reader, sta
 		}
 		uploading = make(chan partResult, 1)
 		go func(stage *os.File, part *io.SectionReader, num int, done chan<- partResult) {
-			p, err := s.core.PutObjectPart(ctx, s.cfg.Bucket, s.key(key), id, num, part, part.Size(), minio.PutObjectPartOptions{})
+			p, err := s.core.PutObjectPart(ctx, s.cfg.Bucket, s.key(key), id, num, part, part.Size(), minio.PutObjectPartOptions{DisableContentSha256: o.DisableContentSha256})
 			putStage(stage)
 			if err != nil {
 				err = s.mapErr("put", key, err)
