@@ -40,6 +40,7 @@ bench: test-deps
 	@[ -x /usr/bin/time ] || { echo "bench: installing GNU time (peak RSS)"; $(SUDO) apt-get install -y -qq time >/dev/null; }
 	rm -f bench/results.json
 	$(GO) run ./bench/agentpoll -runs 20
+	$(GO) run ./bench/cost
 	$(GO) run ./bench/compare -runs 20
 	$(GO) run ./bench/push -mib 64
 	$(GO) run ./bench/dashboard -devices 10000,100000 -publish-at 10,10000,100000 -runs 3

@@ -114,7 +114,7 @@ func flagSet(c *Config, configFile *string) *pflag.FlagSet {
 	fs.StringVar(&c.SwitchVia, "switch-via", c.SwitchVia, "auto, systemd-run or direct (default auto)")
 	fs.DurationVar(&c.Interval.Duration, "interval", c.Interval.Duration, "daemon poll interval (default 60s)")
 	fs.DurationVar(&c.Jitter.Duration, "jitter", c.Jitter.Duration, "daemon random extra delay, up to (default interval/4)")
-	fs.DurationVar(&c.Heartbeat.Duration, "heartbeat", c.Heartbeat.Duration, "write the status at least this often (default 15m)")
+	fs.DurationVar(&c.Heartbeat.Duration, "heartbeat", c.Heartbeat.Duration, "write the status at least this often (default 8h, or the interval if longer)")
 	fs.StringVar(&c.PrometheusFile, "prometheus-file", c.PrometheusFile, "write metrics to this node_exporter textfile")
 	fs.BoolVar(&c.AllowReboot, "allow-reboot", c.AllowReboot, "reboot by itself when a new kernel/initrd or a boot-mode update needs it")
 	fs.StringVar(&c.RebootWindow, "reboot-window", c.RebootWindow, "local time window for reboots, HH:MM-HH:MM (default: any time)")

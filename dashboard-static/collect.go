@@ -135,8 +135,9 @@ type Options struct {
 	Steps map[string]channel.Step
 }
 
-// DefaultHeartbeat is assumed for blobs that do not say theirs.
-const DefaultHeartbeat = 15 * time.Minute
+// DefaultHeartbeat is assumed for blobs that do not say theirs: the
+// agent's default.
+const DefaultHeartbeat = 8 * time.Hour
 
 // ExpiryWarning is how close to expiry a channel is flagged.
 const ExpiryWarning = 7 * 24 * time.Hour

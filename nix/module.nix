@@ -205,7 +205,9 @@ in
       description = ''
         The status is written when it changes and at least this often; the dashboard
         calls a device offline after three heartbeats without one. At least
-        {option}`interval`; null: 15m, or the interval when that is longer.
+        {option}`interval`; null: 8h (status changes are written at once; the
+        heartbeat only proves an idle device alive, and each one is a PUT: see
+        docs/cost.md), or the interval when that is longer.
       '';
     };
 

@@ -224,7 +224,7 @@ func run(runs int) error {
 	c1, c2, c3 := benchutil.Column(samples, func(s sample) int64 { return s.cpu.Microseconds() })
 	return benchutil.SaveResult("agent", map[string]any{
 		"binary_bytes": fi.Size(), "once_idle_cpu_us": []int64{c1, c2, c3}, "once_idle_peak_rss_kib": []int64{r1, r2, r3},
-		"once_idle_wire_bytes_s3": samples[0].up + samples[0].down, "first_poll_requests": first.reqs, "first_poll_bytes": first.up + first.down,
+		"once_idle_wire_bytes_s3": samples[0].up + samples[0].down, "once_idle_response_bytes_s3": samples[0].down, "first_poll_requests": first.reqs, "first_poll_bytes": first.up + first.down,
 		"apply_cpu_us": apply.cpu.Microseconds(), "apply_peak_rss_kib": apply.rss,
 		"daemon_idle_cpu_us": cpu.Microseconds(), "daemon_idle_allocs": res.AllocsPerOp(), "daemon_idle_bytes_alloc": res.AllocedBytesPerOp(),
 	})
