@@ -102,10 +102,12 @@ func (p *Pusher) signedHere(ctx context.Context, path string) (bool, error) {
 // and uploaded at once, largest first; the first error stops the rest,
 // and what is complete stays complete.
 func (p *Pusher) Push(ctx context.Context, paths []string) (Result, error) {
-	if err := EnsureInfo(ctx, p.Store); err != nil {
-		return Result{}, err
-	}
+	info := make(chan error, 1) // one request, while nix path-info runs
+	go func() { info <- EnsureInfo(ctx, p.Store) }()
 	closure, err := p.Nix.Closure(ctx, paths)
+	if ierr := <-info; ierr != nil {
+		return Result{}, ierr
+	}
 	if err != nil {
 		return Result{}, err
 	}

@@ -1,8 +1,14 @@
-// Command push measures closure upload: `nix-ota push` of a closure into a
-// real MinIO bucket (only new paths, zstd, signed) against Nix's own `nix
-// copy --to file://` (zstd and Nix's default xz), for the same closure.
+// Command push measures closure upload: `nix-ota push` into a real MinIO
+// bucket (only new paths, zstd, signed) against Nix's own `nix copy --to
+// file://…?compression=zstd` of the same closure, in the same run, on the
+// same machine (MinIO shares its cores with the CLI). Two closures: a
+// realistic one of 12 store paths of mixed sizes (some compressible, some
+// not, many small files in one, a dependency graph like a system's), and
+// one 64 MiB path. Every method runs -runs times, interleaved, after one
+// unrecorded warm-up round; figures are min/median/max, in MiB/s of NAR
+// bytes (what nix path-info reports for the closure).
 //
-//	go run ./bench/push [-mib 64]
+//	go run ./bench/push [-runs 5] [-mib 64] [-xz]
 package main
 
 import (
@@ -16,22 +22,27 @@ import (
 	"strings"
 	"time"
 
-	"github.com/nix-ota/nix-ota/bucket"
-	"github.com/nix-ota/nix-ota/bucket/s3store"
+	"github.com/nix-ota/nix-ota/cache"
 	"github.com/nix-ota/nix-ota/internal/benchutil"
+	"github.com/nix-ota/nix-ota/internal/testenv"
 )
 
 func main() {
-	mib := flag.Int("mib", 64, "size of the closure's payload (half random, half zeros)")
+	runs := flag.Int("runs", 5, "recorded runs of each method")
+	mib := flag.Int("mib", 64, "size of the single-path closure (half random, half zeros)")
+	xz := flag.Bool("xz", false, "also time one nix copy with Nix's default compression (xz: about 30 s)")
 	flag.Parse()
 	log.SetFlags(0)
-	if err := run(*mib); err != nil {
+	if err := run(*runs, *mib, *xz); err != nil {
 		log.Fatalf("bench/push: %v", err)
 	}
 }
 
+// sh runs a command off the network and returns its wall time.
 func sh(env []string, name string, args ...string) (time.Duration, string, error) {
-	cmd := exec.Command(name, args...)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.Env = append(append(os.Environ(), "NIX_CONFIG=substituters ="), env...)
 	start := time.Now()
 	out, err := cmd.CombinedOutput()
@@ -41,74 +52,112 @@ func sh(env []string, name string, args ...string) (time.Duration, string, error
 	return time.Since(start), string(out), nil
 }
 
-func run(mib int) error {
-	ctx := context.Background()
-	dir, err := os.MkdirTemp("", "nix-ota-bench-push-")
+// closure is a built closure: its top path and NAR bytes.
+type closure struct {
+	name     string
+	top      string
+	paths    int
+	narBytes int64
+}
+
+func describe(name, top string) (closure, error) {
+	infos, err := cache.LocalNix{}.Closure(context.Background(), []string{top})
+	if err != nil {
+		return closure{}, err
+	}
+	c := closure{name: name, top: top, paths: len(infos)}
+	for _, i := range infos {
+		c.narBytes += int64(i.NarSize)
+	}
+	return c, nil
+}
+
+func (c closure) mib() float64 { return float64(c.narBytes) / (1 << 20) }
+
+// bench holds what every measurement shares.
+type bench struct {
+	ctx      context.Context
+	dir, bin string
+	key      string
+	m        *testenv.MinIO
+	n        int // buckets and directories made so far
+}
+
+func run(runs, mib int, xz bool) error {
+	b := &bench{ctx: context.Background()}
+	var err error
+	if b.dir, err = os.MkdirTemp("", "nix-ota-bench-push-"); err != nil {
+		return err
+	}
+	defer os.RemoveAll(b.dir)
+	if err := b.setup(); err != nil {
+		return err
+	}
+	defer b.m.Stop()
+	nonce := fmt.Sprint(time.Now().UnixNano())
+	mixed, err := b.build("closure.nix", mixedClosure(nonce))
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(dir)
-	expr := filepath.Join(dir, "payload.nix")
-	os.WriteFile(expr, []byte(fmt.Sprintf(`derivation { name = "bench-payload-%d"; system = builtins.currentSystem; builder = "/bin/sh";
-  nonce = "%d"; args = [ "-c" "/bin/mkdir -p $out && /bin/dd if=/dev/urandom of=$out/random bs=1M count=%d 2>/dev/null && /bin/dd if=/dev/zero of=$out/zeros bs=1M count=%d 2>/dev/null" ]; }`,
-		mib, time.Now().UnixNano(), mib/2, mib-mib/2)), 0o644)
-	_, out, err := sh(nil, "nix-build", "--no-out-link", expr)
+	single, err := b.build("single.nix", singlePath(nonce, mib))
 	if err != nil {
 		return err
 	}
-	path := strings.TrimSpace(out[strings.LastIndex(strings.TrimSpace(out), "\n")+1:])
-	bin := filepath.Join(dir, "nix-ota")
-	if _, _, err := sh(nil, "go", "build", "-o", bin, "./cmd/nix-ota"); err != nil {
-		return err
-	}
-	key := filepath.Join(dir, "cache.sk")
-	if _, _, err := sh(nil, "nix-store", "--generate-binary-cache-key", "bench-1", key, key+".pub"); err != nil {
-		return err
-	}
-	m, err := benchutil.StartMinIOBucket(ctx, "fleet")
-	if err != nil {
-		return err
-	}
-	defer m.Stop()
-	url := fmt.Sprintf("s3://fleet?endpoint=%s&scheme=http", m.Endpoint)
-	if _, _, err := sh(m.Env(), bin, "init", "--bucket", url); err != nil {
-		return err
-	}
-	narBytes := float64(mib) * (1 << 20)
-	fmt.Printf("closure upload of %s (%d MiB: half random, half zeros)\n\n", filepath.Base(path), mib)
-	fmt.Printf("%-44s %10s %12s %10s\n", "method", "wall s", "MiB/s (NAR)", "objects")
-	results := map[string]any{}
-	line := func(name string, d time.Duration, objects int) {
-		fmt.Printf("%-44s %10.2f %12.1f %10d\n", name, d.Seconds(), narBytes/(1<<20)/d.Seconds(), objects)
-		results[name] = map[string]any{"wall_s": d.Seconds(), "mib_per_s": narBytes / (1 << 20) / d.Seconds(), "objects": objects}
-	}
-	d, _, err := sh(m.Env(), bin, "push", "--bucket", url, "--store-path", path, "--cache-key", key)
-	if err != nil {
-		return err
-	}
-	store, _ := s3store.Open(url, bucket.Options{}, m.Creds())
-	n := 0
-	store.List(ctx, "cache/", func(bucket.Info) error { n++; return nil })
-	line("nix-ota push -> MinIO (zstd)", d, n)
-	d, _, err = sh(m.Env(), bin, "push", "--bucket", url, "--store-path", path, "--cache-key", key)
-	if err != nil {
-		return err
-	}
-	line("nix-ota push again (nothing new)", d, 0)
-	for _, c := range []struct{ name, q string }{{"nix copy --to file:// (zstd)", "&compression=zstd"}, {"nix copy --to file:// (xz, Nix's default)", ""}} {
-		target := filepath.Join(dir, "nixcopy-"+strings.Fields(c.name)[len(strings.Fields(c.name))-1])
-		d, _, err := sh(nil, "nix", "--extra-experimental-features", "nix-command", "copy", "--to", "file://"+target+"?secret-key="+key+c.q, path)
+	results := map[string]any{"runs": runs}
+	scale := map[string]any{}
+	for _, c := range []closure{mixed, single} {
+		fmt.Printf("\n%s: %d paths, %.1f MiB of NAR; %d runs (after a warm-up round), interleaved\n", c.name, c.paths, c.mib(), runs)
+		rows, err := b.measure(c, runs)
 		if err != nil {
 			return err
 		}
-		files := 0
-		filepath.Walk(target, func(_ string, fi os.FileInfo, _ error) error {
-			if fi != nil && !fi.IsDir() {
-				files++
-			}
-			return nil
-		})
-		line(c.name, d, files)
+		results[c.name] = rows
+		if c.name == mixed.name {
+			scale["push_mib_s"] = rows["nix-ota push -> MinIO (zstd)"].(map[string]any)["mib_per_s"]
+			scale["nix_copy_file_zstd_mib_s"] = rows["nix copy --to file:// (zstd)"].(map[string]any)["mib_per_s"]
+		}
 	}
-	return benchutil.SaveResult("push", results)
+	if xz {
+		if err := b.xz(mixed, results); err != nil {
+			return err
+		}
+	}
+	if err := benchutil.SaveResult("push", results); err != nil {
+		return err
+	}
+	return benchutil.MergeResult("scale", scale)
+}
+
+// setup builds nix-ota, makes a cache key and starts MinIO.
+func (b *bench) setup() error {
+	b.bin = filepath.Join(b.dir, "nix-ota")
+	if _, _, err := sh(nil, "go", "build", "-o", b.bin, "./cmd/nix-ota"); err != nil {
+		return err
+	}
+	b.key = filepath.Join(b.dir, "cache.sk")
+	if _, _, err := sh(nil, "nix-store", "--generate-binary-cache-key", "bench-1", b.key, b.key+".pub"); err != nil {
+		return err
+	}
+	var err error
+	b.m, err = benchutil.StartMinIOBucket(b.ctx, "fleet")
+	return err
+}
+
+// build writes a Nix expression and builds it.
+func (b *bench) build(file, expr string) (closure, error) {
+	f := filepath.Join(b.dir, file)
+	if err := os.WriteFile(f, []byte(expr), 0o644); err != nil {
+		return closure{}, err
+	}
+	_, out, err := sh(nil, "nix-build", "--no-out-link", f)
+	if err != nil {
+		return closure{}, err
+	}
+	out = strings.TrimSpace(out)
+	top := out[strings.LastIndex(out, "\n")+1:]
+	name := "closure of 12 paths"
+	if strings.HasPrefix(file, "single") {
+		name = "one path"
+	}
+	return describe(name, top)
 }
