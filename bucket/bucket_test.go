@@ -316,7 +316,7 @@ func (r *failingReader) Read(b []byte) (int, error) {
 }
 
 // testUnknownSize: a Put of size -1 stores the whole body (with large,
-// empty and past the S3 backend's 8 MiB first part), signed or with
+// empty and past the S3 backend's 16 MiB first part), signed or with
 // UnsignedPayload, and a body that fails midway leaves no object, not
 // even when it fails after the first part. The built-in S3 client (large
 // false) writes small bodies only.

@@ -65,8 +65,8 @@ type Pusher struct {
 
 // DefaultJobs is how many paths a push uploads at once unless told: at
 // least 4, so upload latency overlaps with compression even on 2 cores,
-// and at most 16, which bounds memory (each job holds a zstd encoder of
-// about 5 MiB; S3 parts wait in kernel memory, up to 16 MiB a job).
+// and at most 16, which bounds memory (a job's S3 parts wait in kernel
+// memory, up to 32 MiB; zstd encoders, about 3 MiB each, are one a core).
 func DefaultJobs() int { return min(max(4, runtime.GOMAXPROCS(0)), 16) }
 
 // EnsureInfo writes cache/nix-cache-info if it is missing.

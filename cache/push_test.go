@@ -160,7 +160,7 @@ func dag() *fakeNix {
 	n := &fakeNix{}
 	same := bytes.Repeat([]byte("same contents "), 1000)
 	leaves := []string{
-		n.add("leaf-big", append(randomBytes(9<<20), make([]byte, 1<<20)...)),
+		n.add("leaf-big", append(randomBytes(17<<20), make([]byte, 1<<20)...)),
 		n.add("leaf-a", randomBytes(300<<10)),
 		n.add("leaf-b", bytes.Repeat([]byte("compressible "), 50000)),
 		n.add("leaf-same-1", same),
@@ -292,13 +292,13 @@ func TestPushBadDump(t *testing.T) {
 			return errors.New("nix-store --dump: exit status 1: disk read error")
 		},
 	}
-	sizes := map[string]int{"small": 64 << 10, "two parts": 12 << 20}
+	sizes := map[string]int{"small": 64 << 10, "two parts": 20 << 20}
 	for dumpName, dump := range dumps {
 		for sizeName, size := range sizes {
 			for _, backend := range []string{"file", "minio"} {
 				t.Run(dumpName+"/"+sizeName+"/"+backend, func(t *testing.T) {
 					n := &fakeNix{dump: dump}
-					n.add("bad", randomBytes(size)) // incompressible: 12 MiB are two S3 parts
+					n.add("bad", randomBytes(size)) // incompressible: 20 MiB are two S3 parts
 					var s bucket.Store
 					var where string
 					if backend == "file" {
@@ -377,11 +377,11 @@ func (s *failNAR) Put(ctx context.Context, key string, r io.Reader, size int64, 
 	return etag, err
 }
 
-// realClosure builds a closure of 6 real store paths: a 20 MiB one (half
+// realClosure builds a closure of 6 real store paths: a 20 MiB one (mostly
 // random: two S3 parts), two small ones beside it, and three on top.
 func realClosure(t *testing.T) (top string, all []string) {
 	file := filepath.Join(t.TempDir(), "firmware.bin")
-	if err := os.WriteFile(file, append(randomBytes(10<<20), make([]byte, 10<<20)...), 0o644); err != nil {
+	if err := os.WriteFile(file, append(randomBytes(18<<20), make([]byte, 2<<20)...), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	big := strings.TrimSpace(testenv.Cmd(t, "nix-store", "--add", file))

@@ -13,14 +13,15 @@ import (
 	"github.com/nix-ota/nix-ota/bucket"
 )
 
-// streamPartSize is the first part size of a body of unknown size: a
-// body that ends within it is one PUT; a longer one is a multipart upload
-// that reads one part while the one before uploads.
-const streamPartSize = 8 << 20
+// streamPartSize is the first part size of a body of unknown size (and
+// minio-go's smallest): a body that ends within it is one PUT; a longer
+// one is a multipart upload that reads one part while the one before
+// uploads.
+const streamPartSize = 16 << 20
 
-// partSize is the size of part i (from 0): 8 MiB for the first 2,000
-// parts (16 GiB), doubling every 2,000 parts after, so the 10,000 parts
-// S3 allows hold about 500 GiB.
+// partSize is the size of part i (from 0): 16 MiB for the first 2,000
+// parts (32 GiB), doubling every 2,000 parts after, so the 10,000 parts
+// S3 allows hold about 1 TiB.
 func partSize(i int) int64 { return streamPartSize << min(i/2000, 4) }
 
 // A part waits for its upload in kernel memory (a memfd; an unlinked
