@@ -154,7 +154,7 @@ in
       type = nameType;
       default = config.networking.hostName;
       defaultText = literalExpression "config.networking.hostName";
-      description = "This device's id: its status goes to `devices/<deviceId>/status.json`.";
+      description = "This device's id: its check-ins go to `devices/<window>/<deviceId>.json`.";
     };
 
     deviceClass = mkOption {
@@ -286,7 +286,7 @@ in
       description = ''
         AWS-style credentials file (`[default]`, `aws_access_key_id`,
         `aws_secret_access_key`) for `s3://` buckets, with a policy that lets this
-        device write only `devices/<deviceId>/` (examples/policies/device-policy.json).
+        device write only `devices/*/<deviceId>.json` (examples/policies/device-policy.json).
         A path as a string, outside the Nix store, which every user can read.
       '';
     };

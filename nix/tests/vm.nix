@@ -91,7 +91,11 @@ pkgs.testers.runNixOSTest {
           bucket.succeed(f"{ENV} nix-ota publish --bucket '{B}' --key {key} --channel prod --store-path {path}")
 
       def status():
-          return json.loads(bucket.succeed("mc cat local/fleet/devices/kiosk-1/status.json"))
+          # The device's newest check-in (devices/<window>/kiosk-1.json).
+          lines = bucket.succeed("mc ls --recursive --json local/fleet/devices/").splitlines()
+          mine = sorted((o["lastModified"], o["key"]) for o in map(json.loads, filter(str.strip, lines)) if o["key"].endswith("/kiosk-1.json"))
+          assert mine, "no check-in of kiosk-1"
+          return json.loads(bucket.succeed(f"mc cat local/fleet/devices/{mine[-1][1]}"))
 
       def current():
           return device.succeed("readlink -f /run/current-system").strip()
@@ -164,6 +168,7 @@ pkgs.testers.runNixOSTest {
       with subtest("the device cannot write outside its own status"):
           bucket.succeed("mc alias set dev http://localhost:9000 kiosk-1 kiosk-1-secret-key")
           bucket.fail("echo '{}' | mc pipe dev/fleet/channels/prod.json")
-          bucket.fail("echo '{}' | mc pipe dev/fleet/devices/kiosk-2/status.json")
+          bucket.fail("echo '{}' | mc pipe dev/fleet/devices/202611260900/kiosk-2.json")
+          bucket.succeed("echo '{}' | mc pipe dev/fleet/devices/202611260900/kiosk-1.json")
     '';
 }
