@@ -80,8 +80,10 @@ step "7. What the publisher sees"
 show "$ota" verify --bucket "$bucket" --channel prod --public-key "$pub"
 show "$ota" history --bucket "$bucket" --channel prod --public-key "$pub"
 
-step "8. What the device reported (devices/fridge-007/status.json in the bucket)"
-cat "$demo/bucket/devices/fridge-007/status.json"
+step "8. What the device reported (its newest check-in, devices/<window>/fridge-007.json)"
+checkin=$(ls -t "$demo"/bucket/devices/*/fridge-007.json | head -n1)
+echo "${checkin#"$demo/bucket/"}:"
+cat "$checkin"
 echo "switch-to-configuration calls on the device:"
 sed "s|/bin/switch-to-configuration||" "$demo/device/switch.log"
 

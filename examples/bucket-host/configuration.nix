@@ -4,7 +4,7 @@
 #   channels/   signed manifests            anonymous read (devices poll over https)
 #   cache/      the Nix binary cache        anonymous read (devices substitute over https)
 #   index.html  the static dashboard        anonymous read (or put it behind auth)
-#   devices/    per-device status blobs     each device writes only its own
+#   devices/    device check-ins             each device writes only its own
 #
 # Nothing here holds a signing key: manifests are signed on the publisher's
 # laptop or CI, closures by the cache key there too.
@@ -90,7 +90,8 @@
 
   # Regenerate the dashboard every 5 minutes, so its "as of" time stays
   # fresh between publishes (the page is static). The credentials need read
-  # on channels/ and devices/ and write on index.html and dashboard.json;
+  # on channels/ and devices/, write on index.html and dashboard.json, and
+  # delete on devices/ (check-ins newer ones replaced);
   # the publisher policy covers that, no signing key is needed.
   systemd.services.nix-ota-dashboard = {
     description = "Regenerate the nix-ota fleet dashboard";
@@ -99,9 +100,13 @@
     serviceConfig = {
       Type = "oneshot";
       DynamicUser = true;
+      # The fleet snapshot: each run lists only the check-ins written since
+      # the last one and reads only the status blobs that changed.
+      CacheDirectory = "nix-ota";
       EnvironmentFile = "/run/secrets/nix-ota-dashboard"; # AWS_ACCESS_KEY_ID=... AWS_SECRET_ACCESS_KEY=...
       Environment = [
         "NIX_OTA_BUCKET=s3://fleet?endpoint=127.0.0.1:9000&scheme=http&region=us-east-1"
+        "NIX_OTA_CACHE_DIR=/var/cache/nix-ota"
         # With the fleet's public key, rollout progress is verified; without, labelled unverified.
         # "NIX_OTA_PUBLIC_KEY=fleet-2026:BASE64..."
       ];
