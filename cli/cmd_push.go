@@ -30,10 +30,11 @@ func pushCmd() *command {
 		summary: "upload closures into the bucket's binary cache",
 		about: `Uploads the closure of each --store-path into cache/ in the bucket as a signed
 Nix binary cache (zstd NARs, narinfo signed with --cache-key), uploading only
-paths whose narinfo is not there yet. --jobs paths are dumped, compressed
-and uploaded at once, each streamed from nix-store --dump through zstd to
-the bucket without a temporary file, and checked against the NAR hash Nix
-reports (a mismatch fails the upload). A path's NAR is written before its
+paths whose narinfo is not there yet (or not signed by this key). --jobs
+paths are uploaded at once, largest first; each NAR streams from the store
+through zstd to the bucket without a temporary file, named and checked by
+the NAR hash nix path-info reports (a mismatch fails the upload, leaving
+no object and no narinfo). A path's NAR is written before its
 narinfo, and its narinfo only after those of all its references, so an
 interrupted push leaves nothing half-visible and the next push uploads only
 what is missing. Devices substitute from <bucket>/cache (over https, or
