@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 
 	"github.com/nix-community/go-nix/pkg/narinfo/signature"
 	"github.com/spf13/pflag"
@@ -92,6 +93,9 @@ func (o *pushOptions) run(ctx context.Context, env *Env, args []string) error {
 		}
 		storePaths = append(storePaths, sp)
 	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel() // stops nix path-info if the bucket is refused
+	nix := prefetchClosure(ctx, storePaths)
 	s, err := openBucket(ctx, env, o.bkt, forWriting)
 	if err != nil {
 		return err
@@ -99,7 +103,7 @@ func (o *pushOptions) run(ctx context.Context, env *Env, args []string) error {
 	if err := bucket.CheckLayout(ctx, s); err != nil {
 		return err
 	}
-	res, pub, err := pushJobs(ctx, env, humanOut(env, o.json), s, o.key, storePaths, o.jobs)
+	res, pub, err := pushWith(ctx, env, humanOut(env, o.json), s, o.key, storePaths, o.jobs, nix)
 	if err != nil || !o.json {
 		return err
 	}
@@ -111,17 +115,18 @@ func (o *pushOptions) run(ctx context.Context, env *Env, args []string) error {
 // stderr and the summary on out; it returns the result and the cache's
 // public key.
 func push(ctx context.Context, env *Env, out io.Writer, s bucket.Store, keyFile string, paths []string) (cache.Result, string, error) {
-	return pushJobs(ctx, env, out, s, keyFile, paths, 0)
+	return pushWith(ctx, env, out, s, keyFile, paths, 0, cache.LocalNix{})
 }
 
-// pushJobs is push with jobs paths at once (0: cache.DefaultJobs).
-func pushJobs(ctx context.Context, env *Env, out io.Writer, s bucket.Store, keyFile string, paths []string, jobs int) (cache.Result, string, error) {
+// pushWith is push with jobs paths at once (0: cache.DefaultJobs) and
+// nix for the closure and the NARs.
+func pushWith(ctx context.Context, env *Env, out io.Writer, s bucket.Store, keyFile string, paths []string, jobs int, nix cache.Nix) (cache.Result, string, error) {
 	k, err := loadCacheKey(env, keyFile)
 	if err != nil {
 		return cache.Result{}, "", err
 	}
 	meter := newByteMeter(env.Stderr)
-	p := &cache.Pusher{Store: s, Key: k, Nix: cache.LocalNix{}, Jobs: jobs, Bytes: meter.update, Progress: func(pr cache.Progress) {
+	p := &cache.Pusher{Store: s, Key: k, Nix: nix, Jobs: jobs, Bytes: meter.update, Progress: func(pr cache.Progress) {
 		meter.clear()
 		fmt.Fprintf(env.Stderr, "push: %d/%d paths, %d uploaded (%s), %d already in the cache: %s\n",
 			pr.Done, pr.Total, pr.Uploaded, mib(pr.Bytes), pr.Skipped, filepath.Base(pr.Path))
@@ -157,3 +162,35 @@ func loadCacheKey(env *Env, keyFile string) (signature.SecretKey, error) {
 }
 
 func mib(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
+
+// prefetchedNix is LocalNix whose closure query started early: nix
+// path-info takes tens of milliseconds, which it spends while the bucket
+// is opened and checked and the key read.
+type prefetchedNix struct {
+	cache.LocalNix
+	paths []string
+	done  chan struct{}
+	infos []cache.PathInfo
+	err   error
+}
+
+func prefetchClosure(ctx context.Context, paths []string) *prefetchedNix {
+	n := &prefetchedNix{paths: paths, done: make(chan struct{})}
+	go func() {
+		n.infos, n.err = n.LocalNix.Closure(ctx, paths)
+		close(n.done)
+	}()
+	return n
+}
+
+func (n *prefetchedNix) Closure(ctx context.Context, paths []string) ([]cache.PathInfo, error) {
+	if !slices.Equal(paths, n.paths) {
+		return n.LocalNix.Closure(ctx, paths)
+	}
+	select {
+	case <-n.done:
+		return n.infos, n.err
+	case <-ctx.Done():
+		return nil, context.Cause(ctx)
+	}
+}
