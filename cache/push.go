@@ -51,8 +51,8 @@ type Pusher struct {
 	Store bucket.Store
 	Key   signature.SecretKey
 	Nix   Nix
-	// Jobs is how many paths are checked and uploaded at once; 0 means
-	// DefaultJobs().
+	// Jobs is how many paths upload at once; 0 means DefaultJobs().
+	// Narinfos are looked up Lookups at once (or Jobs, if more).
 	Jobs int
 	// Progress is called after each path (optional), from one goroutine
 	// at a time, with totals that only grow.
@@ -98,9 +98,9 @@ func (p *Pusher) signedHere(ctx context.Context, path string) (bool, error) {
 
 // Push uploads the closures of paths: for each path whose narinfo is not
 // in the cache yet, the zstd-compressed NAR, then the signed narinfo once
-// the narinfos of its references are there. Up to Jobs paths are checked
-// and uploaded at once, largest first; the first error stops the rest,
-// and what is complete stays complete.
+// the narinfos of its references are there. Up to Jobs paths upload at
+// once, largest first; the first error stops the rest, and what is
+// complete stays complete.
 func (p *Pusher) Push(ctx context.Context, paths []string) (Result, error) {
 	info := make(chan error, 1) // one request, while nix path-info runs
 	go func() { info <- EnsureInfo(ctx, p.Store) }()
@@ -146,15 +146,16 @@ func newPushRun(p *Pusher, closure []PathInfo) *pushRun {
 	return r
 }
 
-// run starts one goroutine per path as job slots free up and waits for
-// all of them. The first error cancels the others.
+// run looks up every path's narinfo (missing) and starts one goroutine
+// per path to upload as job slots free up, and waits for all of them. The
+// first error cancels the others.
 func (r *pushRun) run(ctx context.Context) (Result, error) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	var wg sync.WaitGroup
-	for _, info := range r.closure {
+	for info := range r.missing(ctx, cancel) {
 		if !r.acquire(ctx) {
-			break
+			continue // drained: the lookups stop on ctx too
 		}
 		wg.Add(1)
 		go func() {
@@ -171,6 +172,48 @@ func (r *pushRun) run(ctx context.Context) (Result, error) {
 	return r.res, err
 }
 
+// Lookups is how many narinfos a push looks up at once (more if Jobs is
+// larger): they are small requests, and a push that finds most of a
+// closure in the cache is made of little else.
+const Lookups = 16
+
+// missing looks up every path's narinfo, Lookups at once, counts those
+// this key signed as done, and sends the others, largest first as their
+// lookups return. The channel is closed once every lookup has returned.
+func (r *pushRun) missing(ctx context.Context, cancel context.CancelCauseFunc) <-chan PathInfo {
+	out := make(chan PathInfo)
+	sem := make(chan struct{}, max(Lookups, cap(r.slots)))
+	go func() {
+		var wg sync.WaitGroup
+		defer func() { wg.Wait(); close(out) }()
+		for _, info := range r.closure {
+			select {
+			case sem <- struct{}{}:
+			case <-ctx.Done():
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer func() { <-sem; wg.Done() }()
+				present, err := r.p.signedHere(ctx, info.Path)
+				switch {
+				case err != nil:
+					cancel(fmt.Errorf("push %s: %w", info.Path, err))
+				case present:
+					close(r.written[info.Path])
+					r.done(info.Path, nil)
+				default:
+					select {
+					case out <- info:
+					case <-ctx.Done():
+					}
+				}
+			}()
+		}
+	}()
+	return out
+}
+
 // acquire takes a job slot, or reports false once ctx is done.
 func (r *pushRun) acquire(ctx context.Context) bool {
 	select {
@@ -183,20 +226,10 @@ func (r *pushRun) acquire(ctx context.Context) bool {
 
 func (r *pushRun) release() { <-r.slots }
 
-// path pushes one path, holding the slot run took for it while it checks
-// the cache and uploads the NAR. Waiting for its references holds no
-// slot, so a path never keeps a job from the paths it waits for.
+// path uploads one path, holding the slot run took for it while it
+// uploads the NAR. Waiting for its references holds no slot, so a path
+// never keeps a job from the paths it waits for.
 func (r *pushRun) path(ctx context.Context, info PathInfo) error {
-	present, err := r.p.signedHere(ctx, info.Path)
-	if err != nil || present {
-		r.release()
-		if err != nil {
-			return fmt.Errorf("push %s: %w", info.Path, err)
-		}
-		close(r.written[info.Path])
-		r.done(info.Path, nil)
-		return nil
-	}
 	nar, err := r.nars.upload(ctx, r.p, info)
 	r.release()
 	if err != nil {

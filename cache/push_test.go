@@ -499,3 +499,60 @@ func checkComplete(t *testing.T, s bucket.Store, pub signature.PublicKey) int {
 	}
 	return n
 }
+
+// lookupStore holds narinfo Gets until 8 are in flight, or until 3
+// seconds after the first, and records whether 8 were.
+type lookupStore struct {
+	bucket.Store
+	mu       sync.Mutex
+	active   int
+	deadline chan struct{} // closed 3 seconds after the first Get
+	reached  chan struct{}
+	once     sync.Once
+}
+
+func (s *lookupStore) Get(ctx context.Context, key string, o bucket.GetOptions) (*bucket.Object, error) {
+	if strings.HasSuffix(key, ".narinfo") {
+		s.mu.Lock()
+		s.active++
+		if s.active >= 8 {
+			s.once.Do(func() { close(s.reached) })
+		}
+		if s.deadline == nil {
+			s.deadline = make(chan struct{})
+			time.AfterFunc(3*time.Second, func() { close(s.deadline) })
+		}
+		deadline := s.deadline
+		s.mu.Unlock()
+		select {
+		case <-s.reached:
+		case <-deadline:
+		}
+		defer func() { s.mu.Lock(); s.active--; s.mu.Unlock() }()
+	}
+	return s.Store.Get(ctx, key, o)
+}
+
+// TestPushLooksUpAtOnce: a push that finds a closure in the cache looks
+// its narinfos up many at once, even with one job, and uploads nothing.
+func TestPushLooksUpAtOnce(t *testing.T) {
+	n := &fakeNix{}
+	for i := range 40 {
+		n.add(fmt.Sprintf("p%d", i), randomBytes(1<<10))
+	}
+	s, _ := fileStore(t)
+	key := newKey(t)
+	if _, err := (&cache.Pusher{Store: s, Key: key, Nix: n}).Push(context.Background(), nil); err != nil {
+		t.Fatal(err)
+	}
+	ls := &lookupStore{Store: s, reached: make(chan struct{})}
+	res, err := (&cache.Pusher{Store: ls, Key: key, Nix: n, Jobs: 1}).Push(context.Background(), nil)
+	if err != nil || res.Skipped != 40 || res.Uploaded != 0 {
+		t.Fatalf("second push: %+v %v", res, err)
+	}
+	select {
+	case <-ls.reached:
+	default:
+		t.Fatal("narinfos were never looked up 8 at once")
+	}
+}
