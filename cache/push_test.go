@@ -190,6 +190,15 @@ func TestPushOrder(t *testing.T) {
 			p := &cache.Pusher{Store: s, Key: newKey(t), Nix: n, Jobs: jobs}
 			var reports []cache.Progress
 			p.Progress = func(pr cache.Progress) { reports = append(reports, pr) }
+			var mu sync.Mutex
+			uploaded := map[string]int64{} // the last upload report of each path
+			p.Bytes = func(b cache.ByteProgress) {
+				mu.Lock()
+				defer mu.Unlock()
+				if b.Phase == cache.PhaseUpload {
+					uploaded[b.Path] = max(uploaded[b.Path], b.Done)
+				}
+			}
 			res, err := p.Push(context.Background(), nil)
 			if err != nil {
 				t.Fatal(err)
@@ -213,6 +222,15 @@ func TestPushOrder(t *testing.T) {
 				}
 			}
 			checkOrder(t, s, n)
+			// the two paths with the same NAR upload it once, for either
+			same1, same2 := fakePath("leaf-same-1"), fakePath("leaf-same-2")
+			uploaded[same1] = max(uploaded[same1], uploaded[same2])
+			uploaded[same2] = uploaded[same1]
+			for _, info := range n.infos {
+				if info.NarSize > 0 && uploaded[info.Path] != int64(info.NarSize) {
+					t.Fatalf("upload progress of %s ended at %d of %d", info.Path, uploaded[info.Path], info.NarSize)
+				}
+			}
 			again, err := (&cache.Pusher{Store: s, Key: p.Key, Nix: n, Jobs: jobs}).Push(context.Background(), nil)
 			if err != nil || again.Skipped != len(n.infos) || again.Uploaded != 0 {
 				t.Fatalf("second push: %+v %v", again, err)
