@@ -161,7 +161,9 @@ func (p *Pusher) compressTo(ctx context.Context, info PathInfo, nar *pushedNAR, 
 			read.Store(n)
 			p.Bytes(ByteProgress{Path: info.Path, Phase: PhaseCompress, Done: n, Total: total})
 		}
-		zc.report = func(int64) { p.Bytes(ByteProgress{Path: info.Path, Phase: PhaseUpload, Done: read.Load(), Total: total}) }
+		zc.report = func(int64) {
+			p.Bytes(ByteProgress{Path: info.Path, Phase: PhaseUpload, Done: read.Load(), Total: total})
+		}
 	}
 	if err := dump(ctx, info.Path, nc); err != nil {
 		return err

@@ -121,6 +121,7 @@ type pushRun struct {
 	closure []PathInfo
 	written map[string]chan struct{}
 	slots   chan struct{} // one token per job
+	lookups sync.WaitGroup
 	nars    narGroup
 
 	mu  sync.Mutex // guards res and serialises Progress calls
@@ -146,9 +147,9 @@ func newPushRun(p *Pusher, closure []PathInfo) *pushRun {
 	return r
 }
 
-// run looks up every path's narinfo (missing) and starts one goroutine
-// per path to upload as job slots free up, and waits for all of them. The
-// first error cancels the others.
+// run starts one goroutine per path to upload (missing) as job slots free
+// up, and waits for all of them and the lookups. The first error cancels
+// the others.
 func (r *pushRun) run(ctx context.Context) (Result, error) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
@@ -166,6 +167,7 @@ func (r *pushRun) run(ctx context.Context) (Result, error) {
 		}()
 	}
 	wg.Wait()
+	r.lookups.Wait()
 	err := context.Cause(ctx)
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -177,41 +179,66 @@ func (r *pushRun) run(ctx context.Context) (Result, error) {
 // closure in the cache is made of little else.
 const Lookups = 16
 
-// missing looks up every path's narinfo, Lookups at once, counts those
-// this key signed as done, and sends the others, largest first as their
-// lookups return. The channel is closed once every lookup has returned.
+// missing sends the paths to upload, largest first: those whose narinfo
+// this key did not sign, as lookUp finds them. It closes the channel when
+// every path is looked at or ctx is done.
 func (r *pushRun) missing(ctx context.Context, cancel context.CancelCauseFunc) <-chan PathInfo {
 	out := make(chan PathInfo)
-	sem := make(chan struct{}, max(Lookups, cap(r.slots)))
+	upload := make([]chan bool, len(r.closure))
+	for i := range upload {
+		upload[i] = make(chan bool, 1)
+	}
+	r.lookups.Add(1)
+	go r.lookUp(ctx, cancel, upload)
 	go func() {
-		var wg sync.WaitGroup
-		defer func() { wg.Wait(); close(out) }()
-		for _, info := range r.closure {
+		defer close(out)
+		for i, info := range r.closure {
 			select {
-			case sem <- struct{}{}:
+			case up := <-upload[i]:
+				if !up {
+					continue
+				}
+				select {
+				case out <- info:
+				case <-ctx.Done():
+					return
+				}
 			case <-ctx.Done():
 				return
 			}
-			wg.Add(1)
-			go func() {
-				defer func() { <-sem; wg.Done() }()
-				present, err := r.p.signedHere(ctx, info.Path)
-				switch {
-				case err != nil:
-					cancel(fmt.Errorf("push %s: %w", info.Path, err))
-				case present:
-					close(r.written[info.Path])
-					r.done(info.Path, nil)
-				default:
-					select {
-					case out <- info:
-					case <-ctx.Done():
-					}
-				}
-			}()
 		}
 	}()
 	return out
+}
+
+// lookUp reads every path's narinfo, Lookups at once (or Jobs, if more),
+// counts those this key signed as done, and says on upload[i] whether
+// closure[i] is to be uploaded. An error cancels the push.
+func (r *pushRun) lookUp(ctx context.Context, cancel context.CancelCauseFunc, upload []chan bool) {
+	defer r.lookups.Done()
+	sem := make(chan struct{}, max(Lookups, cap(r.slots)))
+	for i, info := range r.closure {
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			return
+		}
+		r.lookups.Add(1)
+		go func() {
+			defer func() { <-sem; r.lookups.Done() }()
+			present, err := r.p.signedHere(ctx, info.Path)
+			switch {
+			case err != nil:
+				cancel(fmt.Errorf("push %s: %w", info.Path, err))
+			case present:
+				close(r.written[info.Path])
+				r.done(info.Path, nil)
+				upload[i] <- false
+			default:
+				upload[i] <- true
+			}
+		}()
+	}
 }
 
 // acquire takes a job slot, or reports false once ctx is done.

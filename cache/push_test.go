@@ -222,6 +222,9 @@ func TestPushOrder(t *testing.T) {
 				}
 			}
 			checkOrder(t, s, n)
+			if jobs == 1 {
+				checkLargestFirst(t, s, n)
+			}
 			// the two paths with the same NAR upload it once, for either
 			same1, same2 := fakePath("leaf-same-1"), fakePath("leaf-same-2")
 			uploaded[same1] = max(uploaded[same1], uploaded[same2])
@@ -275,6 +278,24 @@ func checkOrder(t *testing.T, s *recordStore, n *fakeNix) {
 			if r != info.Path && s.ended(rk).end > written.start {
 				t.Fatalf("narinfo %s written before its reference %s", key, rk)
 			}
+		}
+	}
+}
+
+// checkLargestFirst: with one job, NAR uploads start largest first.
+func checkLargestFirst(t *testing.T, s *recordStore, n *fakeNix) {
+	t.Helper()
+	size := map[string]uint64{}
+	for _, info := range n.infos {
+		size["cache/nar/"+strings.TrimPrefix(info.NarHash, "sha256:")+".nar.zst"] = info.NarSize
+	}
+	last := uint64(1 << 62)
+	for _, e := range s.events {
+		if sz, ok := size[e.key]; ok {
+			if sz > last {
+				t.Fatalf("a NAR of %d bytes uploaded after one of %d", sz, last)
+			}
+			last = sz
 		}
 	}
 }
