@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 
 	"github.com/nix-ota/nix-ota/bucket"
 	dashboard "github.com/nix-ota/nix-ota/dashboard-static"
@@ -25,6 +26,12 @@ func readFleet(ctx context.Context, env *Env, s bucket.Store, o dashboard.Option
 	path := snapshotPath(env, s.String())
 	if path != "" && o.Snapshot == nil {
 		o.Snapshot = loadSnapshot(path, s.String())
+	}
+	if o.Snapshot != nil && env.Getenv("GOMEMLIMIT") == "" {
+		// The fleet's size is known: keep the heap near what it needs
+		// (about 700 bytes a device) instead of letting it grow to twice
+		// that between collections.
+		debug.SetMemoryLimit(64<<20 + 700*int64(len(o.Snapshot.Records)))
 	}
 	f, err := dashboard.Collect(ctx, s, o)
 	if err != nil {

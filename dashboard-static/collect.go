@@ -123,7 +123,8 @@ type Options struct {
 	Concurrency int             // parallel status GETs; default 32
 	Channel     string          // only this channel ("" = all)
 	// Snapshot is the previous read's, if the caller kept one: the devices
-	// are then read incrementally (see Snapshot). Full lists every window
+	// are then read incrementally (see Snapshot). Collect consumes it
+	// (its records move into the new snapshot). Full lists every window
 	// anyway; so does a read whose snapshot's last full read is FullEvery
 	// old (default DefaultFullEvery).
 	Snapshot  *Snapshot

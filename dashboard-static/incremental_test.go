@@ -191,9 +191,9 @@ func TestDecodeSnapshotRefuses(t *testing.T) {
 	full := enc(good())
 	for name, b := range map[string][]byte{
 		"empty":          nil,
-		"other magic":    []byte("nix-ota fleet snapshot 0\n" + string(full[25:])),
+		"other magic":    []byte("nix-ota fleet snapshot 1\n" + string(full[25:])),
 		"truncated":      full[:len(full)-5],
-		"garbage":        append([]byte("nix-ota fleet snapshot 1\n"), bytes.Repeat([]byte{0xff}, 64)...),
+		"garbage":        append([]byte("nix-ota fleet snapshot 2\n"), bytes.Repeat([]byte{0xff}, 64)...),
 		"unsorted":       enc(unsorted),
 		"duplicate":      enc(dup),
 		"foreign key":    enc(foreign),
@@ -214,7 +214,7 @@ func FuzzDecodeSnapshot(f *testing.F) {
 	var b bytes.Buffer
 	(&dashboard.Snapshot{Bucket: "file:///b", ReadAt: at, Records: []dashboard.Record{{Checkin: bucket.Info{Key: bucket.CheckinKey("a", at)}, Device: dashboard.Device{ID: "a"}}}}).Encode(&b)
 	f.Add(b.Bytes())
-	f.Add([]byte("nix-ota fleet snapshot 1\n"))
+	f.Add([]byte("nix-ota fleet snapshot 2\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		s, err := dashboard.DecodeSnapshot(bytes.NewReader(data), "file:///b")
 		if err != nil {

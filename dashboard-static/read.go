@@ -94,6 +94,9 @@ func readFleet(ctx context.Context, s bucket.Store, o Options) (*Snapshot, ReadS
 		next.FullAt = prev.FullAt
 	}
 	fetch := next.merge(prev, l, full)
+	if prev != nil {
+		prev.Records = nil // merged into next: let the collector have them
+	}
 	slices.Sort(l.superseded)
 	l.superseded = slices.Compact(l.superseded)
 	st := ReadStats{Full: full, Listed: l.count, Fetched: len(fetch), Unrecognised: l.junk, Superseded: l.superseded}

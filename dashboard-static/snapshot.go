@@ -26,6 +26,8 @@ type Snapshot struct {
 	ReadAt  time.Time // when the read that made it listed, by this machine's clock
 	FullAt  time.Time // when the last read of every window listed
 	Records []Record  // one per device, sorted by device id
+
+	seen map[string]string // interned strings, while decoding
 }
 
 // Record is one device in a snapshot.
@@ -37,24 +39,41 @@ type Record struct {
 
 // snapshotMagic starts every encoded snapshot; a new encoding gets a new
 // magic, and an old snapshot is then simply not used.
-const snapshotMagic = "nix-ota fleet snapshot 1\n"
+const snapshotMagic = "nix-ota fleet snapshot 2\n"
 
 // MaxSnapshot bounds a snapshot read back (about 40x a 100,000-device one).
 const MaxSnapshot = 1 << 30
 
+// batch is how many records go in one gob message: encoding and decoding
+// then stream, instead of building the whole snapshot as one message.
+const batch = 1024
+
 // ErrSnapshot: a snapshot that cannot be used; the read is then a full one.
 var ErrSnapshot = errors.New("unusable fleet snapshot")
 
-// Encode writes the snapshot compressed (zstd over gob).
+// snapshotHead is the first gob message.
+type snapshotHead struct {
+	Bucket         string
+	ReadAt, FullAt time.Time
+	Records        int
+}
+
+// Encode writes the snapshot compressed: zstd over gob, the records in
+// batches.
 func (s *Snapshot) Encode(w io.Writer) error {
 	if _, err := io.WriteString(w, snapshotMagic); err != nil {
 		return err
 	}
-	zw, err := zstd.NewWriter(w, zstd.WithEncoderLevel(zstd.SpeedFastest))
+	zw, err := zstd.NewWriter(w, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1))
 	if err != nil {
 		return err
 	}
-	if err := gob.NewEncoder(zw).Encode(s); err != nil {
+	enc := gob.NewEncoder(zw)
+	err = enc.Encode(snapshotHead{s.Bucket, s.ReadAt, s.FullAt, len(s.Records)})
+	for i := 0; err == nil && i < len(s.Records); i += batch {
+		err = enc.Encode(s.Records[i:min(i+batch, len(s.Records))])
+	}
+	if err != nil {
 		zw.Close()
 		return err
 	}
@@ -75,18 +94,34 @@ func DecodeSnapshot(r io.Reader, bucketURL string) (*Snapshot, error) {
 		return nil, err
 	}
 	defer zr.Close()
-	var s Snapshot
-	if err := gob.NewDecoder(io.LimitReader(zr, MaxSnapshot)).Decode(&s); err != nil {
+	dec := gob.NewDecoder(io.LimitReader(zr, MaxSnapshot))
+	var h snapshotHead
+	if err := dec.Decode(&h); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrSnapshot, err)
 	}
-	if s.Bucket != bucketURL {
-		return nil, fmt.Errorf("%w: it describes %s, not %s", ErrSnapshot, s.Bucket, bucketURL)
+	if h.Bucket != bucketURL {
+		return nil, fmt.Errorf("%w: it describes %s, not %s", ErrSnapshot, h.Bucket, bucketURL)
+	}
+	if h.Records < 0 || h.Records > MaxSnapshot/64 {
+		return nil, fmt.Errorf("%w: %d records", ErrSnapshot, h.Records)
+	}
+	s := &Snapshot{Bucket: h.Bucket, ReadAt: h.ReadAt, FullAt: h.FullAt, Records: make([]Record, 0, h.Records)}
+	for len(s.Records) < h.Records {
+		var part []Record
+		if err := dec.Decode(&part); err != nil || len(part) == 0 || len(part) > batch {
+			return nil, fmt.Errorf("%w: records %d of %d: %v", ErrSnapshot, len(s.Records), h.Records, err)
+		}
+		s.Records = append(s.Records, part...)
+		s.intern(len(s.Records) - len(part))
+	}
+	s.seen = nil
+	if len(s.Records) != h.Records {
+		return nil, fmt.Errorf("%w: %d records, the head says %d", ErrSnapshot, len(s.Records), h.Records)
 	}
 	if err := s.check(); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrSnapshot, err)
 	}
-	s.intern()
-	return &s, nil
+	return s, nil
 }
 
 func (s *Snapshot) check() error {
@@ -105,19 +140,21 @@ func (s *Snapshot) check() error {
 	return nil
 }
 
-// intern makes the records share the strings most devices repeat (store
-// paths, channels, versions): a 100,000-device fleet keeps a few copies
-// rather than 100,000.
-func (s *Snapshot) intern() {
-	seen := map[string]string{}
+// intern makes the records from i on share the strings most devices
+// repeat (store paths, channels, versions) with the records before them:
+// a 100,000-device fleet keeps a few copies rather than 100,000.
+func (s *Snapshot) intern(from int) {
+	if s.seen == nil {
+		s.seen = map[string]string{}
+	}
 	in := func(v *string) {
-		if u, ok := seen[*v]; ok {
+		if u, ok := s.seen[*v]; ok {
 			*v = u
-		} else {
-			seen[*v] = *v
+		} else if len(s.seen) < 4096 {
+			s.seen[*v] = *v
 		}
 	}
-	for i := range s.Records {
+	for i := from; i < len(s.Records); i++ {
 		d := &s.Records[i].Device
 		in(&d.Channel)
 		in(&d.Class)
