@@ -8,7 +8,7 @@
 // unrecorded warm-up round; figures are min/median/max, in MiB/s of NAR
 // bytes (what nix path-info reports for the closure).
 //
-//	go run ./bench/push [-runs 5] [-mib 64] [-xz]
+//	go run ./bench/push [-runs 7] [-mib 64] [-xz]
 package main
 
 import (
@@ -28,7 +28,7 @@ import (
 )
 
 func main() {
-	runs := flag.Int("runs", 5, "recorded runs of each method")
+	runs := flag.Int("runs", 7, "recorded runs of each method")
 	mib := flag.Int("mib", 64, "size of the single-path closure (half random, half zeros)")
 	xz := flag.Bool("xz", false, "also time one nix copy with Nix's default compression (xz: about 30 s)")
 	flag.Parse()
