@@ -29,9 +29,9 @@ func readFleet(ctx context.Context, env *Env, s bucket.Store, o dashboard.Option
 	}
 	if o.Snapshot != nil && env.Getenv("GOMEMLIMIT") == "" {
 		// The fleet's size is known: keep the heap near what it needs
-		// (about 700 bytes a device) instead of letting it grow to twice
+		// (about 600 bytes a device) instead of letting it grow to twice
 		// that between collections.
-		debug.SetMemoryLimit(64<<20 + 700*int64(len(o.Snapshot.Records)))
+		debug.SetMemoryLimit(48<<20 + 600*int64(len(o.Snapshot.Records)))
 	}
 	f, err := dashboard.Collect(ctx, s, o)
 	if err != nil {

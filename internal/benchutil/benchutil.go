@@ -217,8 +217,8 @@ func PublishChannelAs(ctx context.Context, s bucket.Store, storePath string, pub
 }
 
 // StartMinIOBucket starts a MinIO server on loopback with one empty bucket.
-func StartMinIOBucket(ctx context.Context, name string) (*testenv.MinIO, error) {
-	m, err := testenv.StartMinIO()
+func StartMinIOBucket(ctx context.Context, name string, env ...string) (*testenv.MinIO, error) {
+	m, err := testenv.StartMinIO(env...)
 	if err != nil {
 		return nil, err
 	}
