@@ -586,7 +586,7 @@ func TestScopedCredentials(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	for _, key := range []string{"channels/x.json", "channels/prod.json", "channels/prod/9.json", "devices/202611260900/kiosk-2.json", "devices/202611260900/x/kiosk-2.json", "devices/kiosk-1.json", "devices/kiosk-1/status.json", "cache/nix-cache-info", "index.html", "nix-ota.json"} {
+	for _, key := range []string{"channels/x.json", "channels/prod.json", "channels/prod/9.json", "devices/202611260900/kiosk-2.json", "devices/202611260900/x/kiosk-2.json", "devices/zz/kiosk-1.json", "devices/kiosk-1.json", "devices/kiosk-1/status.json", "cache/nix-cache-info", "index.html", "nix-ota.json"} {
 		if _, err := bucket.PutBytes(ctx, dev, key, []byte("{}"), bucket.PutOptions{}); err == nil || !strings.Contains(err.Error(), "access denied") {
 			t.Errorf("device wrote %s: %v", key, err)
 		}

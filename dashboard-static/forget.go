@@ -18,8 +18,9 @@ import (
 // that checks in again afterwards is back.
 const ForgottenKey = "forgotten-devices.json"
 
-// maxForgotten bounds the object (about 40,000 entries).
-const maxForgotten = 2 << 20
+// maxForgotten bounds the object (about 150,000 entries); forget refuses
+// to write more.
+const maxForgotten = 8 << 20
 
 // Forgotten maps device ids to when they were forgotten.
 type Forgotten map[string]time.Time
@@ -45,10 +46,15 @@ func ReadForgotten(ctx context.Context, s bucket.Store) (Forgotten, error) {
 	return doc.Devices, nil
 }
 
-// drops: the device was forgotten after its newest check-in.
-func (f Forgotten) drops(r Record) bool {
-	at, ok := f[r.Device.ID]
-	return ok && !r.Checkin.ModTime.After(at)
+// dropper says which records to drop as of now: a device forgotten after
+// its newest check-in. An entry dated ahead of now (more than the clock
+// skew readers allow) is ignored: only a bucket writer could have made it,
+// and it would hide a device that keeps checking in.
+func (f Forgotten) dropper(now time.Time) func(Record) bool {
+	return func(r Record) bool {
+		at, ok := f[r.Device.ID]
+		return ok && !r.Checkin.ModTime.After(at) && !at.After(now.Add(MaxClockSkew))
+	}
 }
 
 // Forget removes devices from the fleet: it records them as forgotten at
@@ -101,6 +107,9 @@ func recordForgotten(ctx context.Context, s bucket.Store, ids []string, now time
 			doc.Devices[id] = now.UTC()
 		}
 		b, _ := json.MarshalIndent(doc, "", "  ")
+		if len(b) >= maxForgotten {
+			return fmt.Errorf("%s would pass %d MiB with %d devices: delete entries of devices long gone (by hand), then forget again", ForgottenKey, maxForgotten>>20, len(doc.Devices))
+		}
 		_, err = bucket.PutBytes(ctx, s, ForgottenKey, append(b, '\n'), opts)
 		if err == nil {
 			return nil

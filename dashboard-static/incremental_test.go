@@ -3,13 +3,18 @@ package dashboard_test
 import (
 	"bytes"
 	"context"
+	"encoding/gob"
 	"errors"
+	"fmt"
 	"reflect"
+	"runtime"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/klauspost/compress/zstd"
 	"github.com/nix-ota/nix-ota/bucket"
 	"github.com/nix-ota/nix-ota/bucket/s3store"
 	dashboard "github.com/nix-ota/nix-ota/dashboard-static"
@@ -226,4 +231,127 @@ func FuzzDecodeSnapshot(f *testing.F) {
 			}
 		}
 	})
+}
+
+// failOnce fails the first GET of every key.
+type failOnce struct {
+	bucket.Store
+	mu   sync.Mutex
+	seen map[string]bool
+}
+
+func (f *failOnce) Get(ctx context.Context, key string, o bucket.GetOptions) (*bucket.Object, error) {
+	f.mu.Lock()
+	first := !f.seen[key]
+	f.seen[key] = true
+	f.mu.Unlock()
+	if first && strings.HasPrefix(key, bucket.DevicesPrefix) {
+		return nil, fmt.Errorf("%w: 503 SlowDown", bucket.ErrUnreachable)
+	}
+	return f.Store.Get(ctx, key, o)
+}
+
+// TestIncrementalRereads: an incremental read reads a blob again when the
+// same key was rewritten within one LastModified tick, or when the last
+// read of it failed; a device that reported failure is never hidden.
+func TestIncrementalRereads(t *testing.T) {
+	ctx := context.Background()
+	st := fileStore(t)
+	at := time.Now().Truncate(time.Second)
+	dev := func(state string) []byte {
+		return blob(t, status.Status{DeviceID: "d1", Channel: "prod", State: state, Revision: 1, StorePath: spA, HeartbeatSeconds: 900, CheckedAt: at})
+	}
+	key := testenv.PutCheckin(t, st, "d1", at, dev(status.Switching))
+	first, err := dashboard.Collect(ctx, st, dashboard.Options{Now: at.Add(time.Second)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again := testenv.PutCheckin(t, st, "d1", at, dev(status.Failed)); again != key {
+		t.Fatal("not the same key")
+	}
+	inc, err := dashboard.Collect(ctx, st, dashboard.Options{Now: at.Add(2 * time.Second), Snapshot: first.Snapshot})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := byID(inc)["d1"]; d.State != status.Failed || inc.Read.Fetched != 1 {
+		t.Errorf("same key rewritten in the same second: %s (%d read), want failed", d.State, inc.Read.Fetched)
+	}
+
+	flaky := &failOnce{Store: st, seen: map[string]bool{}}
+	cold, err := dashboard.Collect(ctx, flaky, dashboard.Options{Now: at.Add(3 * time.Second)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := byID(cold)["d1"]; d.State != dashboard.Invalid {
+		t.Fatalf("failed GET: %s", d.State)
+	}
+	next, err := dashboard.Collect(ctx, flaky, dashboard.Options{Now: at.Add(4 * time.Second), Snapshot: cold.Snapshot})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := byID(next)["d1"]; d.State != status.Failed || len(next.Reports()) != 1 {
+		t.Errorf("after a failed GET the next read shows %s, %d report(s); want failed, 1", d.State, len(next.Reports()))
+	}
+}
+
+// TestForgedLocalState: a snapshot dated ahead neither pins a device's
+// row nor gets its check-in deleted, nor keeps full reads away; a
+// forgotten-devices.json entry dated ahead does not hide a device.
+func TestForgedLocalState(t *testing.T) {
+	ctx := context.Background()
+	st := fileStore(t)
+	now := time.Now()
+	key := testenv.PutCheckin(t, st, "victim", now.Add(-time.Minute), blob(t, status.Status{DeviceID: "victim", Channel: "prod", State: status.Failed, HeartbeatSeconds: 900, CheckedAt: now.Add(-time.Minute)}))
+	future := now.Add(365 * 24 * time.Hour)
+	forged := &dashboard.Snapshot{Bucket: st.String(), ReadAt: future, FullAt: future, Records: []dashboard.Record{{
+		Checkin: bucket.Info{Key: bucket.CheckinKey("victim", future), ETag: "x", ModTime: future},
+		Device:  dashboard.Device{ID: "victim", Channel: "prod", State: status.UpToDate, Reported: status.UpToDate}}}}
+	f, err := dashboard.Collect(ctx, st, dashboard.Options{Now: now, Snapshot: forged})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := byID(f)["victim"]; !f.Read.Full || d.State != status.Failed || slices.Contains(f.Read.Superseded, key) {
+		t.Errorf("forged snapshot: full %v, victim %s, superseded %v", f.Read.Full, d.State, f.Read.Superseded)
+	}
+	doc := `{"devices": {"victim": "9999-01-01T00:00:00Z"}}`
+	if _, err := bucket.PutBytes(ctx, st, dashboard.ForgottenKey, []byte(doc), bucket.JSONPut()); err != nil {
+		t.Fatal(err)
+	}
+	f, err = dashboard.Collect(ctx, st, dashboard.Options{Now: now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := byID(f)["victim"]; !ok {
+		t.Error("an entry dated ahead in forgotten-devices.json hides a device")
+	}
+	// A head claiming millions of records costs no memory up front.
+	var b bytes.Buffer
+	(&dashboard.Snapshot{Bucket: "file:///b"}).Encode(&b)
+	var m0, m1 runtime.MemStats
+	runtime.ReadMemStats(&m0)
+	dashboard.DecodeSnapshot(bytes.NewReader(forgeHead(t, 16<<20)), "file:///b")
+	runtime.ReadMemStats(&m1)
+	if grew := m1.TotalAlloc - m0.TotalAlloc; grew > 64<<20 {
+		t.Errorf("decoding a head that claims 16M records allocated %d MiB", grew>>20)
+	}
+}
+
+// forgeHead is a snapshot whose head claims n records and holds none.
+func forgeHead(t *testing.T, n int) []byte {
+	var b bytes.Buffer
+	b.WriteString("nix-ota fleet snapshot 2\n")
+	zw, err := zstd.NewWriter(&b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	head := struct {
+		Bucket         string
+		ReadAt, FullAt time.Time
+		Records        int
+	}{"file:///b", time.Now(), time.Now(), n}
+	if err := gob.NewEncoder(zw).Encode(head); err != nil {
+		t.Fatal(err)
+	}
+	zw.Close()
+	return b.Bytes()
 }

@@ -29,7 +29,7 @@ type ReadStats struct {
 	Listed       int      `json:"listed"`       // check-ins listed
 	Fetched      int      `json:"fetched"`      // status blobs read
 	Unrecognised int      `json:"unrecognised"` // objects under devices/ that are no check-in
-	Superseded   []string `json:"-"`            // older check-ins of devices that wrote newer ones
+	Superseded   []string `json:"-"`            // listed objects no read uses: older check-ins of devices that wrote newer ones, and non-check-ins
 	Pruned       int      `json:"pruned"`       // of those, deleted by the caller
 }
 
@@ -48,7 +48,8 @@ func listCheckins(ctx context.Context, s bucket.Store, after string) (*listed, e
 		l.count++
 		id, _, ok := bucket.ParseCheckinKey(i.Key)
 		if !ok {
-			l.junk++
+			l.junk++ // no reader uses it; a device may have put it there
+			l.superseded = append(l.superseded, i.Key)
 			return nil
 		}
 		switch cur, seen := l.newest[id]; {
@@ -73,7 +74,7 @@ func listCheckins(ctx context.Context, s bucket.Store, after string) (*listed, e
 // the snapshot's read, merged into it. It returns the next snapshot.
 func readFleet(ctx context.Context, s bucket.Store, o Options) (*Snapshot, ReadStats, error) {
 	prev := o.Snapshot
-	if prev != nil && prev.Bucket != s.String() {
+	if prev != nil && (prev.Bucket != s.String() || !prev.plausible(o.Now)) {
 		prev = nil
 	}
 	full := prev == nil || o.Full || o.Now.Sub(prev.FullAt) >= o.FullEvery
@@ -103,7 +104,7 @@ func readFleet(ctx context.Context, s bucket.Store, o Options) (*Snapshot, ReadS
 	if err := fetchAll(ctx, s, next.Records, fetch, o.Concurrency); err != nil {
 		return nil, st, err
 	}
-	next.Records = slices.DeleteFunc(next.Records, forgotten.drops)
+	next.Records = slices.DeleteFunc(next.Records, forgotten.dropper(o.Now))
 	return next, st, nil
 }
 
@@ -145,16 +146,15 @@ func (s *Snapshot) merge(prev *Snapshot, l *listed, full bool) []int {
 
 // add appends the record of a listed check-in, reusing what the previous
 // record read when the blob is the same.
+//
+// Only a listing decides what is superseded (listCheckins): a snapshot is
+// local state and never gets a check-in deleted. The previous newest
+// check-in of a device that wrote a newer one is pruned by the next full
+// read, which lists both.
 func (s *Snapshot) add(prev *Record, in bucket.Info, fetch []int, l *listed, full bool) []int {
-	if prev != nil && !full && !bucket.Newer(in, prev.Checkin) {
-		if in.Key != prev.Checkin.Key {
-			l.superseded = append(l.superseded, in.Key)
-		}
-		s.Records = append(s.Records, *prev)
+	if prev != nil && !full && in.Key != prev.Checkin.Key && !bucket.Newer(in, prev.Checkin) {
+		s.Records = append(s.Records, *prev) // an older check-in of this device
 		return fetch
-	}
-	if prev != nil && !full && prev.Checkin.Key != in.Key {
-		l.superseded = append(l.superseded, prev.Checkin.Key)
 	}
 	id, _, _ := bucket.ParseCheckinKey(in.Key)
 	if prev != nil && sameBlob(prev.Checkin, in) {

@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"slices"
-	"strings"
 	"time"
 
 	"github.com/klauspost/compress/zstd"
@@ -105,7 +103,7 @@ func DecodeSnapshot(r io.Reader, bucketURL string) (*Snapshot, error) {
 	if h.Records < 0 || h.Records > MaxSnapshot/64 {
 		return nil, fmt.Errorf("%w: %d records", ErrSnapshot, h.Records)
 	}
-	s := &Snapshot{Bucket: h.Bucket, ReadAt: h.ReadAt, FullAt: h.FullAt, Records: make([]Record, 0, h.Records)}
+	s := &Snapshot{Bucket: h.Bucket, ReadAt: h.ReadAt, FullAt: h.FullAt, Records: make([]Record, 0, min(h.Records, batch))}
 	for len(s.Records) < h.Records {
 		var part []Record
 		if err := dec.Decode(&part); err != nil || len(part) == 0 || len(part) > batch {
@@ -166,14 +164,19 @@ func (s *Snapshot) intern(from int) {
 	}
 }
 
-// find returns the record of device id, or nil.
-func (s *Snapshot) find(id string) *Record {
-	if s == nil {
-		return nil
+// plausible: nothing in the snapshot is dated after now (plus the clock
+// skew readers allow). A snapshot from the future would keep a full read
+// from ever being due and make its records win over real check-ins; it is
+// not used, and the read is a full one.
+func (s *Snapshot) plausible(now time.Time) bool {
+	limit := now.Add(MaxClockSkew)
+	if s.ReadAt.After(limit) || s.FullAt.After(s.ReadAt) {
+		return false
 	}
-	i, ok := slices.BinarySearchFunc(s.Records, id, func(r Record, id string) int { return strings.Compare(r.Device.ID, id) })
-	if !ok {
-		return nil
+	for _, r := range s.Records {
+		if r.Checkin.ModTime.After(s.ReadAt.Add(MaxClockSkew)) {
+			return false
+		}
 	}
-	return &s.Records[i]
+	return true
 }

@@ -286,7 +286,7 @@ in
       description = ''
         AWS-style credentials file (`[default]`, `aws_access_key_id`,
         `aws_secret_access_key`) for `s3://` buckets, with a policy that lets this
-        device write only `devices/*/<deviceId>.json` (examples/policies/device-policy.json).
+        device write only `devices/????????????/<deviceId>.json` (examples/policies/device-policy.json).
         A path as a string, outside the Nix store, which every user can read.
       '';
     };

@@ -196,8 +196,9 @@ func (s *s3Store) ListAfter(ctx context.Context, prefix, after string, fn func(b
 	if after != "" {
 		after = strip + after
 	}
+	token := ""
 	for {
-		page, err := s.listPage(ctx, strip+prefix, after)
+		page, err := s.listPage(ctx, strip+prefix, after, token)
 		if err != nil {
 			return s.mapErr("list", prefix, err)
 		}
@@ -206,23 +207,30 @@ func (s *s3Store) ListAfter(ctx context.Context, prefix, after string, fn func(b
 				return err
 			}
 		}
-		if !page.IsTruncated || len(page.Contents) == 0 {
+		switch {
+		case !page.IsTruncated:
 			return nil
+		case len(page.Contents) == 0: // e.g. only delete markers: go on from the server's token
+			if page.NextContinuationToken == "" || page.NextContinuationToken == token {
+				return s.mapErr("list", prefix, fmt.Errorf("truncated empty page without a way on"))
+			}
+			token = page.NextContinuationToken
+		default:
+			after, token = page.Contents[len(page.Contents)-1].Key, ""
 		}
-		after = page.Contents[len(page.Contents)-1].Key
 	}
 }
 
 // listPage is one ListObjectsV2 request; minio-go's Core takes no context,
 // so a cancelled context returns at once and the request finishes alone.
-func (s *s3Store) listPage(ctx context.Context, prefix, after string) (minio.ListBucketV2Result, error) {
+func (s *s3Store) listPage(ctx context.Context, prefix, after, token string) (minio.ListBucketV2Result, error) {
 	type result struct {
 		page minio.ListBucketV2Result
 		err  error
 	}
 	done := make(chan result, 1)
 	go func() {
-		page, err := s.core.ListObjectsV2(s.cfg.Bucket, prefix, after, "", "", 1000)
+		page, err := s.core.ListObjectsV2(s.cfg.Bucket, prefix, after, token, "", 1000)
 		done <- result{page, err}
 	}()
 	select {

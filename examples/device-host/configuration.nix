@@ -20,7 +20,7 @@
     substituters = [ "https://ota.example.com/fleet/cache" ];
     trustedCacheKeys = [ "fleet-cache-1:ADJWDeXJvaxuuHE8dkfjE+0An0XXIVVUeMYV8tc/rgM=" ];
     # Status goes to the bucket through S3 with this device's own key,
-    # which may write devices/*/fridge-007.json and nothing else.
+    # which may write devices/????????????/fridge-007.json and nothing else.
     statusBucket = "s3://fleet?endpoint=ota.example.com";
     statusCredentialsFile = "/run/secrets/nix-ota-device"; # sops-nix / agenix
     healthChecks = [
