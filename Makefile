@@ -42,7 +42,7 @@ bench: test-deps
 	$(GO) run ./bench/agentpoll -runs 20
 	$(GO) run ./bench/cost
 	$(GO) run ./bench/compare -runs 20
-	$(GO) run ./bench/push -mib 64
+	$(GO) run ./bench/push -mib 64 -closure-scale 8
 	$(GO) run ./bench/dashboard -devices 10000,100000 -publish-at 10,10000,100000 -runs 3
 	$(GO) run ./bench/fleetsim -n 100,1000,10000 -interval 60s
 

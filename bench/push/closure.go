@@ -56,12 +56,20 @@ func (p part) script() string {
 	return strings.Join(s, " && ")
 }
 
-// mixedClosure is the Nix expression of parts; nonce makes fresh paths.
-func mixedClosure(nonce string) string {
+// scaled is p with k times its bytes and files.
+func (p part) scaled(k int) part {
+	p.random, p.zeros, p.textKiB, p.files = p.random*k, p.zeros*k, p.textKiB*k, p.files*k
+	return p
+}
+
+// mixedClosure is the Nix expression of parts, each k times its size;
+// nonce makes fresh paths.
+func mixedClosure(nonce string, k int) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "let mk = name: deps: script: derivation { name = \"bench-push-${name}\"; system = builtins.currentSystem;\n")
 	fmt.Fprintf(&b, "  builder = \"/bin/sh\"; nonce = %q; inherit deps; args = [ \"-c\" script ]; };\n", nonce)
 	for _, p := range parts {
+		p = p.scaled(k)
 		fmt.Fprintf(&b, "  %s = mk %q [ %s ] %q;\n", ident(p.name), p.name, idents(p.deps), p.script())
 	}
 	fmt.Fprintf(&b, "in %s\n", ident(parts[len(parts)-1].name))

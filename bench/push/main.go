@@ -30,10 +30,11 @@ import (
 func main() {
 	runs := flag.Int("runs", 7, "recorded runs of each method")
 	mib := flag.Int("mib", 64, "size of the single-path closure (half random, half zeros)")
+	scale := flag.Int("closure-scale", 1, "make the 12-path closure this many times larger (1: about 70 MiB of NAR)")
 	xz := flag.Bool("xz", false, "also time one nix copy with Nix's default compression (xz: about 30 s)")
 	flag.Parse()
 	log.SetFlags(0)
-	if err := run(*runs, *mib, *xz); err != nil {
+	if err := run(*runs, *mib, *scale, *xz); err != nil {
 		log.Fatalf("bench/push: %v", err)
 	}
 }
@@ -83,7 +84,7 @@ type bench struct {
 	n        int // buckets and directories made so far
 }
 
-func run(runs, mib int, xz bool) error {
+func run(runs, mib, closureScale int, xz bool) error {
 	b := &bench{ctx: context.Background()}
 	var err error
 	if b.dir, err = os.MkdirTemp("", "nix-ota-bench-push-"); err != nil {
@@ -95,7 +96,7 @@ func run(runs, mib int, xz bool) error {
 	}
 	defer b.m.Stop()
 	nonce := fmt.Sprint(time.Now().UnixNano())
-	mixed, err := b.build("closure.nix", mixedClosure(nonce))
+	mixed, err := b.build("closure.nix", mixedClosure(nonce, closureScale))
 	if err != nil {
 		return err
 	}
