@@ -166,14 +166,20 @@ func fileStore(t testing.TB) bucket.Store {
 	return st
 }
 
-func TestCollect(t *testing.T) {
+// fileAndMinIO are an empty file:// bucket and an empty bucket on the
+// shared real MinIO.
+func fileAndMinIO(t *testing.T) map[string]bucket.Store {
 	m := testenv.SharedMinIO(t)
 	_, url := m.NewBucket(t)
 	s3, err := s3store.Open(url, bucket.Options{}, m.Creds())
 	if err != nil {
 		t.Fatal(err)
 	}
-	for name, st := range map[string]bucket.Store{"file": fileStore(t), "minio": s3} {
+	return map[string]bucket.Store{"file": fileStore(t), "minio": s3}
+}
+
+func TestCollect(t *testing.T) {
+	for name, st := range fileAndMinIO(t) {
 		t.Run(name, func(t *testing.T) {
 			fixture(t, st)
 			f := collect(t, st)

@@ -16,7 +16,6 @@ import (
 
 	"github.com/klauspost/compress/zstd"
 	"github.com/nix-ota/nix-ota/bucket"
-	"github.com/nix-ota/nix-ota/bucket/s3store"
 	dashboard "github.com/nix-ota/nix-ota/dashboard-static"
 	"github.com/nix-ota/nix-ota/internal/testenv"
 	"github.com/nix-ota/nix-ota/manifest"
@@ -29,13 +28,7 @@ import (
 // offline, wrote a corrupt blob or appeared; and it reads only the blobs
 // that changed.
 func TestIncrementalMatchesFull(t *testing.T) {
-	m := testenv.SharedMinIO(t)
-	_, url := m.NewBucket(t)
-	s3, err := s3store.Open(url, bucket.Options{}, m.Creds())
-	if err != nil {
-		t.Fatal(err)
-	}
-	for name, st := range map[string]bucket.Store{"file": fileStore(t), "minio": s3} {
+	for name, st := range fileAndMinIO(t) {
 		t.Run(name, func(t *testing.T) { testIncremental(t, st) })
 	}
 }
