@@ -7,6 +7,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/nix-ota/nix-ota/bucket"
 	dashboard "github.com/nix-ota/nix-ota/dashboard-static"
 	"github.com/nix-ota/nix-ota/manifest"
 )
@@ -54,6 +55,9 @@ func (o *forgetOptions) run(ctx context.Context, env *Env, args []string) error 
 	}
 	s, err := openBucket(ctx, env, o.bucket, forWriting)
 	if err != nil {
+		return err
+	}
+	if err := bucket.CheckLayout(ctx, s); err != nil {
 		return err
 	}
 	n, err := dashboard.Forget(ctx, s, args, time.Now())

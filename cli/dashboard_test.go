@@ -127,3 +127,34 @@ func TestPublishWait(t *testing.T) {
 		t.Fatalf("--allow-empty: exit %d\n%s", r.code, r.stderr)
 	}
 }
+
+// TestForget: a forgotten device leaves status and the dashboard at once,
+// on file:// and MinIO, and forget --json says what it did.
+func TestForget(t *testing.T) {
+	for name, mk := range fixtures(t) {
+		t.Run(name, func(t *testing.T) {
+			f := mk(t)
+			for _, id := range []string{"kiosk-1", "kiosk-2"} {
+				writeStatus(t, f.store, status.Status{DeviceID: id, Channel: "prod", State: status.UpToDate, Revision: 1})
+			}
+			var dash struct{ Devices int }
+			if out := mustRun(t, f.env, "dashboard", "--bucket", f.url, "--out", t.TempDir(), "--json"); json.Unmarshal([]byte(out), &dash) != nil || dash.Devices != 2 {
+				t.Fatalf("before: %s", out)
+			}
+			var res struct {
+				Forgotten []string `json:"forgotten"`
+				Deleted   int      `json:"deletedCheckins"`
+			}
+			if err := json.Unmarshal([]byte(mustRun(t, f.env, "forget", "--bucket", f.url, "--json", "kiosk-2")), &res); err != nil || res.Deleted != 1 || len(res.Forgotten) != 1 {
+				t.Fatalf("forget --json: %+v %v", res, err)
+			}
+			out := mustRun(t, f.env, "status", "--bucket", f.url, "--json")
+			if !strings.Contains(out, `"kiosk-1"`) || strings.Contains(out, `"kiosk-2"`) {
+				t.Fatalf("status after forget:\n%.600s", out)
+			}
+			if r := run(t, f.env, "forget", "--bucket", f.url, "bad id"); r.code != 2 {
+				t.Fatalf("forget of an invalid id: exit %d", r.code)
+			}
+		})
+	}
+}
