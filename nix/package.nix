@@ -26,7 +26,7 @@ buildGoModule {
   };
 
   # `go mod vendor` output hash; scripts/vendor-hash.sh recomputes it.
-  vendorHash = "sha256-do5Y3F8pcKbz0YHLj3IxAMpBHZDCFBTOAPPbzZ6dJag=";
+  vendorHash = "sha256-dLPIojzMzR8/d3WW7Aw/kA3DbspCe3nrJ4G6JD9ahCc=";
 
   subPackages = [ "cmd/${component}" ];
   env.CGO_ENABLED = 0;
