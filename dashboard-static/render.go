@@ -142,8 +142,14 @@ func idParts(id string) []string {
 
 // JSON renders dashboard.json.
 func JSON(f *Fleet) ([]byte, error) {
-	b, err := json.MarshalIndent(f, "", "  ")
-	return append(b, '\n'), err
+	var compact, b bytes.Buffer
+	if err := WriteJSON(&compact, f); err != nil {
+		return nil, err
+	}
+	if err := json.Indent(&b, compact.Bytes(), "", "  "); err != nil {
+		return nil, err
+	}
+	return b.Bytes(), nil
 }
 
 // WriteJSON writes what JSON does, compact and one device at a time: a

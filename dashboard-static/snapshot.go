@@ -24,8 +24,6 @@ type Snapshot struct {
 	ReadAt  time.Time // when the read that made it listed, by this machine's clock
 	FullAt  time.Time // when the last read of every window listed
 	Records []Record  // one per device, sorted by device id
-
-	seen map[string]string // interned strings, while decoding
 }
 
 // Record is one device in a snapshot.
@@ -104,15 +102,15 @@ func DecodeSnapshot(r io.Reader, bucketURL string) (*Snapshot, error) {
 		return nil, fmt.Errorf("%w: %d records", ErrSnapshot, h.Records)
 	}
 	s := &Snapshot{Bucket: h.Bucket, ReadAt: h.ReadAt, FullAt: h.FullAt, Records: make([]Record, 0, min(h.Records, batch))}
+	seen := map[string]string{}
 	for len(s.Records) < h.Records {
 		var part []Record
 		if err := dec.Decode(&part); err != nil || len(part) == 0 || len(part) > batch {
 			return nil, fmt.Errorf("%w: records %d of %d: %v", ErrSnapshot, len(s.Records), h.Records, err)
 		}
+		intern(part, seen)
 		s.Records = append(s.Records, part...)
-		s.intern(len(s.Records) - len(part))
 	}
-	s.seen = nil
 	if len(s.Records) != h.Records {
 		return nil, fmt.Errorf("%w: %d records, the head says %d", ErrSnapshot, len(s.Records), h.Records)
 	}
@@ -138,22 +136,19 @@ func (s *Snapshot) check() error {
 	return nil
 }
 
-// intern makes the records from i on share the strings most devices
-// repeat (store paths, channels, versions) with the records before them:
-// a 100,000-device fleet keeps a few copies rather than 100,000.
-func (s *Snapshot) intern(from int) {
-	if s.seen == nil {
-		s.seen = map[string]string{}
-	}
+// intern makes records share the strings most devices repeat (store
+// paths, channels, versions) through seen: a 100,000-device fleet keeps a
+// few copies rather than 100,000.
+func intern(records []Record, seen map[string]string) {
 	in := func(v *string) {
-		if u, ok := s.seen[*v]; ok {
+		if u, ok := seen[*v]; ok {
 			*v = u
-		} else if len(s.seen) < 4096 {
-			s.seen[*v] = *v
+		} else if len(seen) < 4096 {
+			seen[*v] = *v
 		}
 	}
-	for i := from; i < len(s.Records); i++ {
-		d := &s.Records[i].Device
+	for i := range records {
+		d := &records[i].Device
 		in(&d.Channel)
 		in(&d.Class)
 		in(&d.StorePath)

@@ -326,13 +326,10 @@ func (b *bench) dashboards(ctx context.Context, n, runs int, scale map[string]an
 	fmt.Printf("\nnix-ota dashboard at %d devices against MinIO, min/median/max of %d runs\n", n, runs)
 	var cold, warm []sample
 	for i := range runs {
-		b.px.Reset()
-		cache := filepath.Join(b.dir, fmt.Sprintf("cache-%d-%d", n, i)) // empty: a cold read
-		s, err := measure(b.bin, b.env(cache), "dashboard", "--bucket", b.s3URL, "--public-key", b.setupKey, "--out", filepath.Join(b.dir, "out-cold"))
+		s, err := b.dashboardOnce(filepath.Join(b.dir, fmt.Sprintf("cache-%d-%d", n, i))) // empty: a cold read
 		if err != nil {
 			return err
 		}
-		s.reqs = b.px.Requests.Load()
 		cold = append(cold, s)
 	}
 	report("  cold", cold)
@@ -341,12 +338,10 @@ func (b *bench) dashboards(ctx context.Context, n, runs int, scale map[string]an
 		if err := change(ctx, b.direct, n, n/100, i); err != nil {
 			return err
 		}
-		b.px.Reset()
-		s, err := measure(b.bin, b.env(warmCache), "dashboard", "--bucket", b.s3URL, "--public-key", b.setupKey, "--out", filepath.Join(b.dir, "out-warm"))
+		s, err := b.dashboardOnce(warmCache)
 		if err != nil {
 			return err
 		}
-		s.reqs = b.px.Requests.Load()
 		warm = append(warm, s)
 	}
 	report("  warm (1% changed)", warm)
@@ -363,6 +358,15 @@ func (b *bench) dashboards(ctx context.Context, n, runs int, scale map[string]an
 	scale[key+"warm_peak_rss_kib"] = col(warm, func(s sample) int64 { return s.rssKiB })
 	scale[key+"warm_cpu_ms"] = col(warm, func(s sample) int64 { return s.cpu })
 	return nil
+}
+
+// dashboardOnce measures one `nix-ota dashboard --public-key` with the
+// fleet snapshot in cache, and the requests it made.
+func (b *bench) dashboardOnce(cache string) (sample, error) {
+	b.px.Reset()
+	s, err := measure(b.bin, b.env(cache), "dashboard", "--bucket", b.s3URL, "--public-key", b.setupKey, "--out", filepath.Join(b.dir, "out"))
+	s.reqs = b.px.Requests.Load()
+	return s, err
 }
 
 // change makes k of n devices write a changed status now (round r picks
