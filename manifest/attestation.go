@@ -60,7 +60,7 @@ func CheckAttestation(t Trust, channel string, body []byte) (*Attestation, error
 	if err := t.Check(); err != nil {
 		return nil, err
 	}
-	env, payload, err := decodeEnvelopeOf(body, AttestationType)
+	env, payload, err := decodeEnvelopeOf(body, AttestationType, MaxBodySize)
 	if err != nil {
 		return nil, err
 	}

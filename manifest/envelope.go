@@ -168,13 +168,14 @@ func decodeB64(s string) ([]byte, error) {
 }
 
 func decodeEnvelope(body []byte) (*ssldsse.Envelope, []byte, error) {
-	return decodeEnvelopeOf(body, PayloadType)
+	return decodeEnvelopeOf(body, PayloadType, MaxBodySize)
 }
 
-// decodeEnvelopeOf is decodeEnvelope for an envelope of payload type want.
-func decodeEnvelopeOf(body []byte, want string) (*ssldsse.Envelope, []byte, error) {
-	if len(body) > MaxBodySize {
-		return nil, nil, fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, len(body), MaxBodySize)
+// decodeEnvelopeOf is decodeEnvelope for an envelope of payload type want,
+// at most limit bytes.
+func decodeEnvelopeOf(body []byte, want string, limit int) (*ssldsse.Envelope, []byte, error) {
+	if len(body) > limit {
+		return nil, nil, fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, len(body), limit)
 	}
 	if !utf8.Valid(body) {
 		return nil, nil, fmt.Errorf("%w: envelope is not valid UTF-8", ErrMalformed)

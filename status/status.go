@@ -59,6 +59,7 @@ type Status struct {
 	ChangedAt        time.Time `json:"changedAt"`
 	AgentVersion     string    `json:"agentVersion"`
 	HeartbeatSeconds int       `json:"heartbeatSeconds,omitempty"`
+	DeviceKey        string    `json:"deviceKey,omitempty"` // signed check-ins: the key that signed it (EncodeKey)
 }
 
 // ErrInvalid: a blob that cannot be shown as a device's status.

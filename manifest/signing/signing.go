@@ -88,6 +88,21 @@ func SignAttestation(ctx context.Context, a *manifest.Attestation, keys ...Key) 
 	return signEnvelope(ctx, manifest.AttestationType, body, keys)
 }
 
+// SignRegistry validates r and signs it as the device registry.
+func SignRegistry(ctx context.Context, r *manifest.Registry, keys ...Key) ([]byte, error) {
+	if len(keys) == 0 {
+		return nil, errors.New("sign: no signing key")
+	}
+	if err := r.Validate(); err != nil {
+		return nil, err
+	}
+	body, err := json.Marshal(r)
+	if err != nil {
+		return nil, err
+	}
+	return signEnvelope(ctx, manifest.RegistryType, body, keys)
+}
+
 func signEnvelope(ctx context.Context, payloadType string, payload []byte, keys []Key) ([]byte, error) {
 	adapters := make([]ssldsse.Signer, 0, len(keys))
 	for _, k := range keys {
