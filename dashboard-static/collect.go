@@ -32,6 +32,9 @@ const (
 	Updating = "updating" // downloading or switching (the reported state is the detail)
 	Offline  = "offline"  // no check-in for 3 heartbeats (the last reported state is the detail)
 	Invalid  = "invalid"  // unreadable, oversized, or forged status blob
+	// Unverified marks rows shown apart (Fleet.Unverified): check-ins
+	// the device registry does not back. They never count.
+	Unverified = "unverified"
 )
 
 // States lists every state a row can show, problems first.
@@ -44,7 +47,15 @@ type Fleet struct {
 	Counts      Counts         `json:"counts"`
 	ByState     map[string]int `json:"byState"` // devices per state (States)
 	Channels    []Channel      `json:"channels"`
-	Devices     []Device       `json:"devices"`
+	// Unverified are check-ins the device registry does not back (Trust
+	// says why): pending devices, other devices' statuses, replays. They
+	// are shown apart and never counted; a device whose newest check-in
+	// is here still counts in Devices with its last verified one.
+	Unverified []Device `json:"unverified"`
+	// Registry is the device registry's version ("" when none is used) or
+	// why it could not be used.
+	Registry RegistryInfo `json:"registry"`
+	Devices  []Device     `json:"devices"`
 	// Requests is how many bucket requests Collect made (LIST pages are
 	// counted once per List call).
 	Requests int64 `json:"-"`
@@ -63,6 +74,15 @@ type Counts struct {
 	Offline     int `json:"offline"`
 	NeedsReboot int `json:"needsReboot"`
 	Invalid     int `json:"invalid"`
+	Unverified  int `json:"unverified"` // check-ins shown apart (Fleet.Unverified)
+}
+
+// RegistryInfo says which device registry a read used.
+type RegistryInfo struct {
+	Present bool   `json:"present"`
+	Version uint64 `json:"version,omitempty"`
+	Devices int    `json:"devices"`           // registered devices
+	Problem string `json:"problem,omitempty"` // why it could not be used: no device is then verified
 }
 
 // Channel is one channel's current manifest and rollout progress.
@@ -114,6 +134,12 @@ type Device struct {
 	Note         string    `json:"note,omitempty"`
 	AgentVersion string    `json:"agentVersion,omitempty"`
 	Attempted    uint64    `json:"attemptedRevision,omitempty"`
+	// Verified: the status is signed by the key the device registry has
+	// for this id (Trust and Verification say how it stands, and why).
+	Verified     bool   `json:"verified"`
+	Trust        string `json:"trust,omitempty"`
+	Verification string `json:"verification,omitempty"`
+	Key          string `json:"key,omitempty"` // the key that signed the check-in
 }
 
 // Options tune Collect.
@@ -177,10 +203,26 @@ func Collect(ctx context.Context, s bucket.Store, o Options) (*Fleet, error) {
 			steps[name] = *step
 		}
 	}
+	var seen manifest.RegistryState
+	if o.Snapshot != nil && o.Snapshot.Bucket == s.String() {
+		seen = o.Snapshot.Registry
+	}
+	reg, _, err := ReadRegistry(ctx, cs, o.Trust, seen)
+	if err != nil {
+		return nil, err
+	}
 	if f.Snapshot, f.Read, err = readFleet(ctx, cs, o); err != nil {
 		return nil, err
 	}
-	f.Devices = f.Snapshot.devices(o.Now, o.Channel)
+	f.Snapshot.Registry = seen
+	if reg.Verified != nil {
+		f.Snapshot.Registry = reg.Verified.State
+		f.Registry = RegistryInfo{Present: true, Version: reg.Verified.Version, Devices: len(reg.Verified.Devices)}
+	}
+	f.Registry.Problem = reg.Problem
+	f.Registry.Present = f.Registry.Present || !reg.Absent
+	f.Devices, f.Unverified = f.Snapshot.verify(reg, o.Now, o.Channel)
+	f.Read.Superseded = f.Snapshot.keepAccepted(f.Read.Superseded)
 	f.Requests = cs.Requests()
 	f.summarise(steps)
 	return f, nil
@@ -306,7 +348,10 @@ func (f *Fleet) summarise(steps map[string]channel.Step) {
 	for i := range f.Channels {
 		byName[f.Channels[i].Name] = &f.Channels[i]
 	}
-	f.Counts, f.ByState = Counts{Devices: len(f.Devices)}, map[string]int{}
+	f.Counts, f.ByState = Counts{Devices: len(f.Devices), Unverified: len(f.Unverified)}, map[string]int{}
+	if f.Unverified == nil {
+		f.Unverified = []Device{}
+	}
 	for i := range f.Devices {
 		d := &f.Devices[i]
 		ch := byName[d.Channel]

@@ -225,10 +225,10 @@ func TestCollect(t *testing.T) {
 			if prod.Revision != 2 || prod.Devices != 8 || prod.Progress != want || prod.Problem == "" {
 				t.Errorf("prod: %+v\nwant progress %+v", prod, want)
 			}
-			// One LIST per prefix, one GET per channel, of the forgotten
-			// devices and per device.
-			if f.Requests != 2+2+1+13 {
-				t.Errorf("%d requests, want %d", f.Requests, 2+2+1+13)
+			// One LIST per prefix, one GET per channel, of the device
+			// registry, of the forgotten devices and per device.
+			if f.Requests != 2+2+1+1+13 {
+				t.Errorf("%d requests, want %d", f.Requests, 2+2+1+1+13)
 			}
 		})
 	}
@@ -552,8 +552,9 @@ func TestVerifiedProgress(t *testing.T) {
 		}
 	}
 	// One LIST of channels/, what channel.Load reads per channel, a GET
-	// of the forgotten devices, one LIST of devices/ and a GET per device.
-	if want := 1 + loadRequests(t, st, "prod", trust) + loadRequests(t, st, "canary", trust) + 1 + 1 + 8; f.Requests != want {
+	// of the registry and of the forgotten devices, one LIST of devices/
+	// and a GET per device.
+	if want := 1 + loadRequests(t, st, "prod", trust) + loadRequests(t, st, "canary", trust) + 1 + 1 + 1 + 8; f.Requests != want {
 		t.Errorf("%d requests, want %d", f.Requests, want)
 	}
 
@@ -598,7 +599,7 @@ func TestGivenSteps(t *testing.T) {
 	if p := channelOf(t, f, "prod").Progress; !p.Verified || p.Done != 5 {
 		t.Errorf("progress %+v", p)
 	}
-	if want := 1 + 1 + 1 + 1 + 8; f.Requests != int64(want) {
+	if want := 1 + 1 + 1 + 1 + 1 + 8; f.Requests != int64(want) {
 		t.Errorf("%d requests, want %d (no history read)", f.Requests, want)
 	}
 }

@@ -164,6 +164,9 @@ func (s *Snapshot) add(prev *Record, in bucket.Info, fetch []int, l *listed, ful
 		return fetch
 	}
 	r := Record{Checkin: in, Device: Device{ID: id, State: Invalid}}
+	if prev != nil {
+		r.Accepted = prev.Accepted
+	}
 	if err := manifest.ValidateName("device id", id); err != nil {
 		r.Device.LastError = "status blob under an invalid device id"
 		s.Records = append(s.Records, r)
@@ -213,10 +216,15 @@ func fetch(ctx context.Context, s bucket.Store, r *Record) {
 		r.Checkin.ETag = ""
 		return
 	}
-	st, err := status.Parse(id, obj.Data)
+	signed, err := status.Open(id, obj.Data)
 	if err != nil {
 		r.Device = Device{ID: id, State: Invalid, LastError: err.Error()}
 		return
+	}
+	st := signed.Status
+	r.SignedAt, r.Digest, r.Key = signed.SignedAt, signed.Digest, ""
+	if signed.Key != nil {
+		r.Key = status.EncodeKey(signed.Key)
 	}
 	r.Heartbeat = time.Duration(st.HeartbeatSeconds) * time.Second
 	r.Device = Device{ID: id, Channel: st.Channel, Class: st.Class, State: st.State, Reported: st.State, Revision: st.Revision,
@@ -243,15 +251,4 @@ func (r Record) live(now time.Time) Device {
 	}
 	d.Offline = now.Sub(d.CheckedAt) > 3*hb
 	return d
-}
-
-// devices are the rows of a snapshot as of now, of one channel or all.
-func (s *Snapshot) devices(now time.Time, channel string) []Device {
-	out := make([]Device, 0, len(s.Records))
-	for _, r := range s.Records {
-		if channel == "" || r.Device.Channel == channel {
-			out = append(out, r.live(now))
-		}
-	}
-	return out
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"time"
 
 	"github.com/klauspost/compress/zstd"
@@ -24,6 +25,9 @@ type Snapshot struct {
 	ReadAt  time.Time // when the read that made it listed, by this machine's clock
 	FullAt  time.Time // when the last read of every window listed
 	Records []Record  // one per device, sorted by device id
+	// Registry is the newest device registry this machine accepted: an
+	// older one in the bucket is then refused (a rollback).
+	Registry manifest.RegistryState
 }
 
 // Record is one device in a snapshot.
@@ -31,11 +35,15 @@ type Record struct {
 	Checkin   bucket.Info   // its newest check-in: key, size, ETag, LastModified
 	Heartbeat time.Duration // how often it promised to check in
 	Device    Device        // what the check-in said, before any derived state
+	Key       string        // the key that signed it (status.EncodeKey); "" when unsigned
+	SignedAt  time.Time     // when it was signed, by the device's clock
+	Digest    string        // sha256 of the signed payload
+	Accepted  *Accepted     // the device's last check-in that passed verification
 }
 
 // snapshotMagic starts every encoded snapshot; a new encoding gets a new
 // magic, and an old snapshot is then simply not used.
-const snapshotMagic = "nix-ota fleet snapshot 2\n"
+const snapshotMagic = "nix-ota fleet snapshot 3\n"
 
 // MaxSnapshot bounds a snapshot read back (about 40x a 100,000-device one).
 const MaxSnapshot = 1 << 30
@@ -52,6 +60,7 @@ type snapshotHead struct {
 	Bucket         string
 	ReadAt, FullAt time.Time
 	Records        int
+	Registry       manifest.RegistryState
 }
 
 // Encode writes the snapshot compressed: zstd over gob, the records in
@@ -65,7 +74,7 @@ func (s *Snapshot) Encode(w io.Writer) error {
 		return err
 	}
 	enc := gob.NewEncoder(zw)
-	err = enc.Encode(snapshotHead{s.Bucket, s.ReadAt, s.FullAt, len(s.Records)})
+	err = enc.Encode(snapshotHead{s.Bucket, s.ReadAt, s.FullAt, len(s.Records), s.Registry})
 	for i := 0; err == nil && i < len(s.Records); i += batch {
 		err = enc.Encode(s.Records[i:min(i+batch, len(s.Records))])
 	}
@@ -101,7 +110,7 @@ func DecodeSnapshot(r io.Reader, bucketURL string) (*Snapshot, error) {
 	if h.Records < 0 || h.Records > MaxSnapshot/64 {
 		return nil, fmt.Errorf("%w: %d records", ErrSnapshot, h.Records)
 	}
-	s := &Snapshot{Bucket: h.Bucket, ReadAt: h.ReadAt, FullAt: h.FullAt, Records: make([]Record, 0, min(h.Records, batch))}
+	s := &Snapshot{Bucket: h.Bucket, ReadAt: h.ReadAt, FullAt: h.FullAt, Registry: h.Registry, Records: make([]Record, 0, min(h.Records, batch))}
 	seen := map[string]string{}
 	for len(s.Records) < h.Records {
 		var part []Record
@@ -132,6 +141,11 @@ func (s *Snapshot) check() error {
 		if r.Device.State != Invalid && manifest.ValidateName("device id", id) != nil {
 			return fmt.Errorf("record %d: invalid device id", i)
 		}
+		if a := r.Accepted; a != nil {
+			if key, _, ok := bucket.ParseCheckinKey(a.Checkin.Key); !ok || key != id || a.Device.ID != id {
+				return fmt.Errorf("record %d: accepted check-in %q is not one of %q", i, a.Checkin.Key, id)
+			}
+		}
 	}
 	return nil
 }
@@ -156,6 +170,13 @@ func intern(records []Record, seen map[string]string) {
 		in(&d.State)
 		in(&d.Reported)
 		in(&d.LastError)
+		if a := records[i].Accepted; a != nil {
+			in(&a.Device.Channel)
+			in(&a.Device.StorePath)
+			in(&a.Device.AgentVersion)
+			in(&a.Device.State)
+			in(&a.Device.Reported)
+		}
 	}
 }
 
@@ -172,6 +193,25 @@ func (s *Snapshot) plausible(now time.Time) bool {
 		if r.Checkin.ModTime.After(s.ReadAt.Add(MaxClockSkew)) {
 			return false
 		}
+		if a := r.Accepted; a != nil && (a.SignedAt.After(limit) || a.Checkin.ModTime.After(limit)) {
+			return false // it would refuse every real check-in as a replay
+		}
 	}
 	return true
+}
+
+// keepAccepted drops from superseded the check-ins records still count
+// (their newest was refused): pruning must not delete the last verified
+// status of a device because something newer was written under its id.
+func (s *Snapshot) keepAccepted(superseded []string) []string {
+	keep := map[string]bool{}
+	for _, r := range s.Records {
+		if r.Accepted != nil {
+			keep[r.Accepted.Checkin.Key] = true
+		}
+	}
+	if len(keep) == 0 {
+		return superseded
+	}
+	return slices.DeleteFunc(superseded, func(k string) bool { return keep[k] })
 }

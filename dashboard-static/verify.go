@@ -1,0 +1,180 @@
+package dashboard
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nix-ota/nix-ota/bucket"
+	"github.com/nix-ota/nix-ota/manifest"
+	"github.com/nix-ota/nix-ota/status"
+)
+
+// RegistryKey is the publisher-signed device registry (manifest.Registry):
+// which device id owns which identity key. It lives outside devices/, so
+// a fleet-wide check-in credential cannot write it.
+const RegistryKey = "device-registry.json"
+
+// How a device's newest check-in stands against the registry
+// (Device.Trust). Only TrustVerified and TrustNoRegistry rows count.
+const (
+	TrustVerified   = "verified"    // signed by the key the registry has for its id
+	TrustNoRegistry = "no-registry" // the bucket has no registry yet: counted by id alone, as before
+	TrustPending    = "pending"     // signed by a key not registered for any device of that id
+	TrustKeyChanged = "key-changed" // the id is registered with another key
+	TrustRevoked    = "revoked"     // signed by a key revoked for that id
+	TrustUnsigned   = "unsigned"    // no signature (an agent that does not sign)
+	TrustRefused    = "refused"     // anything else: replayed, copied, badly dated, unreadable
+)
+
+// MaxSignedAge is how long before the bucket stored a check-in it may have
+// been signed. Agents sign at the moment they write; an older signature
+// is an old status written again (a replay), or a device clock this far
+// behind.
+const MaxSignedAge = time.Hour
+
+// Registry is the device registry as a read found it.
+type Registry struct {
+	Verified *manifest.VerifiedRegistry // nil when absent or unusable
+	Absent   bool                       // the bucket has none, and this machine never read one
+	Problem  string                     // why it is unusable: every device's reason
+}
+
+// ReadRegistry reads and verifies the device registry against trust,
+// refusing one older than seen. A bucket error is an error; a registry
+// that cannot be used is a Registry with a Problem, so that readers show
+// every device as unverified instead of failing.
+func ReadRegistry(ctx context.Context, s bucket.Store, trust *manifest.Trust, seen manifest.RegistryState) (Registry, []byte, error) {
+	obj, err := s.Get(ctx, RegistryKey, bucket.GetOptions{MaxSize: manifest.MaxRegistrySize})
+	switch {
+	case errors.Is(err, bucket.ErrNotFound) && seen.Version == 0:
+		return Registry{Absent: true}, nil, nil
+	case errors.Is(err, bucket.ErrNotFound):
+		return Registry{Problem: fmt.Sprintf("the device registry is gone from the bucket (version %d was read before); restore %s from a backup, or approve the devices again", seen.Version, RegistryKey)}, nil, nil
+	case errors.Is(err, bucket.ErrTooLarge):
+		return Registry{Problem: fmt.Sprintf("%s is larger than %d MiB; it cannot be a registry nix-ota wrote", RegistryKey, manifest.MaxRegistrySize>>20)}, nil, nil
+	case err != nil:
+		return Registry{}, nil, fmt.Errorf("read %s: %w", RegistryKey, err)
+	}
+	if trust == nil {
+		return Registry{Problem: "the device registry is not checked without the publisher's public key (--public-key or $NIX_OTA_PUBLIC_KEY)"}, obj.Data, nil
+	}
+	v, err := manifest.CheckRegistry(*trust, obj.Data, seen)
+	if err != nil {
+		return Registry{Problem: fmt.Sprintf("device registry refused: %s; if it was not written by nix-ota device, delete %s and approve the devices again", status.Clean(err.Error(), 512), RegistryKey)}, obj.Data, nil
+	}
+	return Registry{Verified: v}, obj.Data, nil
+}
+
+// Accepted is the last check-in of a device that passed verification,
+// kept across reads (Snapshot): later check-ins must be signed after it.
+type Accepted struct {
+	Checkin   bucket.Info
+	Heartbeat time.Duration
+	Device    Device
+	Key       string
+	SignedAt  time.Time
+	Digest    string
+}
+
+// judge says how r's newest check-in stands against reg, remembering
+// what r accepted before. It does no I/O.
+func (reg Registry) judge(r *Record) (trust, reason string) {
+	id := r.Device.ID
+	switch {
+	case reg.Absent:
+		return TrustNoRegistry, "no device registry in this bucket: statuses count by device id alone (nix-ota device approve creates it)"
+	case r.Device.State == Invalid:
+		return TrustRefused, r.Device.LastError
+	case r.Key == "":
+		return TrustUnsigned, "unsigned status: this agent does not sign check-ins; update nix-ota-agent"
+	case reg.Problem != "":
+		return TrustRefused, reg.Problem
+	}
+	fp := fingerprint(r.Key)
+	e, ok := reg.Verified.Lookup(id)
+	switch {
+	case reg.Verified.IsRevoked(id, r.Key) && (!ok || e.Key != r.Key):
+		return TrustRevoked, fmt.Sprintf("signed by key %s, which was revoked for %s", fp, id)
+	case !ok:
+		return TrustPending, fmt.Sprintf("pending: key %s is not registered; if this is your device, nix-ota device approve %s", fp, id)
+	case e.Key != r.Key:
+		return TrustKeyChanged, fmt.Sprintf("signed by key %s, but %s is registered with %s: another device writing its status, or the device was reinstalled (then: nix-ota device approve %s)", fp, id, fingerprint(e.Key), id)
+	}
+	return checkTimes(r)
+}
+
+// checkTimes refuses a registered device's check-in that is not where and
+// when its signature says, or older than what was accepted from it.
+func checkTimes(r *Record) (trust, reason string) {
+	signed, stored := r.SignedAt.UTC(), r.Checkin.ModTime.UTC()
+	switch a := r.Accepted; {
+	case bucket.CheckinKey(r.Device.ID, signed) != r.Checkin.Key:
+		return TrustRefused, fmt.Sprintf("signed at %s but stored under %s: a status copied to another check-in", signed.Format(time.RFC3339), r.Checkin.Key)
+	case stored.Sub(signed) > MaxSignedAge:
+		return TrustRefused, fmt.Sprintf("signed at %s but stored at %s: an old status written again, or the device's clock is more than %s behind", signed.Format(time.RFC3339), stored.Format(time.RFC3339), MaxSignedAge)
+	case signed.Sub(stored) > MaxClockSkew:
+		return TrustRefused, fmt.Sprintf("signed at %s, after the bucket stored it (%s): the device's clock is ahead; fix it", signed.Format(time.RFC3339), stored.Format(time.RFC3339))
+	case a != nil && a.Key == r.Key && signed.Before(a.SignedAt):
+		return TrustRefused, fmt.Sprintf("a replay: signed at %s, before the status already accepted from this device (signed at %s)", signed.Format(time.RFC3339), a.SignedAt.UTC().Format(time.RFC3339))
+	case a != nil && a.Key == r.Key && signed.Equal(a.SignedAt) && a.Digest != r.Digest:
+		return TrustRefused, fmt.Sprintf("two different statuses signed at %s", signed.Format(time.RFC3339))
+	}
+	return TrustVerified, "signed by its registered key " + fingerprint(r.Key)
+}
+
+// fingerprint shows a device key as people compare it.
+func fingerprint(key string) string {
+	k, err := status.ParseKey(key)
+	if err != nil {
+		return "(unreadable key)"
+	}
+	return status.Fingerprint(k)
+}
+
+// verify judges every record against reg and splits the rows: those that
+// count (verified, or the device's last accepted check-in when its newest
+// was refused), and the refused ones, shown apart. Records remember what
+// they accepted.
+func (s *Snapshot) verify(reg Registry, now time.Time, channel string) (counted, unverified []Device) {
+	for i := range s.Records {
+		r := &s.Records[i]
+		trust, reason := reg.judge(r)
+		if trust == TrustVerified {
+			r.Accepted = &Accepted{Checkin: r.Checkin, Heartbeat: r.Heartbeat, Device: r.Device, Key: r.Key, SignedAt: r.SignedAt, Digest: r.Digest}
+		}
+		row := r.live(now)
+		row.Trust, row.Verification, row.Key = trust, reason, r.Key
+		row.Verified = trust == TrustVerified
+		if channel != "" && r.Device.Channel != channel && (r.Accepted == nil || r.Accepted.Device.Channel != channel) {
+			continue
+		}
+		switch {
+		case trust == TrustVerified || trust == TrustNoRegistry:
+			counted = append(counted, row)
+			continue
+		case stillRegistered(reg, r.Accepted):
+			a := Record{Checkin: r.Accepted.Checkin, Heartbeat: r.Accepted.Heartbeat, Device: r.Accepted.Device}
+			last := a.live(now)
+			last.Trust, last.Verified, last.Key = TrustVerified, true, r.Accepted.Key
+			last.Verification = "its last verified status; a newer check-in was refused: " + reason
+			counted = append(counted, last)
+		}
+		if row.State != Invalid {
+			row.Detail, row.State = row.State, Unverified
+		}
+		unverified = append(unverified, row)
+	}
+	return counted, unverified
+}
+
+// stillRegistered: a device's accepted check-in still counts only while
+// the key that signed it is the one registered (a revoke ends it at once).
+func stillRegistered(reg Registry, a *Accepted) bool {
+	if a == nil || reg.Verified == nil {
+		return false
+	}
+	e, ok := reg.Verified.Lookup(a.Device.ID)
+	return ok && e.Key == a.Key
+}
