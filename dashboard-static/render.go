@@ -25,6 +25,12 @@ var page = template.Must(template.New("index.html").Funcs(template.FuncMap{
 	"idParts":   idParts,
 	"tone":      tone,
 	"problems":  func(c Counts) int { return c.Failed + c.Offline + c.Invalid + c.NeedsReboot },
+	"fingerprint": func(key string) string {
+		if key == "" {
+			return "unsigned"
+		}
+		return fingerprint(key)
+	},
 	// Replaced per render with the fleet's generation time as "now".
 	"ago":   func(time.Time) string { return "" },
 	"until": func(time.Time) string { return "" },
@@ -62,14 +68,20 @@ func HTML(f *Fleet) ([]byte, error) {
 	if len(rows) > MaxRows {
 		rows, hidden = rows[:MaxRows], len(rows)-MaxRows
 	}
+	unverified, hiddenUnverified := f.Unverified, 0
+	if len(unverified) > MaxRows {
+		unverified, hiddenUnverified = unverified[:MaxRows], len(unverified)-MaxRows
+	}
 	if err := t.Execute(&b, struct {
-		F           *Fleet
-		Alarm       Alarm
-		Rows        []Device
-		Hidden      int
-		Refresh     int
-		SkewMinutes int
-	}{f, f.Alarm(AlarmIDs), rows, hidden, RefreshSeconds, int(MaxClockSkew / time.Minute)}); err != nil {
+		F                *Fleet
+		Alarm            Alarm
+		Rows             []Device
+		Hidden           int
+		Unverified       []Device
+		HiddenUnverified int
+		Refresh          int
+		SkewMinutes      int
+	}{f, f.Alarm(AlarmIDs), rows, hidden, unverified, hiddenUnverified, RefreshSeconds, int(MaxClockSkew / time.Minute)}); err != nil {
 		return nil, err
 	}
 	return b.Bytes(), nil
