@@ -59,7 +59,7 @@ type Env struct {
 
 func commands() []*command {
 	return []*command{
-		keygenCmd(), pubkeyCmd(), initCmd(), pushCmd(), publishCmd(), rolloutCmd(), rollbackCmd(), resignCmd(), doctorCmd(), verifyCmd(), historyCmd(), statusCmd(), dashboardCmd(), forgetCmd(), gcCmd(), versionCmd(), completionCmd(),
+		keygenCmd(), pubkeyCmd(), initCmd(), pushCmd(), publishCmd(), rolloutCmd(), rollbackCmd(), resignCmd(), doctorCmd(), verifyCmd(), historyCmd(), statusCmd(), dashboardCmd(), forgetCmd(), deviceCmd(), gcCmd(), versionCmd(), completionCmd(),
 	}
 }
 

@@ -240,7 +240,7 @@ func TestNoRegistry(t *testing.T) {
 	_ = f.st.Delete(context.Background(), dashboard.RegistryKey)
 	fl := f.read(t, nil)
 	counted, apart := rows(fl)
-	if len(counted) != 2 || len(apart) != 0 || fl.Registry.Present || counted["kiosk-1"].Verified || counted["kiosk-1"].Trust != dashboard.TrustNoRegistry {
+	if len(counted) != 2 || len(apart) != 0 || fl.Registry.Present || counted["kiosk-1"].Verified || counted["kiosk-1"].Trust != dashboard.TrustPending {
 		t.Errorf("no registry: counted %+v, apart %+v, registry %+v", counted, apart, fl.Registry)
 	}
 }

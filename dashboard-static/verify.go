@@ -17,7 +17,8 @@ import (
 const RegistryKey = "device-registry.json"
 
 // How a device's newest check-in stands against the registry
-// (Device.Trust). Only TrustVerified and TrustNoRegistry rows count.
+// (Device.Trust). Only verified rows count, and every row while the
+// bucket has no registry.
 const (
 	TrustVerified   = "verified"    // signed by the key the registry has for its id
 	TrustNoRegistry = "no-registry" // the bucket has no registry yet: counted by id alone, as before
@@ -45,26 +46,26 @@ type Registry struct {
 // refusing one older than seen. A bucket error is an error; a registry
 // that cannot be used is a Registry with a Problem, so that readers show
 // every device as unverified instead of failing.
-func ReadRegistry(ctx context.Context, s bucket.Store, trust *manifest.Trust, seen manifest.RegistryState) (Registry, []byte, error) {
+func ReadRegistry(ctx context.Context, s bucket.Store, trust *manifest.Trust, seen manifest.RegistryState) (Registry, string, error) {
 	obj, err := s.Get(ctx, RegistryKey, bucket.GetOptions{MaxSize: manifest.MaxRegistrySize})
 	switch {
 	case errors.Is(err, bucket.ErrNotFound) && seen.Version == 0:
-		return Registry{Absent: true}, nil, nil
+		return Registry{Absent: true}, "", nil
 	case errors.Is(err, bucket.ErrNotFound):
-		return Registry{Problem: fmt.Sprintf("the device registry is gone from the bucket (version %d was read before); restore %s from a backup, or approve the devices again", seen.Version, RegistryKey)}, nil, nil
+		return Registry{Problem: fmt.Sprintf("the device registry is gone from the bucket (version %d was read before); restore %s from a backup, or approve the devices again", seen.Version, RegistryKey)}, "", nil
 	case errors.Is(err, bucket.ErrTooLarge):
-		return Registry{Problem: fmt.Sprintf("%s is larger than %d MiB; it cannot be a registry nix-ota wrote", RegistryKey, manifest.MaxRegistrySize>>20)}, nil, nil
+		return Registry{Problem: fmt.Sprintf("%s is larger than %d MiB; it cannot be a registry nix-ota wrote", RegistryKey, manifest.MaxRegistrySize>>20)}, "", nil
 	case err != nil:
-		return Registry{}, nil, fmt.Errorf("read %s: %w", RegistryKey, err)
+		return Registry{}, "", fmt.Errorf("read %s: %w", RegistryKey, err)
 	}
 	if trust == nil {
-		return Registry{Problem: "the device registry is not checked without the publisher's public key (--public-key or $NIX_OTA_PUBLIC_KEY)"}, obj.Data, nil
+		return Registry{Problem: "the device registry is not checked without the publisher's public key (--public-key or $NIX_OTA_PUBLIC_KEY)"}, obj.ETag, nil
 	}
 	v, err := manifest.CheckRegistry(*trust, obj.Data, seen)
 	if err != nil {
-		return Registry{Problem: fmt.Sprintf("device registry refused: %s; if it was not written by nix-ota device, delete %s and approve the devices again", status.Clean(err.Error(), 512), RegistryKey)}, obj.Data, nil
+		return Registry{Problem: fmt.Sprintf("device registry refused: %s; if it was not written by nix-ota device, delete %s and approve the devices again", status.Clean(err.Error(), 512), RegistryKey)}, obj.ETag, nil
 	}
-	return Registry{Verified: v}, obj.Data, nil
+	return Registry{Verified: v}, obj.ETag, nil
 }
 
 // Accepted is the last check-in of a device that passed verification,
@@ -83,6 +84,8 @@ type Accepted struct {
 func (reg Registry) judge(r *Record) (trust, reason string) {
 	id := r.Device.ID
 	switch {
+	case reg.Absent && r.Key != "" && r.Device.State != Invalid:
+		return TrustPending, fmt.Sprintf("pending: key %s; no device registry in this bucket yet, so statuses count by device id alone (nix-ota device approve %s creates it)", fingerprint(r.Key), id)
 	case reg.Absent:
 		return TrustNoRegistry, "no device registry in this bucket: statuses count by device id alone (nix-ota device approve creates it)"
 	case r.Device.State == Invalid:
@@ -151,7 +154,7 @@ func (s *Snapshot) verify(reg Registry, now time.Time, channel string) (counted,
 			continue
 		}
 		switch {
-		case trust == TrustVerified || trust == TrustNoRegistry:
+		case trust == TrustVerified || reg.Absent:
 			counted = append(counted, row)
 			continue
 		case stillRegistered(reg, r.Accepted):
