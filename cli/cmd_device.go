@@ -46,8 +46,10 @@ show everything else apart as unverified. A new device appears as pending.
                        check-in with (also after a reinstall: a key change
                        is approved only by name); --all-pending: every
                        pending device
-  add DEVICE --key K   pre-register a key baked into an image
-                       (nix-ota-agent identity prints it)
+  add DEVICE --device-key ed25519:…
+                       pre-register a key baked into an image
+                       (nix-ota-agent identity prints it; --key ed25519:…
+                       works too, --key FILE still names the signing key)
   revoke DEVICE...     remove devices; their keys are never re-admitted
                        by --all-pending
 approve, add and revoke sign with --key like publish, check the registry
@@ -94,6 +96,7 @@ func (o *deviceOptions) run(ctx context.Context, env *Env, args []string) error 
 			return usagef("name the devices to approve, or give --all-pending (nix-ota device list shows them)")
 		}
 	case "add":
+		o.takeDeviceKey()
 		if len(ids) != 1 || o.key == "" {
 			return usagef("device add takes one DEVICE and --device-key ed25519:BASE64 (nix-ota-agent identity prints it)")
 		}
@@ -105,6 +108,23 @@ func (o *deviceOptions) run(ctx context.Context, env *Env, args []string) error 
 		return usagef("unknown subcommand %q: want list, approve, add or revoke", sub)
 	}
 	return o.edit(ctx, env, sub, ids)
+}
+
+// takeDeviceKey lets add read its device key from --key too, as
+// "device add ID --key ed25519:…": a signing key is a file or a KMS URI,
+// never a value starting with ed25519:.
+func (o *deviceOptions) takeDeviceKey() {
+	if o.key != "" {
+		return
+	}
+	keys := *o.kf.keys
+	for i, k := range keys {
+		if strings.HasPrefix(k, manifest.DeviceKeyPrefix) {
+			o.key = k
+			*o.kf.keys = slices.Delete(slices.Clone(keys), i, i+1)
+			return
+		}
+	}
 }
 
 // deviceList is device list --json.

@@ -139,7 +139,7 @@ func (d *doctor) run(ctx context.Context, s bucket.Store, o *doctorOptions, trus
 	}
 	d.checkAnonymous(ctx, d.bucketURL, o.publicURL, channels)
 	if len(channels) > 0 {
-		d.checkDevices(ctx, s)
+		d.checkDevices(ctx, s, trust)
 	}
 }
 
@@ -205,8 +205,8 @@ func (d *doctor) checkExpiry(ch string, p *manifest.Payload, now time.Time, warn
 	}
 }
 
-func (d *doctor) checkDevices(ctx context.Context, s bucket.Store) {
-	f, err := readFleet(ctx, d.env, s, dashboard.Options{})
+func (d *doctor) checkDevices(ctx context.Context, s bucket.Store, trust *manifest.Trust) {
+	f, err := readFleet(ctx, d.env, s, dashboard.Options{Trust: trust})
 	if err != nil {
 		d.warn("devices: %s", oneLine(err.Error(), 200))
 		return
@@ -214,12 +214,37 @@ func (d *doctor) checkDevices(ctx context.Context, s bucket.Store) {
 	if n := f.Read.Unrecognised; n > 0 {
 		d.warn("devices: %d object(s) under %s are not check-ins (%s<window>/<id>.json) and are ignored: agents older than this layout write %s<id>/status.json; update them", n, bucket.DevicesPrefix, bucket.DevicesPrefix, bucket.DevicesPrefix)
 	}
+	d.checkRegistry(f)
 	c := f.Counts
 	msg := fmt.Sprintf("devices: %d checked in, %d failed, %d offline, %d invalid status", c.Devices, c.Failed, c.Offline, c.Invalid)
 	if c.Failed+c.Offline+c.Invalid > 0 {
 		d.warn("%s (nix-ota status shows which)", msg)
 	} else {
 		d.ok("%s", msg)
+	}
+}
+
+// checkRegistry reports what the device registry leaves uncounted.
+func (d *doctor) checkRegistry(f *dashboard.Fleet) {
+	pending := 0
+	for _, u := range f.Unverified {
+		if u.Trust == dashboard.TrustPending {
+			pending++
+		}
+	}
+	switch r := f.Registry; {
+	case r.Problem != "":
+		d.warn("device registry: %s; no device status counts until then", oneLine(r.Problem, 300))
+	case !r.Present && f.Counts.Devices == 0:
+	case !r.Present:
+		d.warn("device registry: none; any holder of a check-in credential can write any device's status. Approve your devices: nix-ota device approve --all-pending")
+	case f.Counts.Unverified > pending:
+		d.warn("device registry version %d: %d registered; %d check-in(s) refused (another key, a replay, unsigned): nix-ota device list shows why", r.Version, r.Devices, f.Counts.Unverified-pending)
+	default:
+		d.ok("device registry version %d: %d registered devices", r.Version, r.Devices)
+	}
+	if pending > 0 {
+		d.warn("devices: %d pending approval: nix-ota device list, then nix-ota device approve", pending)
 	}
 }
 

@@ -112,10 +112,39 @@ func printFleet(w io.Writer, f *dashboard.Fleet) {
 			fmt.Fprintf(w, "ATTENTION: channel %s\n", oneLine(ch, 200))
 		}
 	}
+	printRegistry(w, f)
 	fmt.Fprintln(w)
 	printChannels(w, f)
 	fmt.Fprintln(w)
 	printDevices(w, f)
+	if len(f.Unverified) > 0 {
+		fmt.Fprintln(w)
+		printUnverified(w, f)
+	}
+}
+
+// printRegistry says which statuses count: those backed by the device
+// registry, or, without one, every status by its id.
+func printRegistry(w io.Writer, f *dashboard.Fleet) {
+	switch r := f.Registry; {
+	case r.Problem != "":
+		fmt.Fprintf(w, "ATTENTION: no status counts: %s\n", oneLine(r.Problem, 400))
+	case !r.Present:
+		fmt.Fprintln(w, "no device registry: statuses count by device id alone (nix-ota device approve --all-pending creates one)")
+	case f.Counts.Unverified > 0:
+		fmt.Fprintf(w, "%d unverified check-ins, not counted (listed last; nix-ota device list)\n", f.Counts.Unverified)
+	}
+}
+
+// printUnverified lists the check-ins the registry does not back, apart
+// from the devices: what they claim never counts.
+func printUnverified(w io.Writer, f *dashboard.Fleet) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "UNVERIFIED\tTRUST\tCLAIMS\tWRITTEN\tWHY")
+	for _, d := range f.Unverified {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", oneLine(d.ID, 64), d.Trust, orDash(oneLine(d.Detail, 40)), agoAt(f.GeneratedAt, d.CheckedAt), oneLine(d.Verification, 200))
+	}
+	tw.Flush()
 }
 
 func printChannels(w io.Writer, f *dashboard.Fleet) {
