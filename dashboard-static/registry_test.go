@@ -244,3 +244,37 @@ func TestNoRegistry(t *testing.T) {
 		t.Errorf("no registry: counted %+v, apart %+v, registry %+v", counted, apart, fl.Registry)
 	}
 }
+
+// TestChromiumUnverified: the unverified check-ins table, with markup in
+// every field a device controls, as real Chromium parses the page.
+func TestChromiumUnverified(t *testing.T) {
+	bin := chromium(t)
+	f := newSignedFleet(t)
+	before := f.read(t, nil).Snapshot // a reader that accepted kiosk-2's status
+	later := f.at.Add(10 * time.Minute)
+	hostile := `<script>document.body.setAttribute('data-pwned','1')</script><img src=x onerror="document.body.setAttribute('data-pwned','2')">`
+	st := status.Status{DeviceID: "kiosk-2", Channel: hostile, State: status.RolledBack, Revision: 1, StorePath: spA, AgentVersion: hostile, LastError: hostile, ChangedAt: later}
+	testenv.PutSigned(t, f.st, f.intruder, st, later)
+	st.DeviceID = "kiosk-3"
+	testenv.PutSigned(t, f.st, testenv.DeviceKey(3), st, later)
+	testenv.PutCheckin(t, f.st, "kiosk-4", later, []byte(`{"deviceId":"kiosk-4","state":"`+strings.ReplaceAll(hostile, `"`, `\"`)+`"}`))
+	fl := f.read(t, before)
+	page := writePage(t, t.TempDir(), "unverified", fl)
+	dom := headless(t, bin, "--dump-dom", "file://"+page)
+	if strings.Contains(dom, "data-pwned=") || strings.Contains(dom, "<script") || strings.Contains(dom, "<img") {
+		t.Fatalf("injected markup became live in the DOM")
+	}
+	if n := strings.Count(dom, `<tr class="unverified"`); n != 3 {
+		t.Fatalf("%d unverified rows in the DOM, want 3", n)
+	}
+	for _, want := range []string{`data-trust="key-changed"`, `data-trust="pending"`, `data-trust="refused"`, "Device registry version 1: 2 registered devices"} {
+		if !strings.Contains(dom, want) {
+			t.Errorf("the page lacks %s", want)
+		}
+	}
+	// kiosk-2 still counts with its last verified status, shown signed.
+	row := dom[strings.Index(dom, `data-device="kiosk-2" data-state=`):]
+	if row = row[:strings.Index(row, "</tr>")]; !strings.Contains(row, `data-state="up-to-date"`) || !strings.Contains(row, ">signed<") {
+		t.Errorf("kiosk-2's row: %s", row)
+	}
+}
