@@ -4,14 +4,18 @@ import (
 	"context"
 	"crypto/ed25519"
 	"encoding/json"
+	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/minio/minio-go/v7/pkg/credentials"
 
+	"github.com/nix-ota/nix-ota/agent"
 	"github.com/nix-ota/nix-ota/bucket"
+	"github.com/nix-ota/nix-ota/bucket/s3store"
 	dashboard "github.com/nix-ota/nix-ota/dashboard-static"
 	"github.com/nix-ota/nix-ota/internal/testenv"
 	"github.com/nix-ota/nix-ota/manifest"
@@ -234,5 +238,141 @@ func mustJSON(t *testing.T, s string, v any) {
 	t.Helper()
 	if err := json.Unmarshal([]byte(s), v); err != nil {
 		t.Fatalf("%v in %s", err, s)
+	}
+}
+
+// TestEnrollment: real agents sharing one check-in credential appear as
+// pending, one command approves them, and the dashboard the approval
+// writes shows them verified.
+func TestEnrollment(t *testing.T) {
+	testenv.RequireNix(t)
+	m := testenv.SharedMinIO(t)
+	name, url := m.NewBucket(t)
+	env := m.Env()
+	mustRun(t, env, "init", "--bucket", url)
+	public := fmt.Sprintf(`{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"AWS":["*"]},"Action":["s3:GetObject"],"Resource":["arn:aws:s3:::%s/channels/*"]}]}`, name)
+	if err := m.Admin().SetBucketPolicy(context.Background(), name, public); err != nil {
+		t.Fatal(err)
+	}
+	admin, err := s3store.Open(url, bucket.Options{}, m.Creds())
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, pub := keygen(t, "fleet-1")
+	s0 := testenv.BuildSystem(t, "enrolled", testenv.SystemOptions{})
+	mustRun(t, env, "publish", "--skip-closure-check", "--no-dashboard", "--bucket", url, "--key", key, "--channel", "prod", "--store-path", s0)
+
+	creds := checkinCredentialsFile(t, m, name)
+	ids := []string{"kiosk-a", "kiosk-b", "kiosk-c"}
+	for _, id := range ids {
+		startAgent(t, agent.Config{Bucket: "http://" + m.Endpoint + "/" + name, StatusBucket: url, StatusCredentials: creds, DeviceID: id}, pub, s0)
+	}
+	waitFor(t, "three check-ins", func() bool {
+		n := 0
+		admin.List(context.Background(), bucket.DevicesPrefix, func(bucket.Info) error { n++; return nil })
+		return n >= len(ids)
+	})
+
+	var list struct {
+		Registry dashboard.RegistryInfo
+		Devices  []struct{ ID, Trust, Fingerprint, State string }
+	}
+	mustJSON(t, mustRun(t, env, "device", "list", "--bucket", url, "--public-key", pub, "--json"), &list)
+	if list.Registry.Present || len(list.Devices) != 3 {
+		t.Fatalf("device list before approval: %+v", list)
+	}
+	for _, d := range list.Devices {
+		if d.Trust != dashboard.TrustPending || d.State != status.UpToDate || !strings.HasPrefix(d.Fingerprint, "SHA256:") {
+			t.Fatalf("before approval: %+v", d)
+		}
+	}
+	out := mustRun(t, env, "device", "approve", "--all-pending", "--bucket", url, "--key", key)
+	if strings.Count(out, "approved ") != 3 || !strings.Contains(out, "version 1") {
+		t.Fatalf("approve --all-pending:\n%s", out)
+	}
+	page, err := admin.Get(context.Background(), bucket.DashboardKey, bucket.GetOptions{})
+	if err != nil || !strings.Contains(string(page.Data), "Device registry version 1: 3 registered devices") || strings.Count(string(page.Data), ">signed<") != 3 {
+		t.Fatalf("dashboard after approval: %v\n%s", err, page.Data)
+	}
+	var f dashboard.Fleet
+	js, _ := admin.Get(context.Background(), bucket.DashboardJSON, bucket.GetOptions{})
+	mustJSON(t, string(js.Data), &f)
+	if len(f.Devices) != 3 || len(f.Unverified) != 0 {
+		t.Fatalf("dashboard.json: %d devices, %d unverified", len(f.Devices), len(f.Unverified))
+	}
+	for _, d := range f.Devices {
+		if !d.Verified || d.Trust != dashboard.TrustVerified || d.State != status.UpToDate {
+			t.Errorf("%s on the dashboard: %+v", d.ID, d)
+		}
+	}
+}
+
+// checkinCredentialsFile writes an AWS credentials file holding the
+// fleet's check-in credential (checkinStore's policy).
+func checkinCredentialsFile(t *testing.T, m *testenv.MinIO, bucketName string) string {
+	t.Helper()
+	policy, err := os.ReadFile("../examples/policies/checkin-policy.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sts, err := credentials.NewSTSAssumeRole("http://"+m.Endpoint, credentials.STSAssumeRoleOptions{
+		AccessKey: m.AccessKey, SecretKey: m.SecretKey, Policy: strings.ReplaceAll(string(policy), "BUCKET", bucketName), DurationSeconds: 3600,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := sts.GetWithContext(&credentials.CredContext{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(t.TempDir(), "checkin-creds")
+	body := fmt.Sprintf("[default]\naws_access_key_id=%s\naws_secret_access_key=%s\naws_session_token=%s\n", v.AccessKeyID, v.SecretAccessKey, v.SessionToken)
+	if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// startAgent runs one real agent polling until the test ends, on a
+// profile already at initial.
+func startAgent(t *testing.T, cfg agent.Config, pub, initial string) {
+	t.Helper()
+	dir := t.TempDir()
+	cfg.Profile = filepath.Join(dir, "profiles", "system")
+	os.MkdirAll(filepath.Dir(cfg.Profile), 0o755)
+	testenv.Cmd(t, "nix-env", "--profile", cfg.Profile, "--set", initial)
+	cfg.Channel, cfg.PublicKeys, cfg.StateDir, cfg.SwitchVia = "prod", []string{pub}, filepath.Join(dir, "state"), "direct"
+	trust, err := cfg.Prepare()
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, unlock, err := agent.New(cfg, trust, func(string, ...any) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		defer unlock()
+		for ctx.Err() == nil {
+			a.Poll(ctx)
+			select {
+			case <-ctx.Done():
+			case <-time.After(200 * time.Millisecond):
+			}
+		}
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+}
+
+func waitFor(t *testing.T, what string, ok func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for !ok() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s never happened", what)
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
 }

@@ -80,8 +80,8 @@ func statuses(t *testing.T, s bucket.Store, ids []string) map[string]*status.Sta
 		if err != nil {
 			continue
 		}
-		if st, err := status.Parse(id, o.Data); err == nil {
-			out[id] = st
+		if st, err := status.Open(id, o.Data); err == nil {
+			out[id] = st.Status
 		}
 	}
 	return out

@@ -8,11 +8,19 @@
 // the whole CLI process, min/median/max over repeated runs. Results go to
 // bench/results.json under "scale".
 //
+// Every check-in is signed with its device's identity key and the bucket
+// holds a signed device registry of the whole fleet, so every read does
+// the work of verifying them. The fill dates check-ins into the windows of
+// the last heartbeat, but MinIO stores them now, so readers refuse most of
+// them as signed long before they were stored; the work is the same.
+//
 //	go run ./bench/dashboard [-devices 10000,100000] [-publish-at 10,10000,100000] [-runs 3]
 package main
 
 import (
 	"context"
+	"crypto/ed25519"
+	"crypto/sha256"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -28,8 +36,11 @@ import (
 
 	"github.com/nix-ota/nix-ota/bucket"
 	"github.com/nix-ota/nix-ota/bucket/s3store"
+	dashboard "github.com/nix-ota/nix-ota/dashboard-static"
 	"github.com/nix-ota/nix-ota/internal/benchutil"
 	"github.com/nix-ota/nix-ota/internal/testenv"
+	"github.com/nix-ota/nix-ota/manifest"
+	"github.com/nix-ota/nix-ota/manifest/signing"
 	"github.com/nix-ota/nix-ota/status"
 )
 
@@ -59,13 +70,45 @@ func ints(s string) []int {
 const sp = "/nix/store/0c5lq2n9xqbq6yv5q9r1lxg7b8c7wjsz-nixos-system-bench"
 
 // setup initialises a bucket and publishes a channel; it returns the key
-// that signed it, which the CLI's publish must trust to build on it.
-func setup(ctx context.Context, s bucket.Store) (string, error) {
+// that signed it, which the CLI's publish must trust to build on it, and
+// which signs the device registry.
+func setup(ctx context.Context, s bucket.Store) (string, signing.Key, error) {
 	if _, err := bucket.Init(ctx, s, "bench", time.Now()); err != nil {
-		return "", err
+		return "", signing.Key{}, err
 	}
-	pub, _, err := benchutil.PublishChannel(ctx, s, sp)
-	return pub.String(), err
+	pub, signer, err := benchutil.PublishChannel(ctx, s, sp)
+	return pub.String(), signer, err
+}
+
+// deviceKey is device i's identity key, the same in every run.
+func deviceKey(i int) ed25519.PrivateKey {
+	seed := sha256.Sum256([]byte(fmt.Sprintf("bench device %d", i)))
+	return ed25519.NewKeyFromSeed(seed[:])
+}
+
+func deviceID(i int) string { return fmt.Sprintf("device-%05d", i) }
+
+// register writes a device registry of devices 0..n-1, signed as
+// nix-ota device approve would.
+func register(ctx context.Context, s bucket.Store, signer signing.Key, n int) error {
+	r := &manifest.Registry{Schema: manifest.Schema, Version: uint64(n), IssuedAt: time.Now().UTC()}
+	for i := range n {
+		r.Devices = append(r.Devices, manifest.DeviceEntry{ID: deviceID(i), Key: status.EncodeKey(deviceKey(i).Public().(ed25519.PublicKey)), At: r.IssuedAt})
+	}
+	body, err := signing.SignRegistry(ctx, r, signer)
+	if err != nil {
+		return err
+	}
+	_, err = bucket.PutBytes(ctx, s, dashboard.RegistryKey, body, bucket.JSONPut())
+	return err
+}
+
+// signedCheckin is device i's check-in as its agent writes it: signed at
+// t, under t's window.
+func signedCheckin(i int, st status.Status, t time.Time) (string, []byte, error) {
+	st.CheckedAt = t.UTC().Truncate(time.Second)
+	b, err := status.Sign(st, deviceKey(i))
+	return bucket.CheckinKey(st.DeviceID, st.CheckedAt), b, err
 }
 
 // heartbeat is the fleet's: the agent's default.
@@ -90,13 +133,16 @@ func fill(ctx context.Context, s bucket.Store, from, to int) error {
 		go func() {
 			defer wg.Done()
 			for i := range work {
-				st := status.Status{DeviceID: fmt.Sprintf("device-%05d", i), Channel: "prod", State: states[i%len(states)], Revision: 1,
+				st := status.Status{DeviceID: deviceID(i), Channel: "prod", State: states[i%len(states)], Revision: 1,
 					StorePath: sp, ChangedAt: now, AgentVersion: "bench", HeartbeatSeconds: heartbeat}
 				if i%7 == 0 {
 					st.LastError = "fetch closure of revision 1: nix-store: exit status 1: error: unable to download narinfo"
 				}
-				b, _ := json.Marshal(st)
-				if _, err := bucket.PutBytes(ctx, s, bucket.CheckinKey(st.DeviceID, at(i)), b, bucket.PutOptions{}); err != nil {
+				key, b, err := signedCheckin(i, st, at(i))
+				if err == nil {
+					_, err = bucket.PutBytes(ctx, s, key, b, bucket.PutOptions{})
+				}
+				if err != nil {
 					select {
 					case errs <- err:
 					default:
@@ -159,6 +205,7 @@ func report(name string, ss []sample) {
 // behind a counting proxy, and what has been filled so far.
 type bench struct {
 	bin, dir, keyFile, setupKey string
+	signer                      signing.Key
 	m                           *testenv.MinIO
 	px                          *benchutil.Proxy
 	direct                      bucket.Store
@@ -178,6 +225,9 @@ func (b *bench) grow(ctx context.Context, n int) error {
 	}
 	start := time.Now()
 	if err := fill(ctx, b.direct, b.filled, n); err != nil {
+		return err
+	}
+	if err := register(ctx, b.direct, b.signer, n); err != nil {
 		return err
 	}
 	fmt.Printf("(filled MinIO up to %d check-ins in %s)\n", n, time.Since(start).Round(time.Second))
@@ -256,7 +306,7 @@ func start(ctx context.Context) (*bench, func(), error) {
 		return nil, stop, err
 	}
 	b.s3URL = fmt.Sprintf("s3://fleet?endpoint=%s&scheme=http", b.px.Addr())
-	b.setupKey, err = setup(ctx, b.direct)
+	b.setupKey, b.signer, err = setup(ctx, b.direct)
 	return b, stop, err
 }
 
@@ -375,10 +425,13 @@ func change(ctx context.Context, s bucket.Store, n, k, r int) error {
 	now := time.Now().UTC()
 	for j := range k {
 		i := (j*97 + r*31) % n
-		st := status.Status{DeviceID: fmt.Sprintf("device-%05d", i), Channel: "prod", State: status.States[(i+r+1)%len(status.States)], Revision: 1,
+		st := status.Status{DeviceID: deviceID(i), Channel: "prod", State: status.States[(i+r+1)%len(status.States)], Revision: 1,
 			StorePath: sp, ChangedAt: now, AgentVersion: "bench", HeartbeatSeconds: heartbeat}
-		b, _ := json.Marshal(st)
-		if _, err := bucket.PutBytes(ctx, s, bucket.CheckinKey(st.DeviceID, now), b, bucket.JSONPut()); err != nil {
+		key, b, err := signedCheckin(i, st, now)
+		if err != nil {
+			return err
+		}
+		if _, err := bucket.PutBytes(ctx, s, key, b, bucket.JSONPut()); err != nil {
 			return err
 		}
 	}
