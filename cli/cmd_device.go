@@ -272,7 +272,7 @@ func (o *deviceOptions) edit(ctx context.Context, env *Env, sub string, ids []st
 }
 
 func (o *deviceOptions) editOnce(ctx context.Context, s bucket.Store, f *dashboard.Fleet, trust manifest.Trust, keys []signing.Key, sub string, ids []string) (*deviceEdit, error) {
-	reg, etag, err := dashboard.ReadRegistry(ctx, s, &trust, f.Snapshot.Registry)
+	reg, etag, err := dashboard.ReadRegistry(ctx, s, &trust, f.Snapshot.Registry, nil)
 	if err != nil {
 		return nil, err
 	}

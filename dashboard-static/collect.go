@@ -204,10 +204,14 @@ func Collect(ctx context.Context, s bucket.Store, o Options) (*Fleet, error) {
 		}
 	}
 	var seen manifest.RegistryState
-	if o.Snapshot != nil && o.Snapshot.Bucket == s.String() {
-		seen = o.Snapshot.Registry
+	var cached *CachedRegistry
+	if prev, full := previous(cs, o); prev != nil {
+		seen = prev.Registry
+		if !full {
+			cached = prev.RegistryCache
+		}
 	}
-	reg, _, err := ReadRegistry(ctx, cs, o.Trust, seen)
+	reg, etag, err := ReadRegistry(ctx, cs, o.Trust, seen, cached)
 	if err != nil {
 		return nil, err
 	}
@@ -217,6 +221,7 @@ func Collect(ctx context.Context, s bucket.Store, o Options) (*Fleet, error) {
 	f.Snapshot.Registry = seen
 	if reg.Verified != nil {
 		f.Snapshot.Registry = reg.Verified.State
+		f.Snapshot.RegistryCache = &CachedRegistry{ETag: etag, Registry: *reg.Verified.Registry}
 		f.Registry = RegistryInfo{Present: true, Version: reg.Verified.Version, Devices: len(reg.Verified.Devices)}
 	}
 	f.Registry.Problem = reg.Problem

@@ -73,11 +73,7 @@ func listCheckins(ctx context.Context, s bucket.Store, after string) (*listed, e
 // usable snapshot or when a full read is due, else only the windows since
 // the snapshot's read, merged into it. It returns the next snapshot.
 func readFleet(ctx context.Context, s bucket.Store, o Options) (*Snapshot, ReadStats, error) {
-	prev := o.Snapshot
-	if prev != nil && (prev.Bucket != s.String() || !prev.plausible(o.Now)) {
-		prev = nil
-	}
-	full := prev == nil || o.Full || o.Now.Sub(prev.FullAt) >= o.FullEvery
+	prev, full := previous(s, o)
 	after := ""
 	if !full {
 		after = bucket.CheckinsFrom(prev.ReadAt.Add(-CheckinSlack))
@@ -106,6 +102,16 @@ func readFleet(ctx context.Context, s bucket.Store, o Options) (*Snapshot, ReadS
 	}
 	next.Records = slices.DeleteFunc(next.Records, forgotten.dropper(o.Now))
 	return next, st, nil
+}
+
+// previous is the snapshot a read may build on (nil: none usable) and
+// whether the read must list every window anyway.
+func previous(s bucket.Store, o Options) (*Snapshot, bool) {
+	prev := o.Snapshot
+	if prev != nil && (prev.Bucket != s.String() || !prev.plausible(o.Now)) {
+		prev = nil
+	}
+	return prev, prev == nil || o.Full || o.Now.Sub(prev.FullAt) >= o.FullEvery
 }
 
 // merge fills s.Records from the previous snapshot and what was listed,

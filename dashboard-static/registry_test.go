@@ -278,3 +278,39 @@ func TestChromiumUnverified(t *testing.T) {
 		t.Errorf("kiosk-2's row: %s", row)
 	}
 }
+
+// TestRegistryCache: incremental reads use the registry the last full read
+// verified while the bucket's is unchanged (asked for conditionally),
+// read a changed one, and every full read verifies it anew.
+func TestRegistryCache(t *testing.T) {
+	f := newSignedFleet(t)
+	read := func(snap *dashboard.Snapshot, at time.Time, full bool) *dashboard.Fleet {
+		fl, err := dashboard.Collect(context.Background(), f.st, dashboard.Options{Now: at, Trust: &f.trust, Snapshot: snap, Full: full})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fl
+	}
+	fl := read(nil, now, true)
+	if c := fl.Snapshot.RegistryCache; c == nil || len(c.Registry.Devices) != 2 || c.ETag == "" {
+		t.Fatalf("no registry cached after a full read: %+v", c)
+	}
+	// Whoever can write the snapshot drops kiosk-2 from the cache: an
+	// incremental read believes it (it is trusted like the home directory)...
+	fl.Snapshot.RegistryCache.Registry.Devices = fl.Snapshot.RegistryCache.Registry.Devices[:1]
+	fl = read(roundTrip(t, fl.Snapshot, f.st.String()), now.Add(time.Minute), false)
+	if counted, _ := rows(fl); len(counted) != 1 || fl.Read.Full {
+		t.Fatalf("incremental read with the cached registry: %d counted, full %v", len(counted), fl.Read.Full)
+	}
+	// ...until the next full read verifies the bucket's registry again.
+	fl = read(fl.Snapshot, now.Add(2*time.Minute), true)
+	if counted, _ := rows(fl); len(counted) != 2 {
+		t.Fatalf("full read: %d counted, want 2", len(counted))
+	}
+	// A changed registry is read at once by an incremental read.
+	testenv.WriteRegistry(t, f.st, f.signer, 2, testenv.Registered("kiosk-1", f.k1))
+	fl = read(fl.Snapshot, now.Add(3*time.Minute), false)
+	if counted, apart := rows(fl); len(counted) != 1 || fl.Registry.Version != 2 || apart["kiosk-2"].Trust != dashboard.TrustPending {
+		t.Fatalf("after a revoke: %d counted, registry %+v, kiosk-2 %+v", len(counted), fl.Registry, apart["kiosk-2"])
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/klauspost/compress/zstd"
@@ -28,6 +29,8 @@ type Snapshot struct {
 	// Registry is the newest device registry this machine accepted: an
 	// older one in the bucket is then refused (a rollback).
 	Registry manifest.RegistryState
+	// RegistryCache is that registry as a full read verified it.
+	RegistryCache *CachedRegistry
 }
 
 // Record is one device in a snapshot.
@@ -61,6 +64,7 @@ type snapshotHead struct {
 	ReadAt, FullAt time.Time
 	Records        int
 	Registry       manifest.RegistryState
+	RegistryCache  *CachedRegistry
 }
 
 // Encode writes the snapshot compressed: zstd over gob, the records in
@@ -74,7 +78,7 @@ func (s *Snapshot) Encode(w io.Writer) error {
 		return err
 	}
 	enc := gob.NewEncoder(zw)
-	err = enc.Encode(snapshotHead{s.Bucket, s.ReadAt, s.FullAt, len(s.Records), s.Registry})
+	err = enc.Encode(snapshotHead{s.Bucket, s.ReadAt, s.FullAt, len(s.Records), s.Registry, s.RegistryCache})
 	for i := 0; err == nil && i < len(s.Records); i += batch {
 		err = enc.Encode(s.Records[i:min(i+batch, len(s.Records))])
 	}
@@ -110,7 +114,7 @@ func DecodeSnapshot(r io.Reader, bucketURL string) (*Snapshot, error) {
 	if h.Records < 0 || h.Records > MaxSnapshot/64 {
 		return nil, fmt.Errorf("%w: %d records", ErrSnapshot, h.Records)
 	}
-	s := &Snapshot{Bucket: h.Bucket, ReadAt: h.ReadAt, FullAt: h.FullAt, Registry: h.Registry, Records: make([]Record, 0, min(h.Records, batch))}
+	s := &Snapshot{Bucket: h.Bucket, ReadAt: h.ReadAt, FullAt: h.FullAt, Registry: h.Registry, RegistryCache: h.RegistryCache, Records: make([]Record, 0, min(h.Records, batch))}
 	seen := map[string]string{}
 	for len(s.Records) < h.Records {
 		var part []Record
@@ -130,6 +134,11 @@ func DecodeSnapshot(r io.Reader, bucketURL string) (*Snapshot, error) {
 }
 
 func (s *Snapshot) check() error {
+	if c := s.RegistryCache; c != nil {
+		if c.Registry.Version != s.Registry.Version || !slices.IsSortedFunc(c.Registry.Devices, func(a, b manifest.DeviceEntry) int { return strings.Compare(a.ID, b.ID) }) {
+			return fmt.Errorf("cached device registry: version %d, snapshot says %d, or unsorted", c.Registry.Version, s.Registry.Version)
+		}
+	}
 	for i, r := range s.Records {
 		id := r.Device.ID
 		if i > 0 && s.Records[i-1].Device.ID >= id {

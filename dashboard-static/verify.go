@@ -42,13 +42,29 @@ type Registry struct {
 	Problem  string                     // why it is unusable: every device's reason
 }
 
+// CachedRegistry is a registry a full read verified, kept in the
+// snapshot: incremental reads ask for it conditionally and, unchanged,
+// use it without decoding 16 MB at 100,000 devices again. Full reads
+// (hourly) always verify it anew, so a cache gone wrong lasts at most that.
+type CachedRegistry struct {
+	ETag     string
+	Registry manifest.Registry
+}
+
 // ReadRegistry reads and verifies the device registry against trust,
-// refusing one older than seen. A bucket error is an error; a registry
+// refusing one older than seen; with cached, unchanged in the bucket, it
+// is used as it is. A bucket error is an error; a registry
 // that cannot be used is a Registry with a Problem, so that readers show
 // every device as unverified instead of failing.
-func ReadRegistry(ctx context.Context, s bucket.Store, trust *manifest.Trust, seen manifest.RegistryState) (Registry, string, error) {
-	obj, err := s.Get(ctx, RegistryKey, bucket.GetOptions{MaxSize: manifest.MaxRegistrySize})
+func ReadRegistry(ctx context.Context, s bucket.Store, trust *manifest.Trust, seen manifest.RegistryState, cached *CachedRegistry) (Registry, string, error) {
+	opts := bucket.GetOptions{MaxSize: manifest.MaxRegistrySize}
+	if cached != nil && trust != nil && cached.Registry.Version == seen.Version {
+		opts.IfNoneMatch = cached.ETag
+	}
+	obj, err := s.Get(ctx, RegistryKey, opts)
 	switch {
+	case errors.Is(err, bucket.ErrNotModified):
+		return Registry{Verified: &manifest.VerifiedRegistry{Registry: &cached.Registry, State: seen}}, cached.ETag, nil
 	case errors.Is(err, bucket.ErrNotFound) && seen.Version == 0:
 		return Registry{Absent: true}, "", nil
 	case errors.Is(err, bucket.ErrNotFound):
