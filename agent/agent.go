@@ -15,6 +15,7 @@ package agent
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"os"
@@ -61,6 +62,8 @@ type Agent struct {
 	// poll two threads (docs/perf.md).
 	BeforeWork func()
 	state      *State
+	// key signs check-ins (Load reads it); only Load and checkin use it.
+	key ed25519.PrivateKey
 	// saveErr is the first failed save; from then on the agent refuses
 	// to poll (see ErrStateNotSaved). saveReported: the status says so.
 	saveErr      error
@@ -90,9 +93,18 @@ func (a *Agent) now() time.Time {
 	return time.Now()
 }
 
-// Load reads the state file; call it once before Recover and Poll. It
-// warns when the status will never reach the bucket.
+// Load reads the identity key (creating it on the first start) and the
+// state file; call it once before Recover and Poll. It warns when the
+// status will never reach the bucket.
 func (a *Agent) Load() error {
+	id, err := loadIdentity(&a.Config)
+	if err != nil {
+		return err
+	}
+	if id.Generated {
+		a.logf("%s", id.generatedLine(a.Config.DeviceID))
+	}
+	a.key = id.Key
 	s, err := loadState(a.Config.StateDir)
 	if err != nil {
 		return err

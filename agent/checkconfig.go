@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"io"
@@ -90,6 +91,7 @@ func (c *Config) checkFiles() problems {
 	if err := writableDir(c.StateDir, true); err != nil {
 		errs.add("stateDir: %v; the agent must be able to write it", err)
 	}
+	c.checkIdentityFile(&errs)
 	if err := writableDir(filepath.Dir(c.Profile), true); err != nil {
 		errs.add("profile %s: %v; the agent must be able to write it", c.Profile, err)
 	}
@@ -104,6 +106,21 @@ func (c *Config) checkFiles() problems {
 		}
 	}
 	return errs
+}
+
+// checkIdentityFile: an identity key that is there must be one the agent
+// uses (readIdentity says why not and what to do); one that is not must be
+// creatable.
+func (c *Config) checkIdentityFile(errs *problems) {
+	_, err := readIdentity(c.identityPath(), c.DeviceID)
+	switch {
+	case errors.Is(err, errNoIdentity):
+		if err := writableDir(filepath.Dir(c.identityPath()), true); err != nil {
+			errs.add("identityKey %s: not there yet and cannot be created: %v; the agent creates it on its first start", c.identityPath(), err)
+		}
+	case err != nil:
+		errs.add("%v", err)
+	}
 }
 
 // fileBucket is the directory of a file:// bucket URL.
@@ -155,6 +172,19 @@ func checkOnline(ctx context.Context, c *Config, trust manifest.Trust, stdout io
 		return ExitFailed
 	}
 	a := &Agent{Config: *c, Trust: trust, Store: store, Status: statusStore, System: localSystem(*c, nil), state: st}
+	if statusStore != nil {
+		// The blob it writes is a check-in like any other: signed with
+		// the key the agent signs with, made here if this is the first.
+		id, err := loadIdentity(c)
+		if err != nil {
+			logger.Printf("nix-ota-agent check-config --online: %v", err)
+			return ExitFailed
+		}
+		if id.Generated {
+			logger.Printf("nix-ota-agent check-config --online: %s", id.generatedLine(c.DeviceID))
+		}
+		a.key = id.Key
+	}
 	code := a.checkManifest(ctx, stdout, logger)
 	if sc := a.checkStatusWrite(ctx, stdout, logger); code == ExitOK {
 		code = sc
@@ -210,14 +240,10 @@ func (a *Agent) checkStatusWrite(ctx context.Context, stdout io.Writer, logger *
 	if st.ChangedAt.IsZero() {
 		st.ChangedAt = now
 	}
-	key, blob := checkin(st)
-	pctx, cancel := context.WithTimeout(ctx, RequestTimeout)
-	_, err := bucket.PutBytes(pctx, a.Status, key, blob, bucket.JSONPut())
-	cancel()
-	if err != nil {
-		logger.Printf("nix-ota-agent check-config --online: status: write %s to %s: %v; check statusCredentials and the device's bucket policy", key, a.Status, err)
+	if err := a.putCheckin(ctx, st); err != nil {
+		logger.Printf("nix-ota-agent check-config --online: status: %v; check statusCredentials and the device's bucket policy", err)
 		return ExitStatusNotWritten
 	}
-	fmt.Fprintf(stdout, "ok: status: wrote %s to %s (state %s)\n", key, a.Status, st.State)
+	fmt.Fprintf(stdout, "ok: status: wrote %s to %s (state %s), signed by %s\n", bucket.CheckinKey(st.DeviceID, st.CheckedAt), a.Status, st.State, status.Fingerprint(a.key.Public().(ed25519.PublicKey)))
 	return ExitOK
 }

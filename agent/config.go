@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -46,6 +47,9 @@ type Config struct {
 	RebootWindow        string   `json:"rebootWindow,omitempty"`
 	KeepGenerations     int      `json:"keepGenerations,omitempty"`
 	MinFreeSpace        string   `json:"minFreeSpace,omitempty"`
+	// IdentityKey is the device's ed25519 check-in key (PKCS#8 PEM); the
+	// agent creates it on first start if the file does not exist.
+	IdentityKey string `json:"identityKey,omitempty"`
 }
 
 // Duration is a time.Duration written as "60s" in JSON.
@@ -125,6 +129,9 @@ func (c *Config) withDefaults() {
 	}
 	if c.StateDir == "" {
 		c.StateDir = DefaultStateDir
+	}
+	if c.IdentityKey == "" {
+		c.IdentityKey = filepath.Join(c.StateDir, IdentityKeyFile)
 	}
 	if c.Profile == "" {
 		c.Profile = DefaultProfile
@@ -254,6 +261,7 @@ func (c *Config) checkSettings(errs *problems) {
 	if !strings.HasPrefix(c.StateDir, "/") || !strings.HasPrefix(c.Profile, "/") {
 		errs.add("stateDir and profile must be absolute paths")
 	}
+	c.checkIdentityKey(errs)
 	if c.Interval.Duration < time.Second || c.HealthTimeout.Duration <= 0 || c.Jitter.Duration < 0 || c.Heartbeat.Duration < c.Interval.Duration {
 		errs.add("interval must be at least 1s, healthTimeout positive, jitter not negative, heartbeat at least the interval")
 	}
@@ -265,6 +273,18 @@ func (c *Config) checkSettings(errs *problems) {
 	}
 	if _, err := ParseWindow(c.RebootWindow); err != nil {
 		errs.add("rebootWindow: %v", err)
+	}
+}
+
+// checkIdentityKey: the key file's path must be absolute and outside the
+// Nix store, which every user can read.
+func (c *Config) checkIdentityKey(errs *problems) {
+	switch k := c.IdentityKey; {
+	case k == "":
+	case !strings.HasPrefix(k, "/"):
+		errs.add("identityKey %q: must be an absolute path", k)
+	case filepath.Clean(k) == "/nix/store" || strings.HasPrefix(filepath.Clean(k), "/nix/store/"):
+		errs.add("identityKey %s: must not be in the Nix store, which every user can read; leave it unset (the state directory) or point it at a private file", k)
 	}
 }
 

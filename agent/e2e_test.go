@@ -7,7 +7,10 @@ package agent_test
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
+	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"os"
 	"os/exec"
@@ -259,11 +262,47 @@ func (d *device) remoteStatus(t *testing.T) *status.Status {
 	if err != nil {
 		t.Fatalf("status blob: %v", err)
 	}
-	s, err := status.Parse(d.id, o.Data)
+	s, err := status.Open(d.id, o.Data)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return s
+	// Every check-in is signed by the device's own key, at the time that
+	// picked its window.
+	if s.Key == nil || latest.Key != bucket.CheckinKey(d.id, s.SignedAt) {
+		t.Fatalf("check-in %s: key %v, signed at %s", latest.Key, s.Key, s.SignedAt)
+	}
+	if pub := d.identity(t); pub != nil && !status.SameKey(s.Key, pub) {
+		t.Fatalf("check-in %s signed by %s, the device's key is %s", latest.Key, status.Fingerprint(s.Key), status.Fingerprint(pub))
+	}
+	return s.Status
+}
+
+// identity is the public key in the device's key file, nil when it has
+// none at the default place.
+func (d *device) identity(t *testing.T) ed25519.PublicKey {
+	b, err := os.ReadFile(filepath.Join(d.stateDir, "identity.key"))
+	if os.IsNotExist(err) {
+		return nil
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pemPublic(t, b)
+}
+
+// pemPublic is the public half of a PKCS#8 PEM ed25519 key, read with the
+// standard library alone.
+func pemPublic(t *testing.T, b []byte) ed25519.PublicKey {
+	t.Helper()
+	block, _ := pem.Decode(b)
+	if block == nil {
+		t.Fatalf("not PEM: %q", b)
+	}
+	k, err := x509.ParsePKCS8PrivateKey(block.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k.(ed25519.PrivateKey).Public().(ed25519.PublicKey)
 }
 
 func expectSwitches(t *testing.T, d *device, want ...string) {

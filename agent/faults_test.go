@@ -228,7 +228,7 @@ func TestFaults(t *testing.T) {
 			t.Fatalf("mount a small tmpfs for the full-disk test: %v %s", err, out)
 		}
 		defer exec.Command("umount", "-l", small).Run()
-		for _, name := range []string{"state.json", "status.json", "lock"} {
+		for _, name := range []string{"state.json", "status.json", "lock", "identity.key"} {
 			b, _ := os.ReadFile(filepath.Join(d.stateDir, name))
 			os.WriteFile(filepath.Join(small, name), b, 0o600)
 		}

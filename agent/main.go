@@ -47,6 +47,12 @@ Usage:
                                     device) also checks the files it names; --online
                                     also verifies the channel manifest and writes the
                                     status blob
+  nix-ota-agent identity [--config FILE] [--json]
+                                    print the device's public key and fingerprint
+                                    (creating the key if there is none), for a
+                                    publisher to register before the first check-in:
+                                      nix-ota-agent identity --config /etc/nix-ota/agent.json
+                                      nix-ota device add kiosk-1 --key ed25519:BASE64
 
 One poll: GET the channel manifest (one conditional request when nothing
 changed); verify its signature, channel, revision and expiry; if this device
@@ -54,8 +60,9 @@ is in the rollout and not already on it, fetch the closure with Nix from the
 substituters (checked against the trusted cache keys), set the profile, run
 switch-to-configuration, run the health checks, and roll back to the
 previous system if any of that fails. The device's status goes to
-devices/<device-id>/status.json, <state-dir>/status.json and, if set, a
-Prometheus textfile.
+devices/<window>/<device-id>.json (signed with the device's identity key,
+<state-dir>/identity.key unless --identity-key says otherwise; made on the
+first start), <state-dir>/status.json and, if set, a Prometheus textfile.
 
 Flags (each overrides the same field of --config):
 %s
@@ -120,6 +127,7 @@ func flagSet(c *Config, configFile *string) *pflag.FlagSet {
 	fs.StringVar(&c.RebootWindow, "reboot-window", c.RebootWindow, "local time window for reboots, HH:MM-HH:MM (default: any time)")
 	fs.IntVar(&c.KeepGenerations, "keep-generations", c.KeepGenerations, "system generations to keep after an update (default 10)")
 	fs.StringVar(&c.MinFreeSpace, "min-free-space", c.MinFreeSpace, "collect Nix store garbage when less than this is free, e.g. 2G (default: never)")
+	fs.StringVar(&c.IdentityKey, "identity-key", c.IdentityKey, "the device's ed25519 key, PKCS#8 PEM, made if missing (default <state-dir>/identity.key)")
 	return fs
 }
 
@@ -148,6 +156,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, beforeWor
 		return ExitOK
 	case "check-config":
 		return checkConfig(ctx, rest, stdout, logger)
+	case "identity":
+		return identityCmd(rest, stdout, logger)
 	case "once", "daemon", "status":
 	default:
 		logger.Printf("nix-ota-agent: unknown command %q (see nix-ota-agent --help)", cmd)

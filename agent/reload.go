@@ -30,6 +30,15 @@ type configSource struct {
 // load reads the file and returns the effective configuration, not yet
 // checked.
 func (s *configSource) load() (*Config, error) {
+	return s.loadWith(func(c *Config) error {
+		var path string
+		return flagSet(c, &path).Parse(s.args)
+	})
+}
+
+// loadWith is load with a command's own flag parsing (parse binds the
+// command line over c, as flagSet does).
+func (s *configSource) loadWith(parse func(c *Config) error) (*Config, error) {
 	cfg := &Config{}
 	if s.path != "" {
 		b, err := s.read()
@@ -40,8 +49,7 @@ func (s *configSource) load() (*Config, error) {
 			return nil, fmt.Errorf("%s: %w", s.path, err)
 		}
 	}
-	var path string
-	if err := flagSet(cfg, &path).Parse(s.args); err != nil {
+	if err := parse(cfg); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrConfig, err)
 	}
 	cfg.withDefaults()
@@ -70,10 +78,11 @@ func digestOf(b []byte, err error) [sha256.Size]byte {
 }
 
 // reload takes a changed configuration file between polls. A file that
-// cannot be read, parsed or checked, or that moves the state directory
-// (whose lock this process holds), is logged with the reason and the
-// running configuration is kept; it is not logged again until the file
-// changes.
+// cannot be read, parsed or checked, that moves the state directory
+// (whose lock this process holds) or names another identity key (the
+// running agent signs with the one it loaded), is logged with the reason
+// and the running configuration is kept; it is not logged again until the
+// file changes.
 func (a *Agent) reload(src *configSource) {
 	if !src.changed() {
 		return
@@ -93,6 +102,10 @@ func (a *Agent) reload(src *configSource) {
 	}
 	if cfg.StateDir != a.Config.StateDir {
 		keep("stateDir %s differs from the running %s; restart nix-ota-agent to move it", cfg.StateDir, a.Config.StateDir)
+		return
+	}
+	if cfg.identityPath() != a.Config.identityPath() {
+		keep("identityKey %s differs from the running %s; restart nix-ota-agent to sign with it", cfg.identityPath(), a.Config.identityPath())
 		return
 	}
 	store, status, err := openBuckets(*cfg)

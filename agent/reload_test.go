@@ -71,6 +71,7 @@ func installConfig(t *testing.T, link string, cfg any) {
 // trust; once the file trusts that key too, it verifies the same manifest
 // again and applies it. A broken or missing file is logged once with its
 // reason and the running configuration kept: the next update still applies.
+// So is a file naming another identity key.
 func TestDaemonReloadsConfig(t *testing.T) {
 	f := newFleet(t, "file")
 	d := f.device(t, "kiosk-1")
@@ -128,6 +129,18 @@ func TestDaemonReloadsConfig(t *testing.T) {
 	if n := strings.Count(log.String(), "no such file or directory"); n != 1 {
 		t.Fatalf("the missing file was reported %d times, want once:\n%s", n, log.String())
 	}
+
+	// 5. Another identity key: kept out, the daemon signs with the key
+	// it loaded at start, and makes none at the new path.
+	other := filepath.Join(t.TempDir(), "other.key")
+	cfg := d.config(f.pub.String(), pubB.String())
+	cfg["identityKey"] = other
+	installConfig(t, link, cfg)
+	waitFor("the refusal of another identity key", logged("identityKey "+other+" differs from the running "+filepath.Join(d.stateDir, "identity.key")+"; restart nix-ota-agent to sign with it"))
+	if _, err := os.Stat(other); !os.IsNotExist(err) {
+		t.Fatalf("a key was made at %s: %v", other, err)
+	}
+	d.remoteStatus(t) // signed by the state directory's key
 
 	cmd.Process.Signal(syscall.SIGTERM)
 	done := make(chan error, 1)

@@ -2,7 +2,9 @@ package agent
 
 import (
 	"context"
+	"crypto/ed25519"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"strings"
@@ -116,27 +118,40 @@ func (a *Agent) writeStatus(ctx context.Context, st status.Status) (remoteErr, l
 		}
 	}
 	if a.Status != nil {
-		key, blob := checkin(st)
-		pctx, cancel := context.WithTimeout(ctx, RequestTimeout)
-		_, remoteErr = bucket.PutBytes(pctx, a.Status, key, blob, bucket.JSONPut())
-		cancel()
-		if remoteErr != nil {
-			remoteErr = fmt.Errorf("write %s to %s: %w; the next poll tries again", key, a.Status, remoteErr)
+		if remoteErr = a.putCheckin(ctx, st); remoteErr != nil {
+			remoteErr = fmt.Errorf("%w; the next poll tries again", remoteErr)
 			a.logf("status: %v", remoteErr)
 		}
 	}
 	return remoteErr, localErr
 }
 
-// checkin is the status as written to the bucket: under the check-in
-// window of its time, and without that time, so that the bytes (and so the
-// ETag) change only when the facts do. Readers take a check-in's time from
-// the bucket (LastModified) and re-read only blobs whose ETag changed.
-func checkin(st status.Status) (key string, blob []byte) {
-	key = bucket.CheckinKey(st.DeviceID, st.CheckedAt)
-	st.CheckedAt = time.Time{}
-	body, _ := json.MarshalIndent(st, "", "  ") // a Status always marshals
-	return key, append(body, '\n')
+// putCheckin writes st, signed, to the status bucket: one PUT.
+func (a *Agent) putCheckin(ctx context.Context, st status.Status) error {
+	key, blob, err := checkin(st, a.key)
+	if err != nil {
+		return fmt.Errorf("sign %s: %w", key, err)
+	}
+	pctx, cancel := context.WithTimeout(ctx, RequestTimeout)
+	defer cancel()
+	if _, err := bucket.PutBytes(pctx, a.Status, key, blob, bucket.JSONPut()); err != nil {
+		return fmt.Errorf("write %s to %s: %w", key, a.Status, err)
+	}
+	return nil
+}
+
+// checkin is the status as written to the bucket: a DSSE envelope signed
+// with the device's identity key, under the check-in window of its time
+// (st.CheckedAt, which the signed payload carries too, so that readers
+// can refuse an old check-in written again). Each write is a new
+// signature, so each heartbeat has new bytes and a new ETag.
+func checkin(st status.Status, key ed25519.PrivateKey) (string, []byte, error) {
+	name := bucket.CheckinKey(st.DeviceID, st.CheckedAt)
+	if len(key) != ed25519.PrivateKeySize {
+		return name, nil, errors.New("no identity key loaded (Agent.Load reads it)")
+	}
+	blob, err := status.Sign(st, key)
+	return name, blob, err
 }
 
 func firstErr(errs ...error) error {

@@ -5,6 +5,7 @@ package agent_test
 
 import (
 	"bytes"
+	"crypto/ed25519"
 	"encoding/json"
 	"io"
 	"os"
@@ -161,7 +162,8 @@ func (d *device) configFile(t *testing.T, extra map[string]any) string {
 
 // TestCheckConfigFiles: check-config --files names every file or
 // directory of the configuration that is missing or unusable, one line
-// each, and exits 2; plain check-config (what the NixOS module runs at
+// each, and exits 2 (an identity key too: one that is there must be
+// usable, one that is not must be creatable, and none is made); plain check-config (what the NixOS module runs at
 // build time, where the device's secrets are absent) checks content only.
 func TestCheckConfigFiles(t *testing.T) {
 	f := newFleet(t, "file")
@@ -171,9 +173,15 @@ func TestCheckConfigFiles(t *testing.T) {
 	if r := runAgent(t, agentBin, 0, "check-config", "--files", good); r.code != 0 || !strings.HasPrefix(r.stdout, "ok: ") {
 		t.Fatalf("check-config --files of a good configuration: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
+	if _, err := os.Stat(filepath.Join(d.stateDir, "identity.key")); !os.IsNotExist(err) {
+		t.Fatalf("check-config --files made an identity key: %v", err)
+	}
 	missing := filepath.Join(t.TempDir(), "no-such-credentials")
 	garbled := filepath.Join(t.TempDir(), "garbled")
 	os.WriteFile(garbled, []byte("aws_access_key_id = x\n"), 0o600)
+	openKey := filepath.Join(t.TempDir(), "identity.key")
+	os.WriteFile(openKey, pkcs8PEM(t, ed25519.NewKeyFromSeed(make([]byte, 32))), 0o644)
+	os.Chmod(openKey, 0o644)
 	cases := []struct {
 		name  string
 		extra map[string]any
@@ -186,6 +194,8 @@ func TestCheckConfigFiles(t *testing.T) {
 			"bucket file:///nonexistent/bucket: /nonexistent/bucket: no such file or directory",
 			"statusBucket file:///nonexistent/bucket: stat /nonexistent/bucket: no such file or directory", // it defaults to the bucket
 		}},
+		{"identity key readable by others", map[string]any{"identityKey": openKey}, []string{"identity key " + openKey + ": mode 0644 gives group or others access"}},
+		{"identity key under a file", map[string]any{"identityKey": garbled + "/identity.key"}, []string{"identity key " + garbled + "/identity.key: cannot open it: "}},
 		{"three at once", map[string]any{"statusCredentials": missing, "prometheusFile": "/nonexistent/nix-ota.prom", "statusBucket": "file:///nonexistent/status"},
 			[]string{"statusCredentials " + missing, "prometheusFile /nonexistent/", "statusBucket file:///nonexistent/status: stat /nonexistent/status: no such file or directory"}},
 	}
