@@ -76,6 +76,7 @@ let
     rebootWindow = cfg.rebootWindow;
     keepGenerations = cfg.keepGenerations;
     minFreeSpace = cfg.minFreeSpace;
+    identityKey = cfg.identityKeyFile;
   };
   # agent-config-end
 
@@ -291,6 +292,25 @@ in
       '';
     };
 
+    identityKeyFile = mkOption {
+      type = types.nullOr absolutePath;
+      default = null;
+      example = "/run/secrets/nix-ota-identity";
+      description = ''
+        The device's ed25519 identity key, which signs every check-in: a PKCS#8 PEM
+        file (what `openssl genpkey -algorithm ed25519` writes), mode 0600 or 0400,
+        owned by root. null: `/var/lib/nix-ota/identity.key`. Either way the agent
+        generates the key on its first start if the file does not exist; set this
+        when the image or a secrets tool provides the key, so that it can be
+        registered before the device first checks in (`nix-ota-agent identity`
+        prints it). A path as a string, outside the Nix store, which every user
+        can read; where the service cannot write (/etc, /usr and /boot are
+        read-only to it) the file must already be there. A key file that is there
+        but unusable (corrupt, another key type, readable by group or others)
+        stops the agent with the reason.
+      '';
+    };
+
     switchMode = mkOption {
       type = types.enum [ "switch" "boot" ];
       default = "switch";
@@ -367,6 +387,10 @@ in
         {
           assertion = cfg.statusCredentialsFile == null || !(lib.hasPrefix builtins.storeDir cfg.statusCredentialsFile);
           message = "${opt}.statusCredentialsFile = \"${toString cfg.statusCredentialsFile}\": must not be in the Nix store, which every user can read.";
+        }
+        {
+          assertion = cfg.identityKeyFile == null || !(lib.hasPrefix builtins.storeDir cfg.identityKeyFile);
+          message = "${opt}.identityKeyFile = \"${toString cfg.identityKeyFile}\": must not be in the Nix store, which every user can read; leave it null (the state directory) or point it at a root-only file.";
         }
         {
           assertion = config.nix.enable or true;
