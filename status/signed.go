@@ -48,10 +48,15 @@ func Sign(st Status, priv ed25519.PrivateKey) ([]byte, error) {
 		return nil, errors.New("sign status: checkedAt is not set")
 	}
 	st.DeviceKey = EncodeKey(priv.Public().(ed25519.PublicKey))
-	payload, err := json.Marshal(st)
-	if err != nil {
+	// Without HTML escaping: "<" as \u003c would take 6 bytes, and a status
+	// with every text field at its cap must stay under MaxSize.
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(st); err != nil {
 		return nil, err
 	}
+	payload := bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
 	sig := ed25519.Sign(priv, ssldsse.PAE(PayloadType, payload))
 	env := ssldsse.Envelope{PayloadType: PayloadType, Payload: base64.StdEncoding.EncodeToString(payload),
 		Signatures: []ssldsse.Signature{{KeyID: Fingerprint(priv.Public().(ed25519.PublicKey)), Sig: base64.StdEncoding.EncodeToString(sig)}}}

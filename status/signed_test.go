@@ -59,6 +59,22 @@ func envelope(t *testing.T, blob []byte, edit func(m map[string]any)) string {
 	return string(out)
 }
 
+// TestSignedAtTheCaps: a status with every text field at the cap the
+// agent keeps (1024 bytes), all of it characters JSON might escape, still
+// signs into a blob readers accept.
+func TestSignedAtTheCaps(t *testing.T) {
+	st := sampleStatus("kiosk-1")
+	long := strings.Repeat("<&>", 1024/3)
+	st.LastError, st.Note, st.Cleanup, st.StorePath, st.BootedStorePath, st.AgentVersion, st.Class = long, long, long, long, long, long, long
+	blob, err := Sign(st, testKey(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open("kiosk-1", blob); err != nil {
+		t.Fatalf("%d bytes: %v", len(blob), err)
+	}
+}
+
 func TestOpenRefuses(t *testing.T) {
 	k := testKey(1)
 	blob, _ := Sign(sampleStatus("kiosk-1"), k)
