@@ -152,10 +152,16 @@ in
     };
 
     deviceId = mkOption {
-      type = nameType;
+      type = types.nullOr nameType;
       default = config.networking.hostName;
       defaultText = literalExpression "config.networking.hostName";
-      description = "This device's id: its check-ins go to `devices/<window>/<deviceId>.json`.";
+      description = ''
+        This device's id: its check-ins go to `devices/<window>/<deviceId>.json`.
+        Set it to null to take the host name at run time instead: for one image
+        flashed onto many devices that each get their name at first boot (DHCP, or
+        a unit that sets it from a serial number); they then check in as pending
+        until approved (`nix-ota device approve`).
+      '';
     };
 
     deviceClass = mkOption {
@@ -404,7 +410,7 @@ in
       ++ lib.optional (cfg.rebootWindow != null && !cfg.allowReboot)
         "services.nix-ota-agent.rebootWindow is set but allowReboot = false: the agent never reboots by itself, so the window has no effect."
       ++ lib.optional (statusBucket != null && lib.hasPrefix "s3://" statusBucket && cfg.statusCredentialsFile == null)
-        "services.nix-ota-agent: the status goes to ${statusBucket} without statusCredentialsFile, so it is written anonymously; that works only if the bucket lets anyone write devices/${cfg.deviceId}/.";
+        "services.nix-ota-agent: the status goes to ${statusBucket} without statusCredentialsFile, so it is written anonymously; that works only if the bucket lets anyone write devices/????????????/${if cfg.deviceId == null then "<host name>" else cfg.deviceId}.json.";
 
     environment.systemPackages = [ cfg.package ];
     environment.etc."nix-ota/agent.json".source = configFile;

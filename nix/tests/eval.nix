@@ -49,6 +49,7 @@ let
       healthTimeout = "60s";
       statusBucket = "s3://fleet?endpoint=ota.example.com";
       statusCredentialsFile = "/run/secrets/nix-ota-device";
+      identityKeyFile = "/run/secrets/nix-ota-identity";
       switchMode = "switch";
       allowReboot = true;
       rebootWindow = "03:00-05:00";
@@ -66,6 +67,14 @@ let
       mode = "daemon";
       interval = "1h";
     });
+    # One image for many devices: the id is the host name at run time.
+    runtimeId = evalSystem (pkgs: {
+      enable = true;
+      bucket = "https://ota.example.com/fleet";
+      channel = "prod";
+      publicKeys = [ key ];
+      deviceId = null;
+    });
   };
 
   unit = c: builtins.unsafeDiscardStringContext c.systemd.units."nix-ota-agent.service".text;
@@ -75,6 +84,7 @@ pkgs.runCommand "nix-ota-module-eval"
     # Building these runs check-config on each generated file.
     fullConfig = systems.full.environment.etc."nix-ota/agent.json".source;
     daemonConfig = systems.daemon.environment.etc."nix-ota/agent.json".source;
+    runtimeIdConfig = systems.runtimeId.environment.etc."nix-ota/agent.json".source;
     # Evaluated, not built: forcing each toplevel's .drv checks every
     # assertion of the whole system and prints its warnings.
     fullSystem = builtins.unsafeDiscardStringContext systems.full.system.build.toplevel.drvPath;
@@ -87,6 +97,7 @@ pkgs.runCommand "nix-ota-module-eval"
       grep -qx 'Environment="NIX_REMOTE=daemon"' <<<"$u" || { echo "nix-ota-agent.service does not use nix-daemon:"; echo "$u"; exit 1; }
       grep -qx 'RestrictNamespaces=true' <<<"$u" || { echo "nix-ota-agent.service lost RestrictNamespaces"; exit 1; }
     done
+    if grep -q '"deviceId"' "$runtimeIdConfig"; then echo "deviceId = null still wrote a deviceId"; exit 1; fi
     mkdir -p $out
     cp "$fullConfig" $out/full.json
     cp "$daemonConfig" $out/daemon.json
