@@ -718,7 +718,8 @@ func TestCheckConfig(t *testing.T) {
 }
 
 // TestIdlePollOnTheWire: with nothing new, a signed s3:// poll by the real
-// binary is exactly one request and less than 1 KB of HTTP, both ways.
+// binary is exactly one request and less than 1 KB of HTTP, both ways; one
+// that writes its signed status is one more, the PUT.
 func TestIdlePollOnTheWire(t *testing.T) {
 	f := newFleet(t, "minio")
 	px, err := benchutil.StartProxy(f.minio.Endpoint)
@@ -740,4 +741,17 @@ func TestIdlePollOnTheWire(t *testing.T) {
 	if b := px.Up.Load() + px.Down.Load(); b >= 1024 {
 		t.Fatalf("idle poll moved %d bytes of HTTP (%d up, %d down), want < 1024", b, px.Up.Load(), px.Down.Load())
 	}
+	// A poll that writes a (signed) status adds exactly one request: its
+	// PUT. Its body is the signed check-in, under 2 KiB.
+	time.Sleep(1100 * time.Millisecond)
+	px.Reset()
+	d.mustOnce(t, 0, "--heartbeat", "1s")
+	time.Sleep(50 * time.Millisecond)
+	if n := px.Requests.Load(); n != 2 {
+		t.Fatalf("a poll with a heartbeat made %d requests, want 2 (the conditional GET and one PUT)", n)
+	}
+	if st := d.remoteStatus(t); st.State != status.UpToDate {
+		t.Fatalf("heartbeat status: %+v", st)
+	}
+	t.Logf("poll with a signed heartbeat: %d requests, %d bytes up, %d down", px.Requests.Load(), px.Up.Load(), px.Down.Load())
 }

@@ -38,6 +38,11 @@ func (h *History) StepOf(e Entry) Step { return Step{Entry: e, First: h.RunStart
 type Report struct {
 	Status  status.Status
 	Offline bool
+	// Contested: a registered device whose newest check-in the device
+	// registry does not back (another key, a replay): Status is its last
+	// verified one, or empty when the reader has none. Its real state is
+	// unknown, so it holds a step back and can neither pass nor fail it.
+	Contested bool
 }
 
 // Classify is the one rule for "done, pending or failed" that rollout,
@@ -45,6 +50,10 @@ type Report struct {
 func (s Step) Classify(r Report) (Verdict, string) {
 	p := s.Entry.v.Payload
 	d := r.Status
+	if r.Contested && (d.Channel == p.Channel || d.Channel == "") && p.Rollout.Includes(d.DeviceID) {
+		// A device of unknown channel counts in every channel's cohort.
+		return Pending, "a newer check-in under its id was refused; its state is unknown until it writes a verified one"
+	}
 	if d.Channel != p.Channel || !p.Rollout.Includes(d.DeviceID) {
 		return Outside, ""
 	}
@@ -69,6 +78,7 @@ func (s Step) Classify(r Report) (Verdict, string) {
 // Tally counts a step's cohort.
 type Tally struct {
 	Cohort, Done, Failed, Pending int
+	Contested                     int      // of Pending: devices whose newest check-in was refused
 	Failures                      []string // "id (why)"
 	Waiting                       []string // ids still pending
 }
@@ -89,6 +99,9 @@ func (s Step) Tally(reports []Report) Tally {
 		case Pending:
 			t.Pending++
 			t.Waiting = append(t.Waiting, r.Status.DeviceID)
+			if r.Contested {
+				t.Contested++
+			}
 		}
 		t.Cohort++
 	}
@@ -162,8 +175,9 @@ type Gate struct {
 
 // Judge decides a step from its tally. Failures over the limit halt at
 // once. The step passes when nothing is pending and at least MinDevices are
-// done, or at the end of the wait when enough are done and not every one is
-// required; it is unproven when the wait ends short of that.
+// done, or at the end of the wait when enough are done, not every one is
+// required and no pending device is contested; it is unproven when the
+// wait ends short of that.
 func (g Gate) Judge(t Tally, waitOver bool) (Outcome, string) {
 	within := fmt.Sprintf("within limit (%d of %d failed, limit %s)", t.Failed, t.Cohort, g.Limit)
 	switch {
@@ -171,6 +185,8 @@ func (g Gate) Judge(t Tally, waitOver bool) (Outcome, string) {
 		return Halt, fmt.Sprintf("%d of %d cohort devices failed (limit %s)", t.Failed, t.Cohort, g.Limit)
 	case t.Pending == 0 && t.Done >= g.MinDevices:
 		return Passed, fmt.Sprintf("%d of %d done, %s", t.Done, t.Cohort, within)
+	case waitOver && t.Contested > 0:
+		return Unproven, fmt.Sprintf("%d cohort device(s) have a newer check-in the device registry does not back (nix-ota device list shows why), so their state is unknown; %s", t.Contested, t)
 	case waitOver && t.Done < g.MinDevices:
 		return Unproven, fmt.Sprintf("only %d cohort device(s) reported done, %d needed; %s", t.Done, g.MinDevices, t)
 	case waitOver && g.RequireAll:

@@ -38,7 +38,7 @@ const (
 )
 
 // States lists every state a row can show, problems first.
-var States = []string{Invalid, status.Failed, status.RolledBack, status.Rejected, Offline, Updating, status.WaitingReboot, Behind, status.UpToDate}
+var States = []string{Invalid, Unverified, status.Failed, status.RolledBack, status.Rejected, Offline, Updating, status.WaitingReboot, Behind, status.UpToDate}
 
 // Fleet is everything the dashboard and `nix-ota status` show.
 type Fleet struct {
@@ -114,6 +114,9 @@ type Progress struct {
 	Pending  int    `json:"pending"`         // unverified: behind
 	Failed   int    `json:"failed"`
 	Outside  int    `json:"outside"` // following the channel, outside the rollout
+	// Contested: of Pending, registered devices whose newest check-in was
+	// refused; while any is, the step cannot pass.
+	Contested int `json:"contested,omitempty"`
 }
 
 // Device is one device's row.
@@ -140,6 +143,10 @@ type Device struct {
 	Trust        string `json:"trust,omitempty"`
 	Verification string `json:"verification,omitempty"`
 	Key          string `json:"key,omitempty"` // the key that signed the check-in
+	// Contested: registered, but its newest check-in was refused; the row
+	// is its last verified status (or a placeholder) and holds its
+	// rollout step back.
+	Contested bool `json:"contested,omitempty"`
 }
 
 // Options tune Collect.
@@ -205,11 +212,11 @@ func Collect(ctx context.Context, s bucket.Store, o Options) (*Fleet, error) {
 	}
 	var seen manifest.RegistryState
 	var cached *CachedRegistry
-	if prev, full := previous(cs, o); prev != nil {
-		seen = prev.Registry
-		if !full {
-			cached = prev.RegistryCache
-		}
+	if o.Snapshot != nil && o.Snapshot.Bucket == cs.String() {
+		seen = o.Snapshot.Registry // a floor, kept even when the rest is not used
+	}
+	if prev, full := previous(cs, o); prev != nil && !full {
+		cached = prev.RegistryCache
 	}
 	reg, etag, err := ReadRegistry(ctx, cs, o.Trust, seen, cached)
 	if err != nil {
@@ -227,10 +234,23 @@ func Collect(ctx context.Context, s bucket.Store, o Options) (*Fleet, error) {
 	f.Registry.Problem = reg.Problem
 	f.Registry.Present = f.Registry.Present || !reg.Absent
 	f.Devices, f.Unverified = f.Snapshot.verify(reg, o.Now, o.Channel)
-	f.Read.Superseded = f.Snapshot.keepAccepted(f.Read.Superseded)
+	f.Read.Superseded = f.Snapshot.keepAccepted(f.Read.Superseded, contestedIDs(f.Devices))
 	f.Requests = cs.Requests()
 	f.summarise(steps)
 	return f, nil
+}
+
+// contestedIDs are the devices whose check-ins pruning must leave alone:
+// registered, with a refused newest one (what it hides may be all that is
+// left of the device's own status).
+func contestedIDs(rows []Device) map[string]bool {
+	ids := map[string]bool{}
+	for _, d := range rows {
+		if d.Contested {
+			ids[d.ID] = true
+		}
+	}
+	return ids
 }
 
 // channelNames lists the channel pointers (only is one name, or "" for
@@ -375,7 +395,7 @@ func (f *Fleet) summarise(steps map[string]channel.Step) {
 		if ch := byName[name]; ch != nil {
 			t := step.Tally(reports)
 			ch.Progress = Progress{Verified: true, Since: step.First, Cohort: t.Cohort, Done: t.Done,
-				Pending: t.Pending, Failed: t.Failed, Outside: ch.Devices - t.Cohort}
+				Pending: t.Pending, Failed: t.Failed, Outside: max(ch.Devices-t.Cohort, 0), Contested: t.Contested}
 		}
 	}
 	sort.SliceStable(f.Devices, func(i, j int) bool {
@@ -396,10 +416,20 @@ func (d *Device) settle(ch *Channel, step channel.Step, verified bool) {
 	if d.State == Invalid {
 		return
 	}
+	if d.State == Unverified { // a contested placeholder: nothing reported to derive from
+		if verified {
+			v, _ := step.Classify(d.report())
+			d.Rollout = v.String()
+		}
+		return
+	}
 	v, why := channel.Outside, ""
 	if verified {
 		v, why = step.Classify(d.report())
 		d.Rollout = v.String()
+	}
+	if d.Contested {
+		defer func() { d.Detail = strings.TrimSuffix("a newer check-in under its id was refused; "+d.Detail, "; ") }()
 	}
 	switch {
 	case d.Offline && Alarming(d.Reported):

@@ -108,10 +108,11 @@ func readFleet(ctx context.Context, s bucket.Store, o Options) (*Snapshot, ReadS
 // whether the read must list every window anyway.
 func previous(s bucket.Store, o Options) (*Snapshot, bool) {
 	prev := o.Snapshot
-	if prev != nil && (prev.Bucket != s.String() || !prev.plausible(o.Now)) {
-		prev = nil
+	if prev == nil || prev.Bucket != s.String() || !prev.plausible(o.Now) {
+		return nil, true
 	}
-	return prev, prev == nil || o.Full || o.Now.Sub(prev.FullAt) >= o.FullEvery
+	prev.dropAhead()
+	return prev, o.Full || o.Now.Sub(prev.FullAt) >= o.FullEvery
 }
 
 // merge fills s.Records from the previous snapshot and what was listed,

@@ -20,7 +20,7 @@ func (f *Fleet) Reports() []channel.Report {
 // report is the device's check-in as it reported it: the rules judge the
 // reported state, not the row's derived one.
 func (d Device) report() channel.Report {
-	return channel.Report{Offline: d.Offline, Status: status.Status{
+	return channel.Report{Offline: d.Offline, Contested: d.Contested, Status: status.Status{
 		DeviceID: d.ID, Channel: d.Channel, Class: d.Class, State: d.Reported, Revision: d.Revision,
 		Attempted: d.Attempted, StorePath: d.StorePath, CheckedAt: d.CheckedAt, LastError: d.LastError,
 	}}

@@ -189,38 +189,50 @@ func intern(records []Record, seen map[string]string) {
 	}
 }
 
-// plausible: nothing in the snapshot is dated after now (plus the clock
+// plausible: the snapshot's own dates are not after now (plus the clock
 // skew readers allow). A snapshot from the future would keep a full read
-// from ever being due and make its records win over real check-ins; it is
-// not used, and the read is a full one.
+// from ever being due; it is not used, and the read is a full one.
 func (s *Snapshot) plausible(now time.Time) bool {
-	limit := now.Add(MaxClockSkew)
-	if s.ReadAt.After(limit) || s.FullAt.After(s.ReadAt) {
-		return false
-	}
-	for _, r := range s.Records {
-		if r.Checkin.ModTime.After(s.ReadAt.Add(MaxClockSkew)) {
-			return false
+	return !s.ReadAt.After(now.Add(MaxClockSkew)) && !s.FullAt.After(s.ReadAt)
+}
+
+// dropAhead removes what is dated after its read (a bucket clock ahead, or
+// a file:// object whose time a writer set): such a record would win over
+// real check-ins, such an accepted check-in would refuse them as replays.
+// Only those go, so one object dated ahead cannot wipe what the snapshot
+// remembers (the registry version, other devices' accepted check-ins); a
+// read that dropped any is a full one.
+func (s *Snapshot) dropAhead() {
+	limit := s.ReadAt.Add(MaxClockSkew)
+	n := len(s.Records)
+	s.Records = slices.DeleteFunc(s.Records, func(r Record) bool { return r.Checkin.ModTime.After(limit) })
+	for i := range s.Records {
+		if a := s.Records[i].Accepted; a != nil && (a.SignedAt.After(limit) || a.Checkin.ModTime.After(limit)) {
+			s.Records[i].Accepted = nil
+			n++ // not a record less, but a reason to read everything
 		}
-		if a := r.Accepted; a != nil && (a.SignedAt.After(limit) || a.Checkin.ModTime.After(limit)) {
-			return false // it would refuse every real check-in as a replay
-		}
 	}
-	return true
+	if len(s.Records) != n {
+		s.FullAt = time.Time{}
+	}
 }
 
 // keepAccepted drops from superseded the check-ins records still count
-// (their newest was refused): pruning must not delete the last verified
-// status of a device because something newer was written under its id.
-func (s *Snapshot) keepAccepted(superseded []string) []string {
+// (their newest was refused), and every check-in of a contested device:
+// pruning must not delete a device's own status because something newer
+// was written under its id.
+func (s *Snapshot) keepAccepted(superseded []string, contested map[string]bool) []string {
 	keep := map[string]bool{}
 	for _, r := range s.Records {
 		if r.Accepted != nil {
 			keep[r.Accepted.Checkin.Key] = true
 		}
 	}
-	if len(keep) == 0 {
+	if len(keep) == 0 && len(contested) == 0 {
 		return superseded
 	}
-	return slices.DeleteFunc(superseded, func(k string) bool { return keep[k] })
+	return slices.DeleteFunc(superseded, func(k string) bool {
+		id, _, _ := bucket.ParseCheckinKey(k)
+		return keep[k] || contested[id]
+	})
 }

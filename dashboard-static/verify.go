@@ -153,9 +153,12 @@ func fingerprint(key string) string {
 }
 
 // verify judges every record against reg and splits the rows: those that
-// count (verified, or the device's last accepted check-in when its newest
-// was refused), and the refused ones, shown apart. Records remember what
-// they accepted.
+// count, and the refused check-ins, shown apart. A registered device whose
+// newest check-in is refused still has a counted row, marked Contested:
+// its last verified status if the reader has one, else a placeholder. It
+// holds its rollout step back (channel.Report.Contested), so that writing
+// under its id can hide neither a failure nor a pending update. Records
+// remember what they accepted.
 func (s *Snapshot) verify(reg Registry, now time.Time, channel string) (counted, unverified []Device) {
 	for i := range s.Records {
 		r := &s.Records[i]
@@ -166,26 +169,45 @@ func (s *Snapshot) verify(reg Registry, now time.Time, channel string) (counted,
 		row := r.live(now)
 		row.Trust, row.Verification, row.Key = trust, reason, r.Key
 		row.Verified = trust == TrustVerified
-		if channel != "" && r.Device.Channel != channel && (r.Accepted == nil || r.Accepted.Device.Channel != channel) {
+		if trust == TrustVerified || reg.Absent {
+			if channel == "" || row.Channel == channel {
+				counted = append(counted, row)
+			}
 			continue
 		}
-		switch {
-		case trust == TrustVerified || reg.Absent:
-			counted = append(counted, row)
-			continue
-		case stillRegistered(reg, r.Accepted):
-			a := Record{Checkin: r.Accepted.Checkin, Heartbeat: r.Accepted.Heartbeat, Device: r.Accepted.Device}
-			last := a.live(now)
-			last.Trust, last.Verified, last.Key = TrustVerified, true, r.Accepted.Key
-			last.Verification = "its last verified status; a newer check-in was refused: " + reason
-			counted = append(counted, last)
+		if c, ok := contested(reg, r, now, reason); ok && (channel == "" || c.Channel == channel || c.Channel == "") {
+			counted = append(counted, c)
 		}
 		if row.State != Invalid {
 			row.Detail, row.State = row.State, Unverified
 		}
-		unverified = append(unverified, row)
+		if channel == "" || row.Channel == channel {
+			unverified = append(unverified, row)
+		}
 	}
 	return counted, unverified
+}
+
+// contested is the counted row of a registered device whose newest
+// check-in was refused: its last verified status while that still counts,
+// else a placeholder of unknown channel and state.
+func contested(reg Registry, r *Record, now time.Time, reason string) (Device, bool) {
+	if reg.Verified == nil {
+		return Device{}, false
+	}
+	if _, registered := reg.Verified.Lookup(r.Device.ID); !registered {
+		return Device{}, false
+	}
+	why := "a newer check-in under its id was refused: " + reason
+	if stillRegistered(reg, r.Accepted) {
+		a := Record{Checkin: r.Accepted.Checkin, Heartbeat: r.Accepted.Heartbeat, Device: r.Accepted.Device}
+		last := a.live(now)
+		last.Trust, last.Verified, last.Key, last.Contested = TrustVerified, true, r.Accepted.Key, true
+		last.Verification = "its last verified status; " + why
+		return last, true
+	}
+	return Device{ID: r.Device.ID, State: Unverified, Trust: TrustRefused, Contested: true, CheckedAt: r.Checkin.ModTime,
+		Verification: "no verified status read yet; " + why}, true
 }
 
 // stillRegistered: a device's accepted check-in still counts only while

@@ -10,14 +10,15 @@
 //
 // Every check-in is signed with its device's identity key and the bucket
 // holds a signed device registry of the whole fleet, so every read does
-// the work of verifying them. The fill dates check-ins into the windows of
-// the last heartbeat, but MinIO stores them now, so readers refuse most of
-// them as signed long before they were stored; the work is the same.
+// the work of verifying them. The fill spreads check-ins over the windows
+// of the last heartbeat, signed and stored (MinIO's source-mtime, as its
+// replication sets it) at their times, as a running fleet leaves them.
 //
 //	go run ./bench/dashboard [-devices 10000,100000] [-publish-at 10,10000,100000] [-runs 3]
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/sha256"
@@ -33,6 +34,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/minio/minio-go/v7"
 
 	"github.com/nix-ota/nix-ota/bucket"
 	"github.com/nix-ota/nix-ota/bucket/s3store"
@@ -111,6 +114,9 @@ func signedCheckin(i int, st status.Status, t time.Time) (string, []byte, error)
 	return bucket.CheckinKey(st.DeviceID, st.CheckedAt), b, err
 }
 
+// bucketName is the bench's bucket.
+const bucketName = "fleet"
+
 // heartbeat is the fleet's: the agent's default.
 const heartbeat = 8 * 3600
 
@@ -121,8 +127,9 @@ func at(i int) time.Time {
 	return time.Now().Add(-time.Duration(i%windows) * bucket.CheckinWindow)
 }
 
-// fill writes the status blobs of devices from..to-1, 32 at a time.
-func fill(ctx context.Context, s bucket.Store, from, to int) error {
+// fill writes the status blobs of devices from..to-1, 32 at a time,
+// each dated at its check-in time.
+func fill(ctx context.Context, s *minio.Client, from, to int) error {
 	now := time.Now().UTC().Truncate(time.Second)
 	states := status.States
 	work := make(chan int)
@@ -140,7 +147,8 @@ func fill(ctx context.Context, s bucket.Store, from, to int) error {
 				}
 				key, b, err := signedCheckin(i, st, at(i))
 				if err == nil {
-					_, err = bucket.PutBytes(ctx, s, key, b, bucket.PutOptions{})
+					_, err = s.PutObject(ctx, bucketName, key, bytes.NewReader(b), int64(len(b)),
+						minio.PutObjectOptions{Internal: minio.AdvancedPutOptions{SourceMTime: at(i)}})
 				}
 				if err != nil {
 					select {
@@ -224,7 +232,7 @@ func (b *bench) grow(ctx context.Context, n int) error {
 		return nil
 	}
 	start := time.Now()
-	if err := fill(ctx, b.direct, b.filled, n); err != nil {
+	if err := fill(ctx, b.m.Admin(), b.filled, n); err != nil {
 		return err
 	}
 	if err := register(ctx, b.direct, b.signer, n); err != nil {
