@@ -123,6 +123,9 @@ func readIdentity(path, deviceID string) (ed25519.PrivateKey, error) {
 	if !fi.Mode().IsRegular() {
 		return nil, fmt.Errorf("%w %s: not a regular file (%s); %s", ErrIdentity, path, fi.Mode().Type(), replace)
 	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok && st.Uid != 0 && int(st.Uid) != os.Geteuid() {
+		return nil, fmt.Errorf("%w %s: owned by uid %d, who can read it or chose it; %s (or chown it to root if nobody else can have read it)", ErrIdentity, path, st.Uid, replace)
+	}
 	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
 		return nil, fmt.Errorf("%w %s: mode %04o gives group or others access, so it may have leaked; %s (or chmod 600 it if nobody else can have read it)", ErrIdentity, path, perm, replace)
 	}

@@ -18,6 +18,7 @@ const (
 	ChannelsPrefix = "channels/"        // channel pointers and their history
 	DevicesPrefix  = "devices/"         // device check-ins: devices/<window>/<id>.json
 	AttestPrefix   = "attestations/"    // signed records of how revisions did
+	RegistryPrefix = "device-registry/" // the signed device registry, one object per version
 	CachePrefix    = "cache/"           // a Nix binary cache
 	DashboardKey   = "index.html"       // the static dashboard
 	DashboardJSON  = "dashboard.json"   // the same facts, machine-readable
@@ -55,6 +56,28 @@ func ParseRevisionKey(channel, key string) (uint64, bool) {
 	}
 	rev, err := strconv.ParseUint(num, 10, 64)
 	return rev, err == nil
+}
+
+// RegistryVersionKey is version v of the device registry. Versions are
+// written create-only and readers take the highest, so putting an older
+// version back changes nothing: rolling the registry back takes deleting
+// every newer one.
+func RegistryVersionKey(v uint64) string {
+	return RegistryPrefix + strconv.FormatUint(v, 10) + ".json"
+}
+
+// ParseRegistryVersionKey returns the version of a registry key, and false
+// for anything else.
+func ParseRegistryVersionKey(key string) (uint64, bool) {
+	num, ok := strings.CutPrefix(key, RegistryPrefix)
+	if !ok {
+		return 0, false
+	}
+	if num, ok = strings.CutSuffix(num, ".json"); !ok || num == "" || num[0] == '0' {
+		return 0, false
+	}
+	v, err := strconv.ParseUint(num, 10, 64)
+	return v, err == nil
 }
 
 // AttestationsPrefix lists a channel's attestations.

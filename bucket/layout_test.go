@@ -33,6 +33,32 @@ func FuzzParseRevisionKey(f *testing.F) {
 	})
 }
 
+func TestParseRegistryVersionKey(t *testing.T) {
+	for k, want := range map[string]uint64{"device-registry/1.json": 1, "device-registry/420.json": 420} {
+		if got, ok := ParseRegistryVersionKey(k); !ok || got != want || RegistryVersionKey(got) != k {
+			t.Errorf("%s: %d %v", k, got, ok)
+		}
+	}
+	for _, k := range []string{"device-registry.json", "device-registry/0.json", "device-registry/01.json", "device-registry/x.json", "device-registry/.json",
+		"device-registry/1.json.tmp", "device-registry/1/2.json", "device-registry/18446744073709551616.json", "devices/1.json"} {
+		if v, ok := ParseRegistryVersionKey(k); ok {
+			t.Errorf("%s parsed as version %d", k, v)
+		}
+	}
+}
+
+// FuzzParseRegistryVersionKey: keys come from bucket listings; a parsed
+// version must round-trip to the same key.
+func FuzzParseRegistryVersionKey(f *testing.F) {
+	f.Add("device-registry/7.json")
+	f.Add("device-registry/007.json")
+	f.Fuzz(func(t *testing.T, key string) {
+		if v, ok := ParseRegistryVersionKey(key); ok && RegistryVersionKey(v) != key {
+			t.Fatalf("%q parsed as %d, which is key %q", key, v, RegistryVersionKey(v))
+		}
+	})
+}
+
 func TestValidateKey(t *testing.T) {
 	for _, k := range []string{"a", "channels/prod.json", "cache/nar/abc.nar.xz", strings.Repeat("a", 1024)} {
 		if err := ValidateKey(k); err != nil {

@@ -64,7 +64,7 @@ func TestCheckinCredentialLimits(t *testing.T) {
 	if _, err := bucket.PutBytes(ctx, shared, bucket.CheckinKey("kiosk-2", time.Now()), []byte("{}"), bucket.JSONPut()); err != nil {
 		t.Fatalf("the check-in credential cannot write another id's check-in (it is shared): %v", err)
 	}
-	for _, key := range []string{dashboard.RegistryKey, "channels/prod.json", "cache/nix-cache-info", "index.html", "dashboard.json", "forgotten-devices.json", "nix-ota.json", "devices/kiosk-1.json", "devices/zz/kiosk-1.json"} {
+	for _, key := range []string{bucket.RegistryVersionKey(1), "channels/prod.json", "cache/nix-cache-info", "index.html", "dashboard.json", "forgotten-devices.json", "nix-ota.json", "devices/kiosk-1.json", "devices/zz/kiosk-1.json"} {
 		if _, err := bucket.PutBytes(ctx, shared, key, []byte("{}"), bucket.JSONPut()); err == nil || !strings.Contains(err.Error(), "access denied") {
 			t.Errorf("wrote %s: %v", key, err)
 		}
@@ -161,9 +161,12 @@ func TestSharedCredentialImpersonation(t *testing.T) {
 	}{
 		{"kiosk-2 writes kiosk-1's failure", func() {
 			checkin(k2, status.Status{DeviceID: "kiosk-1", State: status.RolledBack, Revision: 1, StorePath: a, Attempted: 2, LastError: "forged"}, time.Now())
-		}, dashboard.TrustKeyChanged},
+		}, dashboard.TrustRefused},
 		{"kiosk-2 writes kiosk-1's success", func() {
 			checkin(k2, status.Status{DeviceID: "kiosk-1", State: status.UpToDate, Revision: 2, StorePath: s}, time.Now())
+		}, dashboard.TrustRefused},
+		{"a stranger's key writes kiosk-1's success", func() {
+			checkin(testenv.DeviceKey(99), status.Status{DeviceID: "kiosk-1", State: status.UpToDate, Revision: 2, StorePath: s}, time.Now())
 		}, dashboard.TrustKeyChanged},
 		{"replay of kiosk-1's older failure", func() { replay(t, shared, signedAt, replays["fail"]) }, dashboard.TrustRefused},
 		{"replay of kiosk-1's older success", func() { replay(t, shared, signedAt, replays["done"]) }, dashboard.TrustRefused},

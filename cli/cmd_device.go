@@ -28,6 +28,7 @@ type deviceOptions struct {
 	key        string
 	replace    bool
 	noDash     bool
+	pins       map[string]string // approve ID=SHA256:…
 }
 
 func deviceCmd() *command {
@@ -42,10 +43,11 @@ device id owns which key; status, the dashboard, rollout and publish --wait
 count only check-ins signed by the registered key of the id they name, and
 show everything else apart as unverified. A new device appears as pending.
   list                 registered, pending and refused devices
-  approve DEVICE...    register the key each named device signed its newest
-                       check-in with (also after a reinstall: a key change
-                       is approved only by name); --all-pending: every
-                       pending device
+  approve DEVICE[=SHA256:…]...
+                       register the key each named device signed its newest
+                       check-in with; naming its fingerprint pins it (needed
+                       for a key change or a revoked device);
+                       --all-pending: every pending device
   add DEVICE --device-key ed25519:…
                        pre-register a key baked into an image
                        (nix-ota-agent identity prints it; --key ed25519:…
@@ -58,6 +60,7 @@ they change first, and refresh the dashboard (unless --no-dashboard).
 		examples: `  nix-ota device list --bucket s3://fleet --public-key "$(cat fleet.pub)"
   nix-ota device approve --bucket s3://fleet --key fleet.key kiosk-lobby-01
   nix-ota device approve --bucket s3://fleet --key fleet.key --all-pending
+  nix-ota device approve --bucket s3://fleet --key fleet.key kiosk-7=SHA256:3Jd9…   # a reinstalled device
   nix-ota device add --bucket s3://fleet --key fleet.key kiosk-9 --device-key ed25519:Q2F…=
   nix-ota device revoke --bucket s3://fleet --key fleet.key kiosk-stolen-3`,
 		flags: func(fs *pflag.FlagSet) {
@@ -79,10 +82,19 @@ func (o *deviceOptions) run(ctx context.Context, env *Env, args []string) error 
 	if len(args) == 0 {
 		return usagef("name a subcommand: nix-ota device list|approve|add|revoke")
 	}
-	sub, ids := args[0], args[1:]
-	for _, id := range ids {
+	sub, ids := args[0], slices.Clone(args[1:])
+	o.pins = map[string]string{}
+	for i, arg := range ids {
+		id, pin, pinned := strings.Cut(arg, "=")
+		if pinned && (sub != "approve" || !strings.HasPrefix(pin, "SHA256:")) {
+			return usagef("%q: only approve takes DEVICE=SHA256:… (a fingerprint device list prints)", arg)
+		}
 		if err := manifest.ValidateName("device id", id); err != nil {
 			return usagef("%v", err)
+		}
+		ids[i] = id
+		if pinned {
+			o.pins[id] = pin
 		}
 	}
 	switch sub {
@@ -193,7 +205,7 @@ func printDeviceList(w io.Writer, l deviceList) {
 		if d.Trust != dashboard.TrustVerified {
 			why = d.Verification
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", d.ID, d.Trust, d.Fingerprint, d.State, dashboard.At(d.LastSeen), oneLine(why, 200))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", oneLine(d.ID, 64), d.Trust, d.Fingerprint, oneLine(d.State, 20), dashboard.At(d.LastSeen), oneLine(why, 200))
 	}
 	tw.Flush()
 	if n := countTrust(l.Devices, dashboard.TrustPending); n > 0 {
@@ -268,11 +280,11 @@ func (o *deviceOptions) edit(ctx context.Context, env *Env, sub string, ids []st
 		}
 		return o.report(ctx, env, s, trust, res)
 	}
-	return fmt.Errorf("write %s: it kept changing under concurrent writers; try again", dashboard.RegistryKey)
+	return fmt.Errorf("write %s: it kept changing under concurrent writers; try again", bucket.RegistryPrefix)
 }
 
 func (o *deviceOptions) editOnce(ctx context.Context, s bucket.Store, f *dashboard.Fleet, trust manifest.Trust, keys []signing.Key, sub string, ids []string) (*deviceEdit, error) {
-	reg, etag, err := dashboard.ReadRegistry(ctx, s, &trust, f.Snapshot.Registry, nil)
+	reg, _, err := dashboard.ReadRegistry(ctx, s, &trust, f.Snapshot.Registry, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -280,7 +292,7 @@ func (o *deviceOptions) editOnce(ctx context.Context, s bucket.Store, f *dashboa
 	switch {
 	case reg.Verified != nil:
 		cur = reg.Verified.Registry
-	case !reg.Absent && etag != "":
+	case reg.Problem != "" && !strings.Contains(reg.Problem, "gone from the bucket"):
 		return nil, fmt.Errorf("%s; nothing was signed", reg.Problem)
 	}
 	base, now := f.Snapshot.Registry.Version, time.Now()
@@ -288,7 +300,7 @@ func (o *deviceOptions) editOnce(ctx context.Context, s bucket.Store, f *dashboa
 	var changes []deviceChange
 	switch sub {
 	case "approve":
-		next, changes, err = planApprove(cur, base, f, ids, o.allPending, o.class, now)
+		next, changes, err = planApprove(cur, base, f, ids, o.allPending, o.class, o.pins, now)
 	case "add":
 		next, changes, err = planAdd(cur, base, ids[0], o.key, o.class, o.replace, now)
 	case "revoke":
@@ -305,17 +317,33 @@ func (o *deviceOptions) editOnce(ctx context.Context, s bucket.Store, f *dashboa
 	if _, err := manifest.CheckRegistry(trust, body, f.Snapshot.Registry); err != nil {
 		return nil, fmt.Errorf("the registry just signed does not verify (%v); nothing was written", err)
 	}
+	// Create-only: a concurrent writer of the same version wins, and this
+	// one plans again on top of it.
 	opts := bucket.JSONPut()
-	opts.CacheControl = bucket.NoCache
-	if etag == "" {
-		opts.CreateOnly = true
-	} else {
-		opts.IfMatch = etag
-	}
-	if _, err := bucket.PutBytes(ctx, s, dashboard.RegistryKey, body, opts); err != nil {
+	opts.CreateOnly = true
+	if _, err := bucket.PutBytes(ctx, s, bucket.RegistryVersionKey(next.Version), body, opts); err != nil {
 		return nil, err
 	}
+	pruneRegistry(ctx, s, next.Version)
 	return &deviceEdit{Version: next.Version, Changes: changes}, nil
+}
+
+// keepRegistryVersions is how many registry versions stay in the bucket:
+// readers need only the newest, the others are for an operator looking
+// back. Each is the whole registry (16 MB at 100,000 devices).
+const keepRegistryVersions = 10
+
+// pruneRegistry deletes versions older than the newest keepRegistryVersions;
+// a failure only leaves them for the next edit.
+func pruneRegistry(ctx context.Context, s bucket.Store, newest uint64) {
+	var old []string
+	_ = s.List(ctx, bucket.RegistryPrefix, func(i bucket.Info) error {
+		if v, ok := bucket.ParseRegistryVersionKey(i.Key); ok && v+keepRegistryVersions <= newest {
+			old = append(old, i.Key)
+		}
+		return nil
+	})
+	_, _ = bucket.DeleteAll(ctx, s, old)
 }
 
 func (o *deviceOptions) report(ctx context.Context, env *Env, s bucket.Store, trust manifest.Trust, res *deviceEdit) error {

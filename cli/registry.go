@@ -51,7 +51,12 @@ func set(r *manifest.Registry, e manifest.DeviceEntry) {
 // pending device) signed their newest check-in with. A device whose id is
 // registered with another key is re-approved only when named: a key
 // change may be another device writing its status.
-func planApprove(cur *manifest.Registry, base uint64, f *dashboard.Fleet, ids []string, all bool, class string, now time.Time) (*manifest.Registry, []deviceChange, error) {
+//
+// pins maps ids to the key fingerprint the operator named (ID=SHA256:…):
+// the check-in must carry that key. A key change or a revoked device needs
+// one, so that whoever writes last under an id cannot get its key
+// registered by an operator approving the name.
+func planApprove(cur *manifest.Registry, base uint64, f *dashboard.Fleet, ids []string, all bool, class string, pins map[string]string, now time.Time) (*manifest.Registry, []deviceChange, error) {
 	// Pending devices are shown apart, or, while the bucket has no
 	// registry, among the counted ones.
 	seen := map[string]dashboard.Device{}
@@ -82,17 +87,20 @@ func planApprove(cur *manifest.Registry, base uint64, f *dashboard.Fleet, ids []
 			}
 			return nil, nil, fmt.Errorf("%s has no check-in waiting for approval; pre-register its key with nix-ota device add %s --key ed25519:… (nix-ota-agent identity prints it on the device)", id, id)
 		}
-		action := "approved"
-		switch d.Trust {
-		case dashboard.TrustKeyChanged, dashboard.TrustRevoked:
-			action = "re-approved"
-		case dashboard.TrustPending:
-		default:
+		action, fp := "approved", fingerprintOf(d.Key)
+		switch pin := pins[id]; {
+		case d.Trust != dashboard.TrustPending && d.Trust != dashboard.TrustKeyChanged && d.Trust != dashboard.TrustRevoked:
 			return nil, nil, fmt.Errorf("%s cannot be approved from its newest check-in: %s", id, d.Verification)
+		case pin != "" && pin != fp:
+			return nil, nil, fmt.Errorf("%s's newest check-in is signed by %s, not by %s; nothing was signed (nix-ota-agent identity on the device prints its key)", id, fp, pin)
+		case d.Trust != dashboard.TrustPending && pin == "":
+			return nil, nil, fmt.Errorf("%s is %s: approve it by name and key, after checking the key on the device: nix-ota device approve %s=%s", id, d.Trust, id, fp)
+		case d.Trust != dashboard.TrustPending:
+			action = "re-approved"
 		}
 		e := manifest.DeviceEntry{ID: id, Key: d.Key, Class: firstNonEmpty(class, d.Class), At: now.UTC()}
 		set(next, e)
-		changes = append(changes, deviceChange{ID: id, Action: action, Key: d.Key, Fingerprint: fingerprintOf(d.Key), Class: e.Class})
+		changes = append(changes, deviceChange{ID: id, Action: action, Key: d.Key, Fingerprint: fp, Class: e.Class})
 	}
 	return next, changes, nil
 }

@@ -31,7 +31,7 @@ func TestPlanApprove(t *testing.T) {
 			{ID: "kiosk-9", Trust: dashboard.TrustRevoked, Key: devKey(9)},
 		},
 	}
-	next, changes, err := planApprove(cur, 0, f, nil, true, "", now)
+	next, changes, err := planApprove(cur, 0, f, nil, true, "", nil, now)
 	if err != nil || next.Version != 5 || len(changes) != 2 || changes[0].ID != "kiosk-2" || changes[1].ID != "kiosk-5" {
 		t.Fatalf("--all-pending: %v %+v", err, changes)
 	}
@@ -44,7 +44,15 @@ func TestPlanApprove(t *testing.T) {
 	if len(cur.Devices) != 1 {
 		t.Error("planning changed the current registry")
 	}
-	next, changes, err = planApprove(cur, 0, f, []string{"kiosk-3", "kiosk-9", "kiosk-1"}, false, "lobby", now)
+	// A key change or a revoked device is approved only with its key named.
+	if _, _, err := planApprove(cur, 0, f, []string{"kiosk-3"}, false, "", nil, now); err == nil || !strings.Contains(err.Error(), "kiosk-3="+fingerprintOf(devKey(33))) {
+		t.Errorf("key change without a fingerprint: %v", err)
+	}
+	if _, _, err := planApprove(cur, 0, f, []string{"kiosk-2"}, false, "", map[string]string{"kiosk-2": fingerprintOf(devKey(3))}, now); err == nil || !strings.Contains(err.Error(), "not by") {
+		t.Errorf("a pin of another key: %v", err)
+	}
+	pins := map[string]string{"kiosk-3": fingerprintOf(devKey(33)), "kiosk-9": fingerprintOf(devKey(9))}
+	next, changes, err = planApprove(cur, 0, f, []string{"kiosk-3", "kiosk-9", "kiosk-1"}, false, "lobby", pins, now)
 	if err != nil || changes[0].Action != "re-approved" || changes[1].Action != "re-approved" || changes[2].Action != "unchanged" {
 		t.Fatalf("named: %v %+v", err, changes)
 	}
@@ -52,13 +60,13 @@ func TestPlanApprove(t *testing.T) {
 		t.Errorf("kiosk-3 %+v, kiosk-9 still revoked: %v", e, next.IsRevoked("kiosk-9", devKey(9)))
 	}
 	for ids, want := range map[string]string{"kiosk-4": "unsigned status", "kiosk-7": "device add kiosk-7"} {
-		if _, _, err := planApprove(cur, 0, f, []string{ids}, false, "", now); err == nil || !strings.Contains(err.Error(), want) {
+		if _, _, err := planApprove(cur, 0, f, []string{ids}, false, "", nil, now); err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("approve %s: %v, want %q", ids, err, want)
 		}
 	}
 	// No registry yet (version 7 was read before it was deleted): the new
 	// one starts after what readers remember.
-	if next, _, _ := planApprove(nil, 7, f, []string{"kiosk-2"}, false, "", now); next.Version != 8 || len(next.Devices) != 1 {
+	if next, _, _ := planApprove(nil, 7, f, []string{"kiosk-2"}, false, "", nil, now); next.Version != 8 || len(next.Devices) != 1 {
 		t.Errorf("from nothing: %+v", next)
 	}
 }

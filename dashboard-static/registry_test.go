@@ -17,12 +17,6 @@ import (
 	"github.com/nix-ota/nix-ota/status"
 )
 
-func TestRegistryKeyAgrees(t *testing.T) {
-	if testenv.RegistryKey != dashboard.RegistryKey {
-		t.Fatalf("testenv writes the registry to %q, readers read %q", testenv.RegistryKey, dashboard.RegistryKey)
-	}
-}
-
 // signedFleet: prod at revision 1 (system A), a registry with kiosk-1
 // and kiosk-2, both up to date and signed; returns the trust and signer.
 type signedFleet struct {
@@ -177,7 +171,7 @@ func TestRegistryRefused(t *testing.T) {
 			testenv.WriteRegistry(t, f.st, other, 5, testenv.Registered("kiosk-1", f.intruder), testenv.Registered("kiosk-2", f.k2))
 		}, "signature not trusted"},
 		{"device key swapped in the bucket", func() {
-			good := testenv.WriteRegistry(t, f.st, f.signer, 1, testenv.Registered("kiosk-1", f.k1), testenv.Registered("kiosk-2", f.k2))
+			good := testenv.WriteRegistry(t, f.st, f.signer, 6, testenv.Registered("kiosk-1", f.k1), testenv.Registered("kiosk-2", f.k2))
 			var env struct {
 				PayloadType string `json:"payloadType"`
 				Payload     []byte `json:"payload"`
@@ -188,12 +182,16 @@ func TestRegistryRefused(t *testing.T) {
 			}
 			env.Payload = bytes.Replace(env.Payload, []byte(status.EncodeKey(f.k1.Public().(ed25519.PublicKey))), []byte(status.EncodeKey(f.intruder.Public().(ed25519.PublicKey))), 1)
 			swapped, _ := json.Marshal(env)
-			_, _ = bucket.PutBytes(context.Background(), f.st, dashboard.RegistryKey, swapped, bucket.JSONPut())
+			_, _ = bucket.PutBytes(context.Background(), f.st, bucket.RegistryVersionKey(6), swapped, bucket.JSONPut())
 		}, "signature not trusted"},
 		{"unsigned", func() {
-			_, _ = bucket.PutBytes(context.Background(), f.st, dashboard.RegistryKey, []byte(`{"schema":1,"version":9,"devices":[]}`), bucket.JSONPut())
-		}, "device registry refused"},
-		{"deleted", func() { _ = f.st.Delete(context.Background(), dashboard.RegistryKey) }, "gone from the bucket"},
+			_, _ = bucket.PutBytes(context.Background(), f.st, bucket.RegistryVersionKey(9), []byte(`{"schema":1,"version":9,"devices":[]}`), bucket.JSONPut())
+		}, "device registry device-registry/9.json refused"},
+		{"newer name, older content", func() {
+			body := testenv.WriteRegistry(t, f.st, f.signer, 1, testenv.Registered("kiosk-1", f.k1), testenv.Registered("kiosk-2", f.k2))
+			_, _ = bucket.PutBytes(context.Background(), f.st, bucket.RegistryVersionKey(12), body, bucket.JSONPut())
+		}, "holds version 1"},
+		{"deleted", func() { testenv.ClearRegistry(t, f.st) }, "gone from the bucket"},
 	}
 	for _, c := range cases {
 		c.write()
@@ -210,11 +208,13 @@ func TestRegistryRefused(t *testing.T) {
 	// read version 3.
 	signer, pub := testenv.NewSigner(t, "fleet-2")
 	f.trust = manifest.Trust{Keys: []manifest.PublicKey{pub}}
+	testenv.ClearRegistry(t, f.st)
 	testenv.WriteRegistry(t, f.st, signer, 3, testenv.Registered("kiosk-1", f.k1), testenv.Registered("kiosk-2", f.k2))
 	fl = f.read(t, nil)
 	if fl.Registry.Version != 3 || len(fl.Devices) != 2 {
 		t.Fatalf("version 3: %+v, %d counted", fl.Registry, len(fl.Devices))
 	}
+	testenv.ClearRegistry(t, f.st) // a bucket writer deletes version 3, then writes an older one
 	testenv.WriteRegistry(t, f.st, signer, 2, testenv.Registered("kiosk-1", f.k1), testenv.Registered("kiosk-2", f.intruder))
 	if fl = f.read(t, fl.Snapshot); !strings.Contains(fl.Registry.Problem, "older than version 3") || len(fl.Devices) != 0 {
 		t.Errorf("rollback to version 2: %+v, %d counted", fl.Registry, len(fl.Devices))
@@ -239,7 +239,7 @@ func TestRevoke(t *testing.T) {
 // TestNoRegistry: a bucket without a registry reads as before, and says so.
 func TestNoRegistry(t *testing.T) {
 	f := newSignedFleet(t)
-	_ = f.st.Delete(context.Background(), dashboard.RegistryKey)
+	testenv.ClearRegistry(t, f.st)
 	fl := f.read(t, nil)
 	counted, apart := rows(fl)
 	if len(counted) != 2 || len(apart) != 0 || fl.Registry.Present || counted["kiosk-1"].Verified || counted["kiosk-1"].Trust != dashboard.TrustPending {

@@ -11,10 +11,9 @@ import (
 	"github.com/nix-ota/nix-ota/status"
 )
 
-// RegistryKey is the publisher-signed device registry (manifest.Registry):
-// which device id owns which identity key. It lives outside devices/, so
-// a fleet-wide check-in credential cannot write it.
-const RegistryKey = "device-registry.json"
+// The device registry (manifest.Registry) lives in bucket.RegistryPrefix,
+// one create-only object per version, outside devices/, so a fleet-wide
+// check-in credential cannot write it.
 
 // How a device's newest check-in stands against the registry
 // (Device.Trust). Only verified rows count, and every row while the
@@ -40,46 +39,96 @@ type Registry struct {
 	Verified *manifest.VerifiedRegistry // nil when absent or unusable
 	Absent   bool                       // the bucket has none, and this machine never read one
 	Problem  string                     // why it is unusable: every device's reason
+	index    *registryIndex
+}
+
+// registryIndex answers, per read, what judging each check-in asks of the
+// registry beyond its id: who owns a key, and what was revoked.
+type registryIndex struct {
+	owner      map[string]string // key -> registered id
+	revokedKey map[string]string // key -> the id it was revoked for
+	revokedID  map[string]bool
+}
+
+func (reg *Registry) indexed() *registryIndex {
+	if reg.index != nil || reg.Verified == nil {
+		return reg.index
+	}
+	x := &registryIndex{owner: map[string]string{}, revokedKey: map[string]string{}, revokedID: map[string]bool{}}
+	for _, e := range reg.Verified.Devices {
+		x.owner[e.Key] = e.ID
+	}
+	for _, e := range reg.Verified.Revoked {
+		x.revokedKey[e.Key], x.revokedID[e.ID] = e.ID, true
+	}
+	reg.index = x
+	return x
 }
 
 // CachedRegistry is a registry a full read verified, kept in the
-// snapshot: incremental reads ask for it conditionally and, unchanged,
-// use it without decoding 16 MB at 100,000 devices again. Full reads
-// (hourly) always verify it anew, so a cache gone wrong lasts at most that.
+// snapshot: incremental reads list the versions and, when the newest is
+// the same object, use it without reading and decoding 16 MB (at 100,000
+// devices) again. Full reads (hourly) always verify it anew, so a cache
+// gone wrong lasts at most that.
 type CachedRegistry struct {
 	ETag     string
 	Registry manifest.Registry
 }
 
-// ReadRegistry reads and verifies the device registry against trust,
-// refusing one older than seen; with cached, unchanged in the bucket, it
-// is used as it is. A bucket error is an error; a registry
-// that cannot be used is a Registry with a Problem, so that readers show
-// every device as unverified instead of failing.
+// RegistryHead is the newest registry version a listing found.
+type RegistryHead struct {
+	Info    bucket.Info
+	Version uint64
+	Found   bool
+}
+
+// NewestRegistry lists the registry's versions and returns the newest.
+func NewestRegistry(ctx context.Context, s bucket.Store) (RegistryHead, error) {
+	var h RegistryHead
+	err := s.List(ctx, bucket.RegistryPrefix, func(i bucket.Info) error {
+		if v, ok := bucket.ParseRegistryVersionKey(i.Key); ok && v >= h.Version {
+			h = RegistryHead{Info: i, Version: v, Found: true}
+		}
+		return nil
+	})
+	if err != nil {
+		return RegistryHead{}, fmt.Errorf("list %s: %w", bucket.RegistryPrefix, err)
+	}
+	return h, nil
+}
+
+// ReadRegistry reads the newest version of the device registry and
+// verifies it against trust, refusing one older than seen; with cached,
+// the same object, it is used as it is. A bucket error is an error; a
+// registry that cannot be used is a Registry with a Problem, so that
+// readers show every device as unverified instead of failing.
 func ReadRegistry(ctx context.Context, s bucket.Store, trust *manifest.Trust, seen manifest.RegistryState, cached *CachedRegistry) (Registry, string, error) {
-	opts := bucket.GetOptions{MaxSize: manifest.MaxRegistrySize}
-	if cached != nil && trust != nil && cached.Registry.Version == seen.Version {
-		opts.IfNoneMatch = cached.ETag
-	}
-	obj, err := s.Get(ctx, RegistryKey, opts)
+	h, err := NewestRegistry(ctx, s)
 	switch {
-	case errors.Is(err, bucket.ErrNotModified):
-		return Registry{Verified: &manifest.VerifiedRegistry{Registry: &cached.Registry, State: seen}}, cached.ETag, nil
-	case errors.Is(err, bucket.ErrNotFound) && seen.Version == 0:
-		return Registry{Absent: true}, "", nil
-	case errors.Is(err, bucket.ErrNotFound):
-		return Registry{Problem: fmt.Sprintf("the device registry is gone from the bucket (version %d was read before); restore %s from a backup, or approve the devices again", seen.Version, RegistryKey)}, "", nil
-	case errors.Is(err, bucket.ErrTooLarge):
-		return Registry{Problem: fmt.Sprintf("%s is larger than %d MiB; it cannot be a registry nix-ota wrote", RegistryKey, manifest.MaxRegistrySize>>20)}, "", nil
 	case err != nil:
-		return Registry{}, "", fmt.Errorf("read %s: %w", RegistryKey, err)
+		return Registry{}, "", err
+	case !h.Found && seen.Version == 0:
+		return Registry{Absent: true}, "", nil
+	case !h.Found:
+		return Registry{Problem: fmt.Sprintf("the device registry is gone from the bucket (version %d was read before); restore %s from a backup, or approve the devices again", seen.Version, bucket.RegistryVersionKey(seen.Version))}, "", nil
+	case trust == nil:
+		return Registry{Problem: "the device registry is not checked without the publisher's public key (--public-key or $NIX_OTA_PUBLIC_KEY)"}, h.Info.ETag, nil
+	case cached != nil && h.Info.ETag != "" && cached.ETag == h.Info.ETag && cached.Registry.Version == h.Version && h.Version == seen.Version:
+		return Registry{Verified: &manifest.VerifiedRegistry{Registry: &cached.Registry, State: seen}}, h.Info.ETag, nil
 	}
-	if trust == nil {
-		return Registry{Problem: "the device registry is not checked without the publisher's public key (--public-key or $NIX_OTA_PUBLIC_KEY)"}, obj.ETag, nil
+	obj, err := s.Get(ctx, h.Info.Key, bucket.GetOptions{MaxSize: manifest.MaxRegistrySize})
+	switch {
+	case errors.Is(err, bucket.ErrTooLarge):
+		return Registry{Problem: fmt.Sprintf("%s is larger than %d MiB; it cannot be a registry nix-ota wrote; delete it", h.Info.Key, manifest.MaxRegistrySize>>20)}, "", nil
+	case err != nil:
+		return Registry{}, "", fmt.Errorf("read %s: %w", h.Info.Key, err)
 	}
 	v, err := manifest.CheckRegistry(*trust, obj.Data, seen)
+	if err == nil && v.Version != h.Version {
+		err = fmt.Errorf("it holds version %d", v.Version)
+	}
 	if err != nil {
-		return Registry{Problem: fmt.Sprintf("device registry refused: %s; if it was not written by nix-ota device, delete %s and approve the devices again", status.Clean(err.Error(), 512), RegistryKey)}, obj.ETag, nil
+		return Registry{Problem: fmt.Sprintf("device registry %s refused: %s; if nix-ota device did not write it, delete it", h.Info.Key, status.Clean(err.Error(), 512))}, obj.ETag, nil
 	}
 	return Registry{Verified: v}, obj.ETag, nil
 }
@@ -97,7 +146,7 @@ type Accepted struct {
 
 // judge says how r's newest check-in stands against reg, remembering
 // what r accepted before. It does no I/O.
-func (reg Registry) judge(r *Record) (trust, reason string) {
+func (reg *Registry) judge(r *Record) (trust, reason string) {
 	id := r.Device.ID
 	switch {
 	case reg.Absent && r.Key != "" && r.Device.State != Invalid:
@@ -113,13 +162,19 @@ func (reg Registry) judge(r *Record) (trust, reason string) {
 	}
 	fp := fingerprint(r.Key)
 	e, ok := reg.Verified.Lookup(id)
-	switch {
-	case reg.Verified.IsRevoked(id, r.Key) && (!ok || e.Key != r.Key):
-		return TrustRevoked, fmt.Sprintf("signed by key %s, which was revoked for %s", fp, id)
+	x := reg.indexed()
+	switch owner, owned := x.owner[r.Key]; {
+	case ok && e.Key == r.Key:
+	case owned:
+		return TrustRefused, fmt.Sprintf("signed by key %s, which is registered to %s: one device's key speaks for one id", fp, owner)
+	case x.revokedKey[r.Key] != "":
+		return TrustRevoked, fmt.Sprintf("signed by key %s, which was revoked (for %s)", fp, x.revokedKey[r.Key])
+	case !ok && x.revokedID[id]:
+		return TrustRevoked, fmt.Sprintf("%s was revoked; it comes back only when approved by name and key: nix-ota device approve %s=%s", id, id, fp)
 	case !ok:
 		return TrustPending, fmt.Sprintf("pending: key %s is not registered; if this is your device, nix-ota device approve %s", fp, id)
-	case e.Key != r.Key:
-		return TrustKeyChanged, fmt.Sprintf("signed by key %s, but %s is registered with %s: another device writing its status, or the device was reinstalled (then: nix-ota device approve %s)", fp, id, fingerprint(e.Key), id)
+	default:
+		return TrustKeyChanged, fmt.Sprintf("signed by key %s, but %s is registered with %s: another device writing its status, or the device was reinstalled (then, after checking the key on the device: nix-ota device approve %s=%s)", fp, id, fingerprint(e.Key), id, fp)
 	}
 	return checkTimes(r)
 }

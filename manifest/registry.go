@@ -84,6 +84,7 @@ func (r *Registry) Validate() error {
 	case r.IssuedAt.IsZero():
 		return fmt.Errorf("%w: registry has no issuedAt", ErrMalformed)
 	}
+	owner := make(map[string]string, len(r.Devices))
 	for i, e := range r.Devices {
 		if err := e.validate(); err != nil {
 			return err
@@ -91,6 +92,11 @@ func (r *Registry) Validate() error {
 		if i > 0 && r.Devices[i-1].ID >= e.ID {
 			return fmt.Errorf("%w: registry devices must be sorted by id, each once (%q after %q)", ErrMalformed, e.ID, r.Devices[i-1].ID)
 		}
+		// One key, one device: else one device's key would speak for two.
+		if prev, dup := owner[e.Key]; dup {
+			return fmt.Errorf("%w: registry gives %s and %s the same key", ErrMalformed, prev, e.ID)
+		}
+		owner[e.Key] = e.ID
 	}
 	for _, e := range r.Revoked {
 		if err := e.validate(); err != nil {

@@ -64,6 +64,8 @@ func TestCheckRegistryRefuses(t *testing.T) {
 	unsorted.Devices[0], unsorted.Devices[1] = unsorted.Devices[1], unsorted.Devices[0]
 	dup := sampleRegistry(3)
 	dup.Devices[1].ID = "kiosk-1"
+	sameKey := sampleRegistry(3)
+	sameKey.Devices[1].Key = sameKey.Devices[0].Key
 	badKey := sampleRegistry(3)
 	badKey.Devices[0].Key = DeviceKeyPrefix + base64.StdEncoding.EncodeToString(append([]byte{1}, make([]byte, 31)...))
 	badID := sampleRegistry(3)
@@ -90,6 +92,7 @@ func TestCheckRegistryRefuses(t *testing.T) {
 		}(), RegistryState{}, ErrPayloadType},
 		{"unsorted", signedRegistry(t, k, mustJSON(unsorted)), RegistryState{}, ErrMalformed},
 		{"duplicate id", signedRegistry(t, k, mustJSON(dup)), RegistryState{}, ErrMalformed},
+		{"one key for two devices", signedRegistry(t, k, mustJSON(sameKey)), RegistryState{}, ErrMalformed},
 		{"small-order device key", signedRegistry(t, k, mustJSON(badKey)), RegistryState{}, ErrMalformed},
 		{"bad device id", signedRegistry(t, k, mustJSON(badID)), RegistryState{}, ErrMalformed},
 		{"unknown field", signedRegistry(t, k, mustJSON(m)), RegistryState{}, ErrMalformed},

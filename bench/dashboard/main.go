@@ -39,7 +39,6 @@ import (
 
 	"github.com/nix-ota/nix-ota/bucket"
 	"github.com/nix-ota/nix-ota/bucket/s3store"
-	dashboard "github.com/nix-ota/nix-ota/dashboard-static"
 	"github.com/nix-ota/nix-ota/internal/benchutil"
 	"github.com/nix-ota/nix-ota/internal/testenv"
 	"github.com/nix-ota/nix-ota/manifest"
@@ -102,7 +101,7 @@ func register(ctx context.Context, s bucket.Store, signer signing.Key, n int) er
 	if err != nil {
 		return err
 	}
-	_, err = bucket.PutBytes(ctx, s, dashboard.RegistryKey, body, bucket.JSONPut())
+	_, err = bucket.PutBytes(ctx, s, bucket.RegistryVersionKey(r.Version), body, bucket.JSONPut())
 	return err
 }
 

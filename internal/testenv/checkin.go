@@ -65,7 +65,8 @@ func Registered(id string, key ed25519.PrivateKey) manifest.DeviceEntry {
 }
 
 // WriteRegistry signs a registry of version with entries (sorted here)
-// and writes it where readers look for it.
+// and writes it as that version (overwriting it, which nix-ota never
+// does).
 func WriteRegistry(t testing.TB, s bucket.Store, signer signing.Key, version uint64, entries ...manifest.DeviceEntry) []byte {
 	t.Helper()
 	slices.SortFunc(entries, func(a, b manifest.DeviceEntry) int { return strings.Compare(a.ID, b.ID) })
@@ -74,12 +75,20 @@ func WriteRegistry(t testing.TB, s bucket.Store, signer signing.Key, version uin
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := bucket.PutBytes(context.Background(), s, RegistryKey, body, bucket.JSONPut()); err != nil {
+	if _, err := bucket.PutBytes(context.Background(), s, bucket.RegistryVersionKey(version), body, bucket.JSONPut()); err != nil {
 		t.Fatal(err)
 	}
 	return body
 }
 
-// RegistryKey is where the device registry lives (dashboard.RegistryKey;
-// testenv cannot import the dashboard).
-const RegistryKey = "device-registry.json"
+// ClearRegistry deletes every version of the device registry.
+func ClearRegistry(t testing.TB, s bucket.Store) {
+	t.Helper()
+	var keys []string
+	if err := s.List(context.Background(), bucket.RegistryPrefix, func(i bucket.Info) error { keys = append(keys, i.Key); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bucket.DeleteAll(context.Background(), s, keys); err != nil {
+		t.Fatal(err)
+	}
+}
