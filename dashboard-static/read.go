@@ -172,7 +172,7 @@ func (s *Snapshot) add(prev *Record, in bucket.Info, fetch []int, l *listed, ful
 	}
 	r := Record{Checkin: in, Device: Device{ID: id, State: Invalid}}
 	if prev != nil {
-		r.Accepted = prev.Accepted
+		r.Accepted = prev.accepted()
 	}
 	if err := manifest.ValidateName("device id", id); err != nil {
 		r.Device.LastError = "status blob under an invalid device id"

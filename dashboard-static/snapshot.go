@@ -41,7 +41,19 @@ type Record struct {
 	Key       string        // the key that signed it (status.EncodeKey); "" when unsigned
 	SignedAt  time.Time     // when it was signed, by the device's clock
 	Digest    string        // sha256 of the signed payload
-	Accepted  *Accepted     // the device's last check-in that passed verification
+	// Accepted is the device's last check-in that passed verification,
+	// when that is not the newest; NewestAccepted says the newest is (the
+	// usual case, kept without a second copy of the row).
+	Accepted       *Accepted
+	NewestAccepted bool
+}
+
+// accepted is the record's last verified check-in, or nil.
+func (r *Record) accepted() *Accepted {
+	if r.NewestAccepted {
+		return &Accepted{Checkin: r.Checkin, Heartbeat: r.Heartbeat, Device: r.Device, Key: r.Key, SignedAt: r.SignedAt, Digest: r.Digest}
+	}
+	return r.Accepted
 }
 
 // snapshotMagic starts every encoded snapshot; a new encoding gets a new

@@ -218,8 +218,8 @@ func (s *Snapshot) verify(reg Registry, now time.Time, channel string) (counted,
 	for i := range s.Records {
 		r := &s.Records[i]
 		trust, reason := reg.judge(r)
-		if trust == TrustVerified {
-			r.Accepted = &Accepted{Checkin: r.Checkin, Heartbeat: r.Heartbeat, Device: r.Device, Key: r.Key, SignedAt: r.SignedAt, Digest: r.Digest}
+		if r.NewestAccepted = trust == TrustVerified; r.NewestAccepted {
+			r.Accepted = nil
 		}
 		row := r.live(now)
 		row.Trust, row.Verification, row.Key = trust, reason, r.Key

@@ -91,11 +91,15 @@ pkgs.testers.runNixOSTest {
           bucket.succeed(f"{ENV} nix-ota publish --bucket '{B}' --key {key} --channel prod --store-path {path}")
 
       def status():
-          # The device's newest check-in (devices/<window>/kiosk-1.json).
+          # The device's newest check-in (devices/<window>/kiosk-1.json), a
+          # DSSE envelope signed with the device's identity key.
+          import base64
           lines = bucket.succeed("mc ls --recursive --json local/fleet/devices/").splitlines()
           mine = sorted((o["lastModified"], o["key"]) for o in map(json.loads, filter(str.strip, lines)) if o["key"].endswith("/kiosk-1.json"))
           assert mine, "no check-in of kiosk-1"
-          return json.loads(bucket.succeed(f"mc cat local/fleet/devices/{mine[-1][1]}"))
+          env_ = json.loads(bucket.succeed(f"mc cat local/fleet/devices/{mine[-1][1]}"))
+          assert env_["payloadType"] == "application/vnd.nix-ota.status.v1+json", env_
+          return json.loads(base64.b64decode(env_["payload"]))
 
       def current():
           return device.succeed("readlink -f /run/current-system").strip()
@@ -164,6 +168,14 @@ pkgs.testers.runNixOSTest {
           # not retried
           device.succeed("systemctl start nix-ota-agent.service")
           assert current() == new
+
+      with subtest("the device's check-ins are signed and, once approved, verified"):
+          device.succeed("test $(stat -c %a /var/lib/nix-ota/identity.key) = 600")
+          fp = json.loads(device.succeed("nix-ota-agent identity --config /etc/nix-ota/agent.json --json"))["fingerprint"]
+          assert fp in bucket.succeed(f"{ENV} nix-ota device list --bucket '{B}' --public-key '${testPub}'")
+          bucket.succeed(f"{ENV} nix-ota device approve --bucket '{B}' --key /etc/nix-ota-test/sign.key kiosk-1={fp}")
+          fleet = json.loads(bucket.succeed(f"{ENV} nix-ota status --json --bucket '{B}' --public-key '${testPub}'"))
+          assert [d["verified"] for d in fleet["devices"]] == [True], fleet["devices"]
 
       with subtest("the device cannot write outside its own status"):
           bucket.succeed("mc alias set dev http://localhost:9000 kiosk-1 kiosk-1-secret-key")
