@@ -229,7 +229,7 @@ func fetch(ctx context.Context, s bucket.Store, r *Record) {
 		return
 	}
 	st := signed.Status
-	r.SignedAt, r.Digest, r.Key = signed.SignedAt, signed.Digest, ""
+	r.SignedAt, r.Key = signed.SignedAt, ""
 	if signed.Key != nil {
 		r.Key = status.EncodeKey(signed.Key)
 	}

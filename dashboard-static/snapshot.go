@@ -40,7 +40,6 @@ type Record struct {
 	Device    Device        // what the check-in said, before any derived state
 	Key       string        // the key that signed it (status.EncodeKey); "" when unsigned
 	SignedAt  time.Time     // when it was signed, by the device's clock
-	Digest    string        // sha256 of the signed payload
 	// Accepted is the device's last check-in that passed verification,
 	// when that is not the newest; NewestAccepted says the newest is (the
 	// usual case, kept without a second copy of the row).
@@ -51,7 +50,7 @@ type Record struct {
 // accepted is the record's last verified check-in, or nil.
 func (r *Record) accepted() *Accepted {
 	if r.NewestAccepted {
-		return &Accepted{Checkin: r.Checkin, Heartbeat: r.Heartbeat, Device: r.Device, Key: r.Key, SignedAt: r.SignedAt, Digest: r.Digest}
+		return &Accepted{Checkin: r.Checkin, Heartbeat: r.Heartbeat, Device: r.Device, Key: r.Key, SignedAt: r.SignedAt}
 	}
 	return r.Accepted
 }

@@ -141,7 +141,6 @@ type Accepted struct {
 	Device    Device
 	Key       string
 	SignedAt  time.Time
-	Digest    string
 }
 
 // judge says how r's newest check-in stands against reg, remembering
@@ -160,11 +159,14 @@ func (reg *Registry) judge(r *Record) (trust, reason string) {
 	case reg.Problem != "":
 		return TrustRefused, reg.Problem
 	}
-	fp := fingerprint(r.Key)
 	e, ok := reg.Verified.Lookup(id)
-	x := reg.indexed()
+	if ok && e.Key == r.Key {
+		return checkTimes(r)
+	}
+	// Only check-ins that are not their id's registered key's need the
+	// index (built once per read, when the first one comes).
+	fp, x := fingerprint(r.Key), reg.indexed()
 	switch owner, owned := x.owner[r.Key]; {
-	case ok && e.Key == r.Key:
 	case owned:
 		return TrustRefused, fmt.Sprintf("signed by key %s, which is registered to %s: one device's key speaks for one id", fp, owner)
 	case x.revokedKey[r.Key] != "":
@@ -176,7 +178,6 @@ func (reg *Registry) judge(r *Record) (trust, reason string) {
 	default:
 		return TrustKeyChanged, fmt.Sprintf("signed by key %s, but %s is registered with %s: another device writing its status, or the device was reinstalled (then, after checking the key on the device: nix-ota device approve %s=%s)", fp, id, fingerprint(e.Key), id, fp)
 	}
-	return checkTimes(r)
 }
 
 // checkTimes refuses a registered device's check-in that is not where and
@@ -192,8 +193,6 @@ func checkTimes(r *Record) (trust, reason string) {
 		return TrustRefused, fmt.Sprintf("signed at %s, after the bucket stored it (%s): the device's clock is ahead; fix it", signed.Format(time.RFC3339), stored.Format(time.RFC3339))
 	case a != nil && a.Key == r.Key && signed.Before(a.SignedAt):
 		return TrustRefused, fmt.Sprintf("a replay: signed at %s, before the status already accepted from this device (signed at %s)", signed.Format(time.RFC3339), a.SignedAt.UTC().Format(time.RFC3339))
-	case a != nil && a.Key == r.Key && signed.Equal(a.SignedAt) && a.Digest != r.Digest:
-		return TrustRefused, fmt.Sprintf("two different statuses signed at %s", signed.Format(time.RFC3339))
 	}
 	return TrustVerified, "signed by its registered key"
 }
