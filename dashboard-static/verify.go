@@ -214,6 +214,7 @@ func fingerprint(key string) string {
 // under its id can hide neither a failure nor a pending update. Records
 // remember what they accepted.
 func (s *Snapshot) verify(reg Registry, now time.Time, channel string) (counted, unverified []Device) {
+	counted = make([]Device, 0, len(s.Records))
 	for i := range s.Records {
 		r := &s.Records[i]
 		trust, reason := reg.judge(r)
