@@ -170,8 +170,18 @@ func (o *deviceOptions) list(ctx context.Context, env *Env) error {
 		return err
 	}
 	out := deviceList{Registry: f.Registry, Devices: []deviceRow{}}
+	registered := map[string]string{} // a verified row's key is the registry's
+	if c := f.Snapshot.RegistryCache; c != nil {
+		for _, e := range c.Registry.Devices {
+			registered[e.ID] = e.Key
+		}
+	}
 	for _, d := range append(slices.Clone(f.Devices), f.Unverified...) {
-		out.Devices = append(out.Devices, deviceRow{ID: d.ID, Trust: d.Trust, Key: d.Key, Fingerprint: keyFingerprint(d.Key), Class: d.Class,
+		key := d.Key
+		if d.Verified {
+			key = registered[d.ID]
+		}
+		out.Devices = append(out.Devices, deviceRow{ID: d.ID, Trust: d.Trust, Key: key, Fingerprint: keyFingerprint(key), Class: d.Class,
 			State: d.Reported, LastSeen: d.CheckedAt, Verification: d.Verification})
 	}
 	slices.SortStableFunc(out.Devices, func(a, b deviceRow) int { return strings.Compare(a.ID, b.ID) })

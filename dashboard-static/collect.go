@@ -142,7 +142,7 @@ type Device struct {
 	Verified     bool   `json:"verified"`
 	Trust        string `json:"trust,omitempty"`
 	Verification string `json:"verification,omitempty"`
-	Key          string `json:"key,omitempty"` // the key that signed the check-in
+	Key          string `json:"key,omitempty"` // the key that signed a check-in that is not verified (a verified one's is the registry's)
 	// Contested: registered, but its newest check-in was refused; the row
 	// is its last verified status (or a placeholder) and holds its
 	// rollout step back.

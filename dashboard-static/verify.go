@@ -161,6 +161,7 @@ func (reg *Registry) judge(r *Record) (trust, reason string) {
 	}
 	e, ok := reg.Verified.Lookup(id)
 	if ok && e.Key == r.Key {
+		r.Key = e.Key // one copy of the key string, not two
 		return checkTimes(r)
 	}
 	// Only check-ins that are not their id's registered key's need the
@@ -222,8 +223,11 @@ func (s *Snapshot) verify(reg Registry, now time.Time, channel string) (counted,
 			r.Accepted = nil
 		}
 		row := r.live(now)
-		row.Trust, row.Verification, row.Key = trust, reason, r.Key
+		row.Trust, row.Verification = trust, reason
 		row.Verified = trust == TrustVerified
+		if !row.Verified { // a verified row's key is the registry's
+			row.Key = r.Key
+		}
 		if trust == TrustVerified || reg.Absent {
 			if channel == "" || row.Channel == channel {
 				counted = append(counted, row)
@@ -257,7 +261,7 @@ func contested(reg Registry, r *Record, now time.Time, reason string) (Device, b
 	if stillRegistered(reg, r.Accepted) {
 		a := Record{Checkin: r.Accepted.Checkin, Heartbeat: r.Accepted.Heartbeat, Device: r.Accepted.Device}
 		last := a.live(now)
-		last.Trust, last.Verified, last.Key, last.Contested = TrustVerified, true, r.Accepted.Key, true
+		last.Trust, last.Verified, last.Contested = TrustVerified, true, true
 		last.Verification = "its last verified status; " + why
 		return last, true
 	}
