@@ -22,10 +22,10 @@ import (
 	"github.com/nix-ota/nix-ota/status"
 )
 
-// checkinStore opens bucketName with temporary MinIO credentials that
-// carry examples/policies/checkin-policy.json: the one credential a whole
-// fleet may share.
-func checkinStore(t *testing.T, m *testenv.MinIO, bucketName, url string) bucket.Store {
+// checkinCredential is a temporary MinIO credential that carries
+// examples/policies/checkin-policy.json for bucketName: the one
+// credential a whole fleet may share.
+func checkinCredential(t *testing.T, m *testenv.MinIO, bucketName string) credentials.Value {
 	t.Helper()
 	policy, err := os.ReadFile("../examples/policies/checkin-policy.json")
 	if err != nil {
@@ -41,6 +41,13 @@ func checkinStore(t *testing.T, m *testenv.MinIO, bucketName, url string) bucket
 	if err != nil {
 		t.Fatalf("assume role with the check-in policy: %v", err)
 	}
+	return v
+}
+
+// checkinStore opens the bucket with the check-in credential.
+func checkinStore(t *testing.T, m *testenv.MinIO, bucketName, url string) bucket.Store {
+	t.Helper()
+	v := checkinCredential(t, m, bucketName)
 	s, err := bucket.Open(url, bucket.Options{Credentials: bucket.StaticCredentials(v.AccessKeyID, v.SecretAccessKey, v.SessionToken)})
 	if err != nil {
 		t.Fatal(err)
@@ -311,23 +318,10 @@ func TestEnrollment(t *testing.T) {
 }
 
 // checkinCredentialsFile writes an AWS credentials file holding the
-// fleet's check-in credential (checkinStore's policy).
+// fleet's check-in credential, as a device's statusCredentials.
 func checkinCredentialsFile(t *testing.T, m *testenv.MinIO, bucketName string) string {
 	t.Helper()
-	policy, err := os.ReadFile("../examples/policies/checkin-policy.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	sts, err := credentials.NewSTSAssumeRole("http://"+m.Endpoint, credentials.STSAssumeRoleOptions{
-		AccessKey: m.AccessKey, SecretKey: m.SecretKey, Policy: strings.ReplaceAll(string(policy), "BUCKET", bucketName), DurationSeconds: 3600,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	v, err := sts.GetWithContext(&credentials.CredContext{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	v := checkinCredential(t, m, bucketName)
 	p := filepath.Join(t.TempDir(), "checkin-creds")
 	body := fmt.Sprintf("[default]\naws_access_key_id=%s\naws_secret_access_key=%s\naws_session_token=%s\n", v.AccessKeyID, v.SecretAccessKey, v.SessionToken)
 	if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
