@@ -745,7 +745,7 @@ func TestIdlePollOnTheWire(t *testing.T) {
 	// PUT. Its body is the signed check-in, under 2 KiB.
 	time.Sleep(1100 * time.Millisecond)
 	px.Reset()
-	d.mustOnce(t, 0, "--heartbeat", "1s")
+	d.mustOnce(t, 0, "--interval", "1s", "--heartbeat", "1s")
 	time.Sleep(50 * time.Millisecond)
 	if n := px.Requests.Load(); n != 2 {
 		t.Fatalf("a poll with a heartbeat made %d requests, want 2 (the conditional GET and one PUT)", n)

@@ -102,12 +102,18 @@ func readIdentity(path, deviceID string) (ed25519.PrivateKey, error) {
 	// Non-blocking: a FIFO put there must not hang the start.
 	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if errors.Is(err, fs.ErrNotExist) {
-		if _, lerr := os.Lstat(path); lerr == nil {
+		fi, lerr := os.Lstat(path)
+		switch {
+		case lerr == nil && fi.Mode()&fs.ModeSymlink != 0:
 			// A link to a secret that is not there: generating a key
 			// behind it would hide that.
 			return nil, fmt.Errorf("%w %s: a symbolic link to a file that does not exist; provide that file (is the secret deployed?) or %s", ErrIdentity, path, replace)
+		case lerr == nil:
+			// Another start made it between the open and now: read that.
+			f, err = os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+		default:
+			return nil, errNoIdentity
 		}
-		return nil, errNoIdentity
 	}
 	if errors.Is(err, fs.ErrPermission) {
 		return nil, fmt.Errorf("%w %s: %v; run nix-ota-agent as root, as its service does", ErrIdentity, path, err)
