@@ -3,7 +3,6 @@ package cli_test
 import (
 	"context"
 	"crypto/ed25519"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -18,12 +17,8 @@ import (
 // revoked id that comes back with a fresh key, (2) an approved device's key
 // under a second id, (3) a revoked key under a new id: none is pending.
 func TestAttackAllPendingReadmits(t *testing.T) {
-	url := "file://" + filepath.Join(t.TempDir(), "bucket")
-	mustRun(t, nil, "init", "--bucket", url)
-	s, err := bucket.Open(url, bucket.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	fx := fixtures(t)["file"](t)
+	url, s := fx.url, fx.store
 	key, pub := keygen(t, "fleet-1")
 	k1, k9, fresh := testenv.DeviceKey(1), testenv.DeviceKey(9), testenv.DeviceKey(99)
 	enc := func(k ed25519.PrivateKey) string { return status.EncodeKey(k.Public().(ed25519.PublicKey)) }
@@ -68,12 +63,8 @@ func TestAttackAllPendingReadmits(t *testing.T) {
 // alone (trust on first use, as documented) the output names the key it
 // registered, and the genuine device then shows as key-changed.
 func TestAttackApproveByNameSwap(t *testing.T) {
-	url := "file://" + filepath.Join(t.TempDir(), "bucket")
-	mustRun(t, nil, "init", "--bucket", url)
-	s, err := bucket.Open(url, bucket.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	fx := fixtures(t)["file"](t)
+	url, s := fx.url, fx.store
 	key, pub := keygen(t, "fleet-1")
 	genuine, attacker := testenv.DeviceKey(5), testenv.DeviceKey(66)
 	put := func(k ed25519.PrivateKey, id string, at time.Time) {
@@ -113,12 +104,8 @@ func getRegistryVersions(t *testing.T, s bucket.Store) int {
 // TestAttackDeviceListEscapes: an object key under devices/ carries
 // terminal escapes in its device id; device list prints the id raw.
 func TestAttackDeviceListEscapes(t *testing.T) {
-	url := "file://" + filepath.Join(t.TempDir(), "bucket")
-	mustRun(t, nil, "init", "--bucket", url)
-	s, err := bucket.Open(url, bucket.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	fx := fixtures(t)["file"](t)
+	url, s := fx.url, fx.store
 	key, pub := keygen(t, "fleet-1")
 	k1 := testenv.DeviceKey(1)
 	mustRun(t, nil, "device", "add", "kiosk-1", "--device-key", status.EncodeKey(k1.Public().(ed25519.PublicKey)), "--bucket", url, "--key", key, "--no-dashboard")

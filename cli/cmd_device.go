@@ -16,6 +16,7 @@ import (
 	dashboard "github.com/nix-ota/nix-ota/dashboard-static"
 	"github.com/nix-ota/nix-ota/manifest"
 	"github.com/nix-ota/nix-ota/manifest/signing"
+	"github.com/nix-ota/nix-ota/status"
 )
 
 type deviceOptions struct {
@@ -181,7 +182,7 @@ func (o *deviceOptions) list(ctx context.Context, env *Env) error {
 		if d.Verified {
 			key = registered[d.ID]
 		}
-		out.Devices = append(out.Devices, deviceRow{ID: d.ID, Trust: d.Trust, Key: key, Fingerprint: keyFingerprint(key), Class: d.Class,
+		out.Devices = append(out.Devices, deviceRow{ID: d.ID, Trust: d.Trust, Key: key, Fingerprint: status.KeyFingerprint(key), Class: d.Class,
 			State: d.Reported, LastSeen: d.CheckedAt, Verification: d.Verification})
 	}
 	slices.SortStableFunc(out.Devices, func(a, b deviceRow) int { return strings.Compare(a.ID, b.ID) })
@@ -190,13 +191,6 @@ func (o *deviceOptions) list(ctx context.Context, env *Env) error {
 	}
 	printDeviceList(env.Stdout, out)
 	return nil
-}
-
-func keyFingerprint(key string) string {
-	if key == "" {
-		return ""
-	}
-	return fingerprintOf(key)
 }
 
 func printDeviceList(w io.Writer, l deviceList) {
@@ -302,7 +296,7 @@ func (o *deviceOptions) editOnce(ctx context.Context, s bucket.Store, f *dashboa
 	switch {
 	case reg.Verified != nil:
 		cur = reg.Verified.Registry
-	case reg.Problem != "" && !strings.Contains(reg.Problem, "gone from the bucket"):
+	case reg.Problem != "" && !reg.Gone: // a vanished registry is started again after what was read
 		return nil, fmt.Errorf("%s; nothing was signed", reg.Problem)
 	}
 	base, now := f.Snapshot.Registry.Version, time.Now()

@@ -82,12 +82,12 @@ func planApprove(cur *manifest.Registry, base uint64, f *dashboard.Fleet, ids []
 		d, ok := seen[id]
 		if !ok {
 			if e, reg := next.Lookup(id); reg {
-				changes = append(changes, deviceChange{ID: id, Action: "unchanged", Key: e.Key, Fingerprint: fingerprintOf(e.Key), Why: "already approved"})
+				changes = append(changes, deviceChange{ID: id, Action: "unchanged", Key: e.Key, Fingerprint: status.KeyFingerprint(e.Key), Why: "already approved"})
 				continue
 			}
 			return nil, nil, fmt.Errorf("%s has no check-in waiting for approval; pre-register its key with nix-ota device add %s --key ed25519:… (nix-ota-agent identity prints it on the device)", id, id)
 		}
-		action, fp := "approved", fingerprintOf(d.Key)
+		action, fp := "approved", status.KeyFingerprint(d.Key)
 		switch pin := pins[id]; {
 		case d.Trust != dashboard.TrustPending && d.Trust != dashboard.TrustKeyChanged && d.Trust != dashboard.TrustRevoked:
 			return nil, nil, fmt.Errorf("%s cannot be approved from its newest check-in: %s", id, d.Verification)
@@ -116,14 +116,14 @@ func planAdd(cur *manifest.Registry, base uint64, id, key, class string, replace
 	if e, ok := next.Lookup(id); ok {
 		switch {
 		case e.Key == key && (class == "" || e.Class == class):
-			return nil, []deviceChange{{ID: id, Action: "unchanged", Key: key, Fingerprint: fingerprintOf(key), Class: e.Class, Why: "already registered with this key"}}, nil
+			return nil, []deviceChange{{ID: id, Action: "unchanged", Key: key, Fingerprint: status.KeyFingerprint(key), Class: e.Class, Why: "already registered with this key"}}, nil
 		case e.Key != key && !replace:
-			return nil, nil, usagef("%s is registered with key %s; to replace it (a reinstalled device) add --replace", id, fingerprintOf(e.Key))
+			return nil, nil, usagef("%s is registered with key %s; to replace it (a reinstalled device) add --replace", id, status.KeyFingerprint(e.Key))
 		}
 		action = "re-approved"
 	}
 	set(next, manifest.DeviceEntry{ID: id, Key: key, Class: class, At: now.UTC()})
-	return next, []deviceChange{{ID: id, Action: action, Key: key, Fingerprint: fingerprintOf(key), Class: class}}, nil
+	return next, []deviceChange{{ID: id, Action: action, Key: key, Fingerprint: status.KeyFingerprint(key), Class: class}}, nil
 }
 
 // planRevoke removes devices and records their keys as revoked, so that
@@ -138,17 +138,9 @@ func planRevoke(cur *manifest.Registry, base uint64, ids []string, now time.Time
 		}
 		next.Devices = slices.DeleteFunc(next.Devices, func(x manifest.DeviceEntry) bool { return x.ID == id })
 		next.Revoked = append(next.Revoked, manifest.DeviceEntry{ID: id, Key: e.Key, Class: e.Class, At: now.UTC()})
-		changes = append(changes, deviceChange{ID: id, Action: "revoked", Key: e.Key, Fingerprint: fingerprintOf(e.Key)})
+		changes = append(changes, deviceChange{ID: id, Action: "revoked", Key: e.Key, Fingerprint: status.KeyFingerprint(e.Key)})
 	}
 	return next, changes, nil
-}
-
-func fingerprintOf(key string) string {
-	k, err := status.ParseKey(key)
-	if err != nil {
-		return "(unreadable key)"
-	}
-	return status.Fingerprint(k)
 }
 
 func firstNonEmpty(a, b string) string {

@@ -2,7 +2,6 @@ package cli_test
 
 import (
 	"crypto/ed25519"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -18,12 +17,8 @@ import (
 // (Deleting every newer version is beyond this: docs/security.md, Known
 // limits.)
 func TestAttackRegistryRollbackResigned(t *testing.T) {
-	url := "file://" + filepath.Join(t.TempDir(), "bucket")
-	mustRun(t, nil, "init", "--bucket", url)
-	s, err := bucket.Open(url, bucket.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	fx := fixtures(t)["file"](t)
+	url, s := fx.url, fx.store
 	key, pub := keygen(t, "fleet-1")
 	enc := func(seed byte) string {
 		return status.EncodeKey(testenv.DeviceKey(seed).Public().(ed25519.PublicKey))

@@ -45,13 +45,13 @@ func TestPlanApprove(t *testing.T) {
 		t.Error("planning changed the current registry")
 	}
 	// A key change or a revoked device is approved only with its key named.
-	if _, _, err := planApprove(cur, 0, f, []string{"kiosk-3"}, false, "", nil, now); err == nil || !strings.Contains(err.Error(), "kiosk-3="+fingerprintOf(devKey(33))) {
+	if _, _, err := planApprove(cur, 0, f, []string{"kiosk-3"}, false, "", nil, now); err == nil || !strings.Contains(err.Error(), "kiosk-3="+status.KeyFingerprint(devKey(33))) {
 		t.Errorf("key change without a fingerprint: %v", err)
 	}
-	if _, _, err := planApprove(cur, 0, f, []string{"kiosk-2"}, false, "", map[string]string{"kiosk-2": fingerprintOf(devKey(3))}, now); err == nil || !strings.Contains(err.Error(), "not by") {
+	if _, _, err := planApprove(cur, 0, f, []string{"kiosk-2"}, false, "", map[string]string{"kiosk-2": status.KeyFingerprint(devKey(3))}, now); err == nil || !strings.Contains(err.Error(), "not by") {
 		t.Errorf("a pin of another key: %v", err)
 	}
-	pins := map[string]string{"kiosk-3": fingerprintOf(devKey(33)), "kiosk-9": fingerprintOf(devKey(9))}
+	pins := map[string]string{"kiosk-3": status.KeyFingerprint(devKey(33)), "kiosk-9": status.KeyFingerprint(devKey(9))}
 	next, changes, err = planApprove(cur, 0, f, []string{"kiosk-3", "kiosk-9", "kiosk-1"}, false, "lobby", pins, now)
 	if err != nil || changes[0].Action != "re-approved" || changes[1].Action != "re-approved" || changes[2].Action != "unchanged" {
 		t.Fatalf("named: %v %+v", err, changes)

@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -20,51 +19,22 @@ import (
 
 // simFleet runs n real agents (real agent code, real Nix profiles and
 // switch scripts, each with its own state and device id) against one
-// bucket, polling in a loop until stopped.
+// bucket, polling in a loop until the test ends (startAgent).
 type simFleet struct {
-	ids  []string
-	stop func()
-	wg   sync.WaitGroup
+	ids []string
 }
 
 func startFleet(t *testing.T, f fixture, pub string, n int, initial string) *simFleet {
 	m := testenv.SharedMinIO(t)
 	creds := filepath.Join(t.TempDir(), "creds")
 	os.WriteFile(creds, []byte(fmt.Sprintf("[default]\naws_access_key_id=%s\naws_secret_access_key=%s\n", m.AccessKey, m.SecretKey)), 0o600)
-	ctx, cancel := context.WithCancel(context.Background())
-	sf := &simFleet{stop: cancel}
+	sf := &simFleet{}
 	for i := range n {
 		id := fmt.Sprintf("dev-%02d", i)
 		sf.ids = append(sf.ids, id)
-		dir := t.TempDir()
-		profile := filepath.Join(dir, "profiles", "system")
-		os.MkdirAll(filepath.Dir(profile), 0o755)
-		testenv.Cmd(t, "nix-env", "--profile", profile, "--set", initial)
-		cfg := agent.Config{Bucket: f.url, Channel: "prod", PublicKeys: []string{pub}, DeviceID: id, StateDir: filepath.Join(dir, "state"),
-			Profile: profile, StatusCredentials: creds, SwitchVia: "direct",
-			HealthChecks: []string{`case "$NIX_OTA_STORE_PATH" in *broken*) echo "kiosk does not start" >&2; exit 1;; esac`}}
-		trust, err := cfg.Prepare()
-		if err != nil {
-			t.Fatal(err)
-		}
-		a, unlock, err := agent.New(cfg, trust, func(string, ...any) {})
-		if err != nil {
-			t.Fatal(err)
-		}
-		sf.wg.Add(1)
-		go func() {
-			defer sf.wg.Done()
-			defer unlock()
-			for ctx.Err() == nil {
-				a.Poll(ctx)
-				select {
-				case <-ctx.Done():
-				case <-time.After(150 * time.Millisecond):
-				}
-			}
-		}()
+		startAgent(t, agent.Config{Bucket: f.url, DeviceID: id, StatusCredentials: creds,
+			HealthChecks: []string{`case "$NIX_OTA_STORE_PATH" in *broken*) echo "kiosk does not start" >&2; exit 1;; esac`}}, pub, initial)
 	}
-	t.Cleanup(func() { cancel(); sf.wg.Wait() })
 	return sf
 }
 

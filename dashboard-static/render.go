@@ -11,6 +11,8 @@ import (
 	"path"
 	"strings"
 	"time"
+
+	"github.com/nix-ota/nix-ota/status"
 )
 
 //go:embed index.html.tmpl
@@ -29,7 +31,7 @@ var page = template.Must(template.New("index.html").Funcs(template.FuncMap{
 		if key == "" {
 			return "unsigned"
 		}
-		return fingerprint(key)
+		return status.KeyFingerprint(key)
 	},
 	// Replaced per render with the fleet's generation time as "now".
 	"ago":   func(time.Time) string { return "" },

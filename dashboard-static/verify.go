@@ -39,6 +39,7 @@ type Registry struct {
 	Verified *manifest.VerifiedRegistry // nil when absent or unusable
 	Absent   bool                       // the bucket has none, and this machine never read one
 	Problem  string                     // why it is unusable: every device's reason
+	Gone     bool                       // no version left, though this machine read one
 	index    *registryIndex
 }
 
@@ -110,7 +111,7 @@ func ReadRegistry(ctx context.Context, s bucket.Store, trust *manifest.Trust, se
 	case !h.Found && seen.Version == 0:
 		return Registry{Absent: true}, "", nil
 	case !h.Found:
-		return Registry{Problem: fmt.Sprintf("the device registry is gone from the bucket (version %d was read before); restore %s from a backup, or approve the devices again", seen.Version, bucket.RegistryVersionKey(seen.Version))}, "", nil
+		return Registry{Gone: true, Problem: fmt.Sprintf("the device registry is gone from the bucket (version %d was read before); restore %s from a backup, or approve the devices again", seen.Version, bucket.RegistryVersionKey(seen.Version))}, "", nil
 	case trust == nil:
 		return Registry{Problem: "the device registry is not checked without the publisher's public key (--public-key or $NIX_OTA_PUBLIC_KEY)"}, h.Info.ETag, nil
 	case cached != nil && h.Info.ETag != "" && cached.ETag == h.Info.ETag && cached.Registry.Version == h.Version && h.Version == seen.Version:
@@ -149,7 +150,7 @@ func (reg *Registry) judge(r *Record) (trust, reason string) {
 	id := r.Device.ID
 	switch {
 	case reg.Absent && r.Key != "" && r.Device.State != Invalid:
-		return TrustPending, fmt.Sprintf("pending: key %s; no device registry in this bucket yet, so statuses count by device id alone (nix-ota device approve %s creates it)", fingerprint(r.Key), id)
+		return TrustPending, fmt.Sprintf("pending: key %s; no device registry in this bucket yet, so statuses count by device id alone (nix-ota device approve %s creates it)", status.KeyFingerprint(r.Key), id)
 	case reg.Absent:
 		return TrustNoRegistry, "no device registry in this bucket: statuses count by device id alone (nix-ota device approve creates it)"
 	case r.Device.State == Invalid:
@@ -166,7 +167,7 @@ func (reg *Registry) judge(r *Record) (trust, reason string) {
 	}
 	// Only check-ins that are not their id's registered key's need the
 	// index (built once per read, when the first one comes).
-	fp, x := fingerprint(r.Key), reg.indexed()
+	fp, x := status.KeyFingerprint(r.Key), reg.indexed()
 	switch owner, owned := x.owner[r.Key]; {
 	case owned:
 		return TrustRefused, fmt.Sprintf("signed by key %s, which is registered to %s: one device's key speaks for one id", fp, owner)
@@ -177,7 +178,7 @@ func (reg *Registry) judge(r *Record) (trust, reason string) {
 	case !ok:
 		return TrustPending, fmt.Sprintf("pending: key %s is not registered; if this is your device, nix-ota device approve %s", fp, id)
 	default:
-		return TrustKeyChanged, fmt.Sprintf("signed by key %s, but %s is registered with %s: another device writing its status, or the device was reinstalled (then, after checking the key on the device: nix-ota device approve %s=%s)", fp, id, fingerprint(e.Key), id, fp)
+		return TrustKeyChanged, fmt.Sprintf("signed by key %s, but %s is registered with %s: another device writing its status, or the device was reinstalled (then, after checking the key on the device: nix-ota device approve %s=%s)", fp, id, status.KeyFingerprint(e.Key), id, fp)
 	}
 }
 
@@ -196,15 +197,6 @@ func checkTimes(r *Record) (trust, reason string) {
 		return TrustRefused, fmt.Sprintf("a replay: signed at %s, before the status already accepted from this device (signed at %s)", signed.Format(time.RFC3339), a.SignedAt.UTC().Format(time.RFC3339))
 	}
 	return TrustVerified, "signed by its registered key"
-}
-
-// fingerprint shows a device key as people compare it.
-func fingerprint(key string) string {
-	k, err := status.ParseKey(key)
-	if err != nil {
-		return "(unreadable key)"
-	}
-	return status.Fingerprint(k)
 }
 
 // verify judges every record against reg and splits the rows: those that

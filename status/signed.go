@@ -135,5 +135,18 @@ func Fingerprint(k ed25519.PublicKey) string {
 	return "SHA256:" + base64.RawStdEncoding.EncodeToString(sum[:])
 }
 
+// KeyFingerprint is Fingerprint of a key in EncodeKey's form: "" for no
+// key, "(unreadable key)" for one that does not parse.
+func KeyFingerprint(key string) string {
+	if key == "" {
+		return ""
+	}
+	k, err := ParseKey(key)
+	if err != nil {
+		return "(unreadable key)"
+	}
+	return Fingerprint(k)
+}
+
 // SameKey reports whether a and b are the same device key.
 func SameKey(a, b ed25519.PublicKey) bool { return len(a) > 0 && bytes.Equal(a, b) }
