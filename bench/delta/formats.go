@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/klauspost/compress/zstd"
+
+	"github.com/nix-ota/nix-ota/delta"
 )
 
 // format is one delta candidate: encode writes the delta of target against
@@ -40,6 +42,8 @@ func formats() []format {
 		{Name: "cdc-16k-zstd3", Notes: "as cdc-64k-zstd3 with 4/16/64 KiB chunks",
 			encode: encodeCDC(cdc16k), cmd: childCmd("cdc")},
 	}
+	fs = append(fs, format{Name: "nix-ota-delta", Notes: "package delta: copy/add/literal ops against the base NAR, 32-byte seeds extended both ways; op stream zstd level 3, window 8 MiB; rebuild streams and reads the base with ReadAt",
+		encode: encodeOps, cmd: childCmd("ops")})
 	if _, err := exec.LookPath("zstd"); err == nil {
 		fs = append(fs, format{Name: "zstd-cli-patch-from-3", Notes: "zstd CLI -3 --patch-from=base (long mode, window sized to the base by zstd); rebuild zstd -d --patch-from --memory=2048MB",
 			encode: encodeCLI, cmd: cliRebuild})
@@ -61,6 +65,8 @@ func rebuild(name, base, delta, out string) error {
 		err = decodeDictGo(w, base, delta)
 	case "cdc":
 		err = decodeCDC(w, base, delta)
+	case "ops":
+		err = decodeOps(w, base, delta)
 	default:
 		err = fmt.Errorf("unknown format")
 	}
@@ -148,4 +154,50 @@ func encodeCLI(base, target, delta string) error {
 
 func cliRebuild(_, base, delta, out string) []string {
 	return []string{"zstd", "-q", "-f", "-d", "--memory=2048MB", "--patch-from=" + base, delta, "-o", out}
+}
+
+// encodeOps is nix-ota's own format (package delta): copy, add and
+// literal ops against the base, found by seeds extended both ways.
+func encodeOps(base, target, out string) error {
+	b, err := os.ReadFile(base)
+	if err != nil {
+		return err
+	}
+	t, err := os.ReadFile(target)
+	if err != nil {
+		return err
+	}
+	f, err := os.Create(out)
+	if err != nil {
+		return err
+	}
+	w := bufio.NewWriterSize(f, 1<<20)
+	st, err := delta.Encode(w, b, t)
+	if err == nil {
+		err = w.Flush()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	fmt.Fprintf(os.Stderr, "  nix-ota-delta: copied %d, added %d, literal %d bytes in %d ops\n", st.Copied, st.Added, st.Literal, st.Ops)
+	return err
+}
+
+func decodeOps(w io.Writer, base, d string) error {
+	b, err := os.Open(base)
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+	fi, err := b.Stat()
+	if err != nil {
+		return err
+	}
+	f, err := os.Open(d)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	_, err = delta.Apply(w, b, fi.Size(), bufio.NewReaderSize(f, 1<<20), 1<<40)
+	return err
 }

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/nix-community/go-nix/pkg/nar"
+
 	"github.com/nix-ota/nix-ota/internal/benchutil"
 )
 
@@ -30,7 +31,9 @@ func main() {
 	out := flag.String("out", "", "child mode: rebuilt NAR")
 	runs := flag.Int("runs", 3, "runs per measurement")
 	cases := flag.String("cases", "go-toolchain,rebuild-cascade", "cases to run")
+	only := flag.String("formats", "", "formats to measure besides full-zstd3 (comma-separated; empty: all)")
 	flag.Parse()
+	onlyFormats = *only
 	if *decode != "" {
 		if err := rebuild(*decode, *base, *delta, *out); err != nil {
 			fmt.Fprintf(os.Stderr, "delta rebuild %s: %v\n", *decode, err)

@@ -6,12 +6,16 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/nix-ota/nix-ota/internal/benchutil"
 )
+
+// onlyFormats is the -formats flag.
+var onlyFormats string
 
 // formatResult holds one format's figures on one case.
 type formatResult struct {
@@ -37,6 +41,9 @@ func measureCase(name, desc, dir, base, target string, runs int) (caseResult, er
 	cr := caseResult{Name: name, Description: desc, BaseNAR: fileSize(base), TargetNAR: fileSize(target)}
 	cr.Skipped = []string{"bsdiff: no bsdiff Go module among the packages available to this project, and a new dependency is out of scope for this measurement"}
 	for _, f := range formats() {
+		if onlyFormats != "" && f.Name != "full-zstd3" && !slices.Contains(strings.Split(onlyFormats, ","), f.Name) {
+			continue
+		}
 		fr, err := measureFormat(f, self, dir, base, target, want, runs)
 		if err != nil {
 			return cr, fmt.Errorf("%s: %w", f.Name, err)

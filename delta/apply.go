@@ -1,0 +1,133 @@
+package delta
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/klauspost/compress/zstd"
+)
+
+// Apply writes the target that delta d rebuilds from base (baseSize bytes)
+// to w, and returns how many bytes it wrote. It fails with ErrCorrupt as
+// soon as an op reads outside the base or the output would pass maxOut
+// bytes; the caller still checks the output's size and hash.
+func Apply(w io.Writer, base io.ReaderAt, baseSize int64, d io.Reader, maxOut int64) (int64, error) {
+	var magic [len(Magic)]byte
+	if _, err := io.ReadFull(d, magic[:]); err != nil || string(magic[:]) != Magic {
+		return 0, fmt.Errorf("%w: not a nix-ota delta (no %q header)", ErrCorrupt, Magic[:len(Magic)-1])
+	}
+	zr, err := zstd.NewReader(d, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true), zstd.WithDecoderMaxWindow(MaxWindow))
+	if err != nil {
+		return 0, err
+	}
+	defer zr.Close()
+	a := applier{r: bufio.NewReaderSize(zr, 64<<10), w: w, base: base, baseSize: baseSize, max: maxOut, buf: make([]byte, 64<<10)}
+	for {
+		done, err := a.op()
+		if err != nil {
+			return a.out, err
+		}
+		if done {
+			break
+		}
+	}
+	if _, err := a.r.ReadByte(); err != io.EOF {
+		if err == nil {
+			err = errors.New("data after the end op")
+		}
+		return a.out, fmt.Errorf("%w: %v", ErrCorrupt, err)
+	}
+	return a.out, nil
+}
+
+type applier struct {
+	r        *bufio.Reader
+	w        io.Writer
+	base     io.ReaderAt
+	baseSize int64
+	cursor   int64
+	out, max int64
+	buf      []byte
+}
+
+func corrupt(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ErrCorrupt, fmt.Sprintf(format, args...))
+}
+
+// op applies one op; done is true after the end op.
+func (a *applier) op() (done bool, err error) {
+	code, err := a.r.ReadByte()
+	if err != nil {
+		return false, corrupt("ends without an end op: %v", err)
+	}
+	if code == opEnd {
+		return true, nil
+	}
+	if code != opCopy && code != opAdd && code != opLiteral {
+		return false, corrupt("unknown op 0x%02x", code)
+	}
+	n, err := binary.ReadUvarint(a.r)
+	if err != nil || n == 0 || n > uint64(a.max-a.out) {
+		return false, corrupt("op %q of bad length (%d bytes, %d left of %d)", code, n, a.max-a.out, a.max)
+	}
+	if code == opLiteral {
+		k, err := io.CopyN(a.w, a.r, int64(n))
+		a.out += k
+		if err == io.EOF {
+			return false, corrupt("literal cut short")
+		}
+		return false, err
+	}
+	d, err := binary.ReadVarint(a.r)
+	if err != nil {
+		return false, corrupt("bad offset: %v", err)
+	}
+	off := a.cursor + d
+	if d < -a.baseSize || d > a.baseSize || off < 0 || off > a.baseSize-int64(n) {
+		return false, corrupt("op %q reads %d bytes at %d, outside the %d-byte base", code, n, off, a.baseSize)
+	}
+	a.cursor = off + int64(n)
+	return false, a.fromBase(code == opAdd, off, int64(n))
+}
+
+// fromBase writes n base bytes at off, plus the next n delta bytes if add.
+func (a *applier) fromBase(add bool, off, n int64) error {
+	for n > 0 {
+		b := a.buf[:min(n, int64(len(a.buf)))]
+		if _, err := a.base.ReadAt(b, off); err != nil {
+			return fmt.Errorf("read base at %d: %w", off, err)
+		}
+		if add {
+			if err := a.addFrom(b); err != nil {
+				return err
+			}
+		}
+		k, err := a.w.Write(b)
+		a.out += int64(k)
+		if err != nil {
+			return err
+		}
+		off += int64(len(b))
+		n -= int64(len(b))
+	}
+	return nil
+}
+
+// addFrom adds the next len(b) delta bytes to b, byte by byte mod 256.
+func (a *applier) addFrom(b []byte) error {
+	for i := 0; i < len(b); {
+		p, err := a.r.Peek(min(len(b)-i, a.r.Size()))
+		if len(p) == 0 {
+			return corrupt("add cut short: %v", err)
+		}
+		for j, x := range p {
+			b[i+j] += x
+		}
+		i += len(p)
+		a.r.Discard(len(p))
+	}
+	return nil
+}
