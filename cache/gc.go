@@ -12,6 +12,7 @@ import (
 	"github.com/nix-community/go-nix/pkg/narinfo"
 
 	"github.com/nix-ota/nix-ota/bucket"
+	"github.com/nix-ota/nix-ota/delta"
 )
 
 // ReadNarinfo reads and parses one narinfo from the bucket (untrusted
@@ -84,22 +85,52 @@ func PlanGC(ctx context.Context, s bucket.Store, roots []string, minAge time.Dur
 			queue = append(queue, path.Join("/nix/store", r))
 		}
 	}
-	err := s.List(ctx, Prefix, func(i bucket.Info) error {
-		if p.Keep[i.Key] {
-			return nil
-		}
-		if now.Sub(i.ModTime) < minAge {
-			p.Young++
-			return nil
-		}
-		p.Delete = append(p.Delete, i)
-		p.FreedBytes += i.Size
-		return nil
-	})
-	if err != nil {
+	var objects []bucket.Info
+	if err := s.List(ctx, Prefix, func(i bucket.Info) error { objects = append(objects, i); return nil }); err != nil {
 		return nil, fmt.Errorf("gc: list cache: %w", err)
 	}
+	if err := p.keepDeltas(ctx, s, seen, objects); err != nil {
+		return nil, err
+	}
+	for _, i := range objects {
+		switch {
+		case p.Keep[i.Key]:
+		case now.Sub(i.ModTime) < minAge:
+			p.Young++
+		default:
+			p.Delete = append(p.Delete, i)
+			p.FreedBytes += i.Size
+		}
+	}
 	return p, nil
+}
+
+// keepDeltas keeps the delta index of every kept path that has one, and
+// the delta it names. An index that does not parse names nothing: the
+// delta it would name goes, the index stays with its path.
+func (p *Plan) keepDeltas(ctx context.Context, s bucket.Store, paths map[string]bool, objects []bucket.Info) error {
+	present := make(map[string]bool, len(objects))
+	for _, o := range objects {
+		present[o.Key] = true
+	}
+	for sp := range paths {
+		key, err := delta.IndexKey(sp)
+		if err != nil || !present[Prefix+key] {
+			continue
+		}
+		p.Keep[Prefix+key] = true
+		o, err := s.Get(ctx, Prefix+key, bucket.GetOptions{MaxSize: delta.MaxIndex})
+		if err != nil && !errors.Is(err, bucket.ErrNotFound) {
+			return fmt.Errorf("gc: delta index of %s: %w (nothing deleted)", sp, err)
+		}
+		if err != nil {
+			continue
+		}
+		if ix, err := delta.ParseIndex(sp, o.Data); err == nil {
+			p.Keep[Prefix+ix.Delta] = true
+		}
+	}
+	return nil
 }
 
 // Apply deletes the planned objects, narinfos first so that no narinfo is

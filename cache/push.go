@@ -15,6 +15,7 @@ import (
 	"github.com/nix-community/go-nix/pkg/nixhash"
 
 	"github.com/nix-ota/nix-ota/bucket"
+	"github.com/nix-ota/nix-ota/delta"
 )
 
 // Progress is reported after each path.
@@ -24,6 +25,9 @@ type Progress struct {
 	Bytes             int64  // compressed bytes uploaded so far
 	NarBytes          int64  // NAR bytes of the paths uploaded so far
 	Path              string // the path just finished
+	Deltas            int    // uploaded paths that also got a delta
+	DeltaBytes        int64  // bytes of those deltas
+	DeltaFullBytes    int64  // compressed NAR bytes of the same paths
 }
 
 // Result sums up a push.
@@ -61,6 +65,17 @@ type Pusher struct {
 	// called often, from the goroutines that read and write NARs, for
 	// several paths at once; the receiver throttles what it prints.
 	Bytes func(ByteProgress)
+	// Bases are store paths devices are likely to hold (the closures of
+	// recent revisions): each uploaded path at least delta.MinNarSize
+	// large also gets a delta against the most similar of them, when that
+	// is at most half its compressed NAR. Nil: no deltas.
+	Bases []delta.Candidate
+	// Warn is told why a path got no delta (optional): a delta only saves
+	// devices bytes, so failing to make one never fails the push.
+	Warn func(storePath string, err error)
+
+	deltaOnce sync.Once
+	deltas    chan struct{}
 }
 
 // DefaultJobs is how many paths a push uploads at once unless told: at
@@ -232,7 +247,7 @@ func (r *pushRun) lookUp(ctx context.Context, cancel context.CancelCauseFunc, up
 				cancel(fmt.Errorf("push %s: %w", info.Path, err))
 			case present:
 				close(r.written[info.Path])
-				r.done(info.Path, nil)
+				r.done(info.Path, nil, nil)
 				upload[i] <- false
 			default:
 				upload[i] <- true
@@ -262,6 +277,13 @@ func (r *pushRun) path(ctx context.Context, info PathInfo) error {
 	if err != nil {
 		return fmt.Errorf("push %s: %w", info.Path, err)
 	}
+	dr, err := r.p.writeDelta(ctx, info, nar)
+	if err != nil && ctx.Err() != nil {
+		return context.Cause(ctx)
+	}
+	if err != nil && r.p.Warn != nil {
+		r.p.Warn(info.Path, err)
+	}
 	if err := r.waitReferences(ctx, info); err != nil {
 		return err
 	}
@@ -274,7 +296,7 @@ func (r *pushRun) path(ctx context.Context, info PathInfo) error {
 		return fmt.Errorf("push %s: %w", info.Path, err)
 	}
 	close(r.written[info.Path])
-	r.done(info.Path, nar)
+	r.done(info.Path, nar, dr)
 	return nil
 }
 
@@ -300,7 +322,7 @@ func (r *pushRun) waitReferences(ctx context.Context, info PathInfo) error {
 
 // done counts a finished path (nar is nil when it was already there) and
 // reports the totals.
-func (r *pushRun) done(storePath string, nar *pushedNAR) {
+func (r *pushRun) done(storePath string, nar *pushedNAR, dr *deltaResult) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.res.Done++
@@ -311,6 +333,11 @@ func (r *pushRun) done(storePath string, nar *pushedNAR) {
 		r.res.Uploaded++
 		r.res.Bytes += nar.compressed
 		r.res.NarBytes += nar.narSize
+	}
+	if dr != nil {
+		r.res.Deltas++
+		r.res.DeltaBytes += dr.size
+		r.res.DeltaFullBytes += dr.full
 	}
 	if r.p.Progress != nil {
 		r.p.Progress(r.res)

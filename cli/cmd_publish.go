@@ -111,7 +111,7 @@ func (o *publishOptions) run(ctx context.Context, env *Env, args []string) error
 		warnNewChannel(ctx, env, c.s, o.channel)
 	}
 	if o.push {
-		if _, _, err := push(ctx, env, humanOut(env, o.json), c.s, o.cacheKey, p.StorePaths()); err != nil {
+		if _, _, err := push(ctx, env, humanOut(env, o.json), c.s, o.cacheKey, p.StorePaths(), deltaChannels{o.channel}); err != nil {
 			return fmt.Errorf("push (nothing published): %w", err)
 		}
 	}

@@ -14,14 +14,16 @@ import (
 
 	"github.com/nix-ota/nix-ota/bucket"
 	"github.com/nix-ota/nix-ota/cache"
+	deltapkg "github.com/nix-ota/nix-ota/delta"
 )
 
 type pushOptions struct {
 	bkt   string
 	paths []string
 	key   string
-	jobs  int
-	json  bool
+	jobs    int
+	json    bool
+	noDelta bool
 }
 
 func pushCmd() *command {
@@ -62,6 +64,7 @@ func (o *pushOptions) flags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.key, "cache-key", "", "Nix binary cache secret key file (nix-store --generate-binary-cache-key), or $NIX_OTA_CACHE_KEY")
 	fs.IntVar(&o.jobs, "jobs", cache.DefaultJobs(), "paths uploaded at once")
 	fs.BoolVar(&o.json, "json", false, "print the result as one JSON object on stdout (progress goes to stderr)")
+	fs.BoolVar(&o.noDelta, "no-delta", false, "upload full NARs only, no deltas against earlier revisions")
 }
 
 // pushResult is push --json.
@@ -73,6 +76,11 @@ type pushResult struct {
 	Bytes     int64  `json:"bytes"`
 	NarBytes  int64  `json:"narBytes"`
 	PublicKey string `json:"publicKey"`
+	// Deltas: uploaded paths that also got a delta, its bytes, and the
+	// compressed NAR bytes those paths would cost a device without one.
+	Deltas         int   `json:"deltas"`
+	DeltaBytes     int64 `json:"deltaBytes"`
+	DeltaFullBytes int64 `json:"deltaFullBytes"`
 }
 
 func (o *pushOptions) run(ctx context.Context, env *Env, args []string) error {
@@ -103,30 +111,53 @@ func (o *pushOptions) run(ctx context.Context, env *Env, args []string) error {
 	if err := bucket.CheckLayout(ctx, s); err != nil {
 		return err
 	}
-	res, pub, err := pushWith(ctx, env, humanOut(env, o.json), s, o.key, storePaths, o.jobs, nix)
+	delta := deltaAll
+	if o.noDelta {
+		delta = deltaNone
+	}
+	res, pub, err := pushWith(ctx, env, humanOut(env, o.json), s, o.key, storePaths, o.jobs, nix, delta)
 	if err != nil || !o.json {
 		return err
 	}
 	return writeJSON(env.Stdout, pushResult{Bucket: s.String(), Paths: res.Total, Uploaded: res.Uploaded, Skipped: res.Skipped,
-		Bytes: res.Bytes, NarBytes: res.NarBytes, PublicKey: pub})
+		Bytes: res.Bytes, NarBytes: res.NarBytes, PublicKey: pub, Deltas: res.Deltas, DeltaBytes: res.DeltaBytes, DeltaFullBytes: res.DeltaFullBytes})
 }
 
-// push uploads the closures of paths into the bucket's cache, progress on
+// deltaChannels says which channels' recent revisions a push makes deltas
+// against: deltaAll (every channel), deltaNone, or the channels named.
+type deltaChannels []string
+
+var (
+	deltaAll  = deltaChannels{}
+	deltaNone = deltaChannels(nil)
+)
+
+// push uploads the closures of paths into the bucket's cache, with deltas
+// against the recent revisions of the channels in delta, progress on
 // stderr and the summary on out; it returns the result and the cache's
 // public key.
-func push(ctx context.Context, env *Env, out io.Writer, s bucket.Store, keyFile string, paths []string) (cache.Result, string, error) {
-	return pushWith(ctx, env, out, s, keyFile, paths, 0, cache.LocalNix{})
+func push(ctx context.Context, env *Env, out io.Writer, s bucket.Store, keyFile string, paths []string, delta deltaChannels) (cache.Result, string, error) {
+	return pushWith(ctx, env, out, s, keyFile, paths, 0, cache.LocalNix{}, delta)
 }
 
 // pushWith is push with jobs paths at once (0: cache.DefaultJobs) and
 // nix for the closure and the NARs.
-func pushWith(ctx context.Context, env *Env, out io.Writer, s bucket.Store, keyFile string, paths []string, jobs int, nix cache.Nix) (cache.Result, string, error) {
+func pushWith(ctx context.Context, env *Env, out io.Writer, s bucket.Store, keyFile string, paths []string, jobs int, nix cache.Nix, delta deltaChannels) (cache.Result, string, error) {
 	k, err := loadCacheKey(env, keyFile)
 	if err != nil {
 		return cache.Result{}, "", err
 	}
+	var bases []deltapkg.Candidate
+	if delta != nil {
+		if bases, err = deltaBases(ctx, s, delta, deltaRevisions); err != nil {
+			return cache.Result{}, "", fmt.Errorf("push (nothing uploaded): %w", err)
+		}
+	}
 	meter := newByteMeter(env.Stderr)
-	p := &cache.Pusher{Store: s, Key: k, Nix: nix, Jobs: jobs, Bytes: meter.update, Progress: func(pr cache.Progress) {
+	p := &cache.Pusher{Store: s, Key: k, Nix: nix, Jobs: jobs, Bytes: meter.update, Bases: bases, Warn: func(sp string, err error) {
+		meter.clear()
+		fmt.Fprintf(env.Stderr, "push: %s: no delta: %v\n", filepath.Base(sp), err)
+	}, Progress: func(pr cache.Progress) {
 		meter.clear()
 		fmt.Fprintf(env.Stderr, "push: %d/%d paths, %d uploaded (%s), %d already in the cache: %s\n",
 			pr.Done, pr.Total, pr.Uploaded, mib(pr.Bytes), pr.Skipped, filepath.Base(pr.Path))
@@ -139,6 +170,10 @@ func pushWith(ctx context.Context, env *Env, out io.Writer, s bucket.Store, keyF
 	pub := k.ToPublicKey().String()
 	fmt.Fprintf(out, "pushed %d paths (%s) to %s/cache; %d were already there; devices trust it with %s\n",
 		res.Uploaded, mib(res.Bytes), s, res.Skipped, pub)
+	if res.Deltas > 0 {
+		fmt.Fprintf(out, "deltas for %d paths: %s instead of %s for devices that hold the previous revision\n",
+			res.Deltas, size(res.DeltaBytes), size(res.DeltaFullBytes))
+	}
 	return res, pub, nil
 }
 
@@ -162,6 +197,17 @@ func loadCacheKey(env *Env, keyFile string) (signature.SecretKey, error) {
 }
 
 func mib(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
+
+// size is a byte count in the unit that shows it best.
+func size(n int64) string {
+	switch {
+	case n < 10<<10:
+		return fmt.Sprintf("%d bytes", n)
+	case n < 10<<20:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return mib(n)
+}
 
 // prefetchedNix is LocalNix whose closure query started early: nix
 // path-info takes tens of milliseconds, which it spends while the bucket

@@ -40,7 +40,7 @@ func TestPushByteProgress(t *testing.T) {
 	}
 	var stderr, stdout bytes.Buffer
 	env := &Env{Stdout: &stdout, Stderr: &stderr, Getenv: func(string) string { return "" }}
-	if _, _, err := push(context.Background(), env, &stdout, s, c.SecretKey, []string{sp}); err != nil {
+	if _, _, err := push(context.Background(), env, &stdout, s, c.SecretKey, []string{sp}, deltaAll); err != nil {
 		t.Fatal(err)
 	}
 	for _, phase := range []string{cache.PhaseCompress, cache.PhaseUpload} {

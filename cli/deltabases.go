@@ -1,0 +1,112 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/nix-ota/nix-ota/bucket"
+	"github.com/nix-ota/nix-ota/cache"
+	"github.com/nix-ota/nix-ota/channel"
+	"github.com/nix-ota/nix-ota/delta"
+)
+
+// deltaRevisions is how many of a channel's newest revisions a push makes
+// deltas against: devices are most often one or two revisions behind.
+const deltaRevisions = 2
+
+// deltaBases are the store paths, with their NAR sizes, in the closures of
+// the newest revs revisions of the given channels (every channel when
+// none is given), read from the cache's narinfos. Manifests are read
+// without verifying them: a base only decides what a delta is made
+// against, and devices check what any delta rebuilds against the signed
+// narinfo.
+func deltaBases(ctx context.Context, s bucket.Store, chans []string, revs int) ([]delta.Candidate, error) {
+	if len(chans) == 0 {
+		names, _, err := channel.List(ctx, s)
+		if err != nil {
+			return nil, err
+		}
+		chans = names
+	}
+	var roots []string
+	for _, ch := range chans {
+		nums, err := channel.Revisions(ctx, s, ch)
+		if err != nil {
+			return nil, err
+		}
+		for i := len(nums) - 1; i >= 0 && i >= len(nums)-revs; i-- {
+			p, err := peekRevision(ctx, s, ch, nums[i])
+			if err != nil {
+				return nil, err
+			}
+			roots = append(roots, p.StorePaths()...)
+		}
+	}
+	return walkNarinfos(ctx, s, roots)
+}
+
+// walkNarinfos reads the narinfos of the closures of roots, 16 at a time.
+// Paths without a narinfo are left out (and their references unknown).
+func walkNarinfos(ctx context.Context, s bucket.Store, roots []string) ([]delta.Candidate, error) {
+	seen := map[string]bool{}
+	var out []delta.Candidate
+	level := roots
+	for len(level) > 0 {
+		var todo []string
+		for _, sp := range level {
+			if !seen[sp] {
+				seen[sp] = true
+				todo = append(todo, sp)
+			}
+		}
+		found, next, err := readLevel(ctx, s, todo)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, found...)
+		level = next
+	}
+	slices.SortFunc(out, func(a, b delta.Candidate) int { return strings.Compare(a.Path, b.Path) })
+	return out, nil
+}
+
+// readLevel reads the narinfos of paths at once and returns them with
+// the references they name.
+func readLevel(ctx context.Context, s bucket.Store, paths []string) ([]delta.Candidate, []string, error) {
+	var (
+		mu    sync.Mutex
+		found []delta.Candidate
+		next  []string
+		first error
+		wg    sync.WaitGroup
+		slots = make(chan struct{}, 16)
+	)
+	for _, sp := range paths {
+		wg.Add(1)
+		slots <- struct{}{}
+		go func() {
+			defer func() { <-slots; wg.Done() }()
+			ni, err := cache.ReadNarinfo(ctx, s, sp)
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case errors.Is(err, bucket.ErrNotFound):
+			case err != nil && first == nil:
+				first = fmt.Errorf("delta bases: %w", err)
+			case err != nil:
+			default:
+				found = append(found, delta.Candidate{Path: sp, NarSize: ni.NarSize})
+				for _, r := range ni.References {
+					next = append(next, path.Join("/nix/store", r))
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return found, next, first
+}
