@@ -306,6 +306,7 @@ func (a *Agent) apply(ctx context.Context, cs *ChannelState, d Decision, etag, p
 	}
 	a.state.Attempted = p.Revision
 	a.report(ctx, status.Downloading, nil, fmt.Sprintf("fetching revision %d", p.Revision))
+	fetch := a.fetchDeltas(ctx, p.Revision, d.StorePath, a.substituters(p), a.Config.TrustedCacheKeys)
 	if err := a.System.Realise(ctx, d.StorePath, a.substituters(p), a.Config.TrustedCacheKeys); err != nil {
 		// Transient (cache down, path not pushed yet): retried next poll.
 		err = fmt.Errorf("fetch closure of revision %d: %w", p.Revision, err)
@@ -317,6 +318,7 @@ func (a *Agent) apply(ctx context.Context, cs *ChannelState, d Decision, etag, p
 		// Replacing an update that never booted: roll back to what runs.
 		previous = old.Previous
 	}
+	a.state.Fetch = fetch
 	pd := &Pending{Channel: ch, Revision: p.Revision, StorePath: d.StorePath, Previous: previous, Mode: d.Mode, Attempts: 1, StartedAt: a.now()}
 	a.state.Pending = pd
 	if err := a.save(); err != nil {

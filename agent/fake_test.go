@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"fmt"
+	"io"
 	"path/filepath"
 	"testing"
 	"time"
@@ -37,6 +38,9 @@ func (f *fakeSystem) Switch(_ context.Context, p, action string) error {
 func (f *fakeSystem) Booted() (string, error)                                      { return f.booted, nil }
 func (f *fakeSystem) NeedsReboot(string) (bool, error)                             { return f.needsReboot, nil }
 func (f *fakeSystem) Cleanup(context.Context, string, int, uint64) (string, error) { return "", nil }
+func (f *fakeSystem) Invalid(context.Context, []string) (map[string]bool, error)   { return nil, nil }
+func (f *fakeSystem) NarHash(context.Context, string) (string, error)              { return "", nil }
+func (f *fakeSystem) Dump(context.Context, string, io.Writer) error                { return nil }
 func (f *fakeSystem) Reboot(ctx context.Context) error                             { f.reboots++; return nil }
 
 func TestRebootWiring(t *testing.T) {

@@ -79,7 +79,7 @@ func (a *Agent) statusNow(state string, lastErr error, note string, now time.Tim
 	if exp := a.state.channel(a.Config.Channel).ExpiresAt; st.Note == "" && !exp.IsZero() && exp.Sub(now) < ExpiryWarning && exp.After(now) {
 		st.Note = fmt.Sprintf("the channel manifest expires at %s; the publisher must re-sign it (nix-ota resign)", exp.UTC().Format(time.RFC3339))
 	}
-	st.Attempted, st.Cleanup = a.state.Attempted, status.Clean(a.state.Cleanup, maxText)
+	st.Attempted, st.Cleanup, st.Fetch = a.state.Attempted, status.Clean(a.state.Cleanup, maxText), a.state.Fetch
 	if ap := a.state.Applied; ap != nil {
 		st.Revision, st.StorePath = ap.Revision, ap.StorePath
 	}

@@ -30,6 +30,9 @@ type State struct {
 	Attempted uint64 `json:"attempted,omitempty"`
 	// Cleanup says what the last device-side cleanup freed.
 	Cleanup string `json:"cleanup,omitempty"`
+	// Fetch is what the last fetched closure downloaded, and how much of
+	// it came as deltas.
+	Fetch status.Fetch `json:"fetch,omitzero"`
 	// Pending is an update in flight; found on start, it is finished or
 	// rolled back before anything else.
 	Pending *Pending `json:"pending,omitempty"`

@@ -60,8 +60,11 @@ func corrupt(format string, args ...any) error {
 // op applies one op; done is true after the end op.
 func (a *applier) op() (done bool, err error) {
 	code, err := a.r.ReadByte()
+	if err == io.EOF {
+		return false, corrupt("ends without an end op")
+	}
 	if err != nil {
-		return false, corrupt("ends without an end op: %v", err)
+		return false, corrupt("%v", err)
 	}
 	if code == opEnd {
 		return true, nil

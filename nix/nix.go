@@ -16,6 +16,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -52,6 +53,12 @@ type System interface {
 	// of its own) and, when the store's file system has less than minFree
 	// bytes free, collects garbage. It says what it freed.
 	Cleanup(ctx context.Context, profile string, keep int, minFree uint64) (string, error)
+	// Invalid returns which of paths are not valid in the local store.
+	Invalid(ctx context.Context, paths []string) (map[string]bool, error)
+	// NarHash is the NAR hash the local store has for a valid path.
+	NarHash(ctx context.Context, storePath string) (string, error)
+	// Dump writes a valid path's NAR (nix-store --dump) to w.
+	Dump(ctx context.Context, storePath string, w io.Writer) error
 }
 
 // ErrCommand wraps a failed external command; the message carries the tail

@@ -60,6 +60,21 @@ type Status struct {
 	AgentVersion     string    `json:"agentVersion"`
 	HeartbeatSeconds int       `json:"heartbeatSeconds,omitempty"`
 	DeviceKey        string    `json:"deviceKey,omitempty"` // signed check-ins: the key that signed it (EncodeKey)
+	Fetch            Fetch     `json:"fetch,omitzero"`      // what the last update downloaded
+}
+
+// Fetch is what the device's last update downloaded from the fleet's
+// cache, and how much of it came as deltas. Paths from other caches are
+// not counted: the agent cannot see what Nix fetched from them.
+type Fetch struct {
+	Revision   uint64 `json:"revision"`           // the revision it was fetched for
+	Paths      int    `json:"paths"`              // store paths the device lacked and the fleet cache has
+	Bytes      int64  `json:"bytes"`              // bytes downloaded for them: deltas and compressed NARs
+	DeltaPaths int    `json:"deltaPaths"`         // of Paths, rebuilt from a delta
+	DeltaBytes int64  `json:"deltaBytes"`         // of Bytes, delta bytes
+	FullBytes  int64  `json:"fullBytes"`          // what the compressed NARs of all Paths come to
+	Fallbacks  int    `json:"fallbacks"`          // deltas that could not be used (their full NARs were fetched)
+	Fallback   string `json:"fallback,omitempty"` // why the first of them could not
 }
 
 // ErrInvalid: a blob that cannot be shown as a device's status.
@@ -88,7 +103,11 @@ func Parse(deviceID string, b []byte) (*Status, error) {
 	if !known {
 		return nil, fmt.Errorf("%w: unknown state %q", ErrInvalid, Clean(s.State, 32))
 	}
+	if f := s.Fetch; f.Paths < 0 || f.Bytes < 0 || f.DeltaPaths < 0 || f.DeltaBytes < 0 || f.FullBytes < 0 || f.Fallbacks < 0 {
+		return nil, fmt.Errorf("%w: negative fetch counts", ErrInvalid)
+	}
 	cleanStrings(&s)
+	s.Fetch.Fallback = Clean(s.Fetch.Fallback, maxField)
 	return &s, nil
 }
 
