@@ -14,13 +14,14 @@ import (
 
 	"github.com/nix-ota/nix-ota/bucket"
 	"github.com/nix-ota/nix-ota/cache"
+	dashboard "github.com/nix-ota/nix-ota/dashboard-static"
 	deltapkg "github.com/nix-ota/nix-ota/delta"
 )
 
 type pushOptions struct {
-	bkt   string
-	paths []string
-	key   string
+	bkt     string
+	paths   []string
+	key     string
 	jobs    int
 	json    bool
 	noDelta bool
@@ -172,7 +173,7 @@ func pushWith(ctx context.Context, env *Env, out io.Writer, s bucket.Store, keyF
 		res.Uploaded, mib(res.Bytes), s, res.Skipped, pub)
 	if res.Deltas > 0 {
 		fmt.Fprintf(out, "deltas for %d paths: %s instead of %s for devices that hold the previous revision\n",
-			res.Deltas, size(res.DeltaBytes), size(res.DeltaFullBytes))
+			res.Deltas, dashboard.Size(res.DeltaBytes), dashboard.Size(res.DeltaFullBytes))
 	}
 	return res, pub, nil
 }
@@ -197,17 +198,6 @@ func loadCacheKey(env *Env, keyFile string) (signature.SecretKey, error) {
 }
 
 func mib(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
-
-// size is a byte count in the unit that shows it best.
-func size(n int64) string {
-	switch {
-	case n < 10<<10:
-		return fmt.Sprintf("%d bytes", n)
-	case n < 10<<20:
-		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
-	}
-	return mib(n)
-}
 
 // prefetchedNix is LocalNix whose closure query started early: nix
 // path-info takes tens of milliseconds, which it spends while the bucket

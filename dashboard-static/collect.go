@@ -55,7 +55,9 @@ type Fleet struct {
 	// Registry is the device registry's version ("" when none is used) or
 	// why it could not be used.
 	Registry RegistryInfo `json:"registry"`
-	Devices  []Device     `json:"devices"`
+	// Fetch sums what the devices' last updates downloaded.
+	Fetch   FetchTotals `json:"fetch"`
+	Devices []Device    `json:"devices"`
 	// Requests is how many bucket requests Collect made (LIST pages are
 	// counted once per List call).
 	Requests int64 `json:"-"`
@@ -75,6 +77,17 @@ type Counts struct {
 	NeedsReboot int `json:"needsReboot"`
 	Invalid     int `json:"invalid"`
 	Unverified  int `json:"unverified"` // check-ins shown apart (Fleet.Unverified)
+}
+
+// FetchTotals sum, over the devices that report one, what their last
+// update downloaded from the fleet cache and how much came as deltas.
+type FetchTotals struct {
+	Devices    int   `json:"devices"`    // devices reporting a fetch
+	Bytes      int64 `json:"bytes"`      // downloaded: deltas and full NARs
+	FullBytes  int64 `json:"fullBytes"`  // what full NARs alone would have been
+	DeltaBytes int64 `json:"deltaBytes"` // of Bytes, deltas
+	DeltaPaths int   `json:"deltaPaths"` // store paths rebuilt from deltas
+	Fallbacks  int   `json:"fallbacks"`  // deltas that could not be used
 }
 
 // RegistryInfo says which device registry a read used.
@@ -147,6 +160,8 @@ type Device struct {
 	// is its last verified status (or a placeholder) and holds its
 	// rollout step back.
 	Contested bool `json:"contested,omitempty"`
+	// Fetched is what its last update downloaded (nil: none reported).
+	Fetched *status.Fetch `json:"fetched,omitempty"`
 }
 
 // Options tune Collect.
@@ -483,6 +498,12 @@ func (f *Fleet) count(d Device) {
 	}
 	if d.NeedsReboot {
 		f.Counts.NeedsReboot++
+	}
+	if x := d.Fetched; x != nil {
+		t := &f.Fetch
+		t.Devices++
+		t.Bytes, t.FullBytes, t.DeltaBytes = t.Bytes+x.Bytes, t.FullBytes+x.FullBytes, t.DeltaBytes+x.DeltaBytes
+		t.DeltaPaths, t.Fallbacks = t.DeltaPaths+x.DeltaPaths, t.Fallbacks+x.Fallbacks
 	}
 }
 

@@ -237,6 +237,9 @@ func fetch(ctx context.Context, s bucket.Store, r *Record) {
 	r.Device = Device{ID: id, Channel: st.Channel, Class: st.Class, State: st.State, Reported: st.State, Revision: st.Revision,
 		StorePath: st.StorePath, NeedsReboot: st.NeedsReboot, LastError: st.LastError,
 		Note: st.Note, AgentVersion: st.AgentVersion, Attempted: st.Attempted}
+	if st.Fetch != (status.Fetch{}) {
+		r.Device.Fetched = &st.Fetch
+	}
 }
 
 // live is a record's row as of now: checked in when the bucket last wrote

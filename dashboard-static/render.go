@@ -26,6 +26,7 @@ var page = template.Must(template.New("index.html").Funcs(template.FuncMap{
 	"iso":       func(t time.Time) string { return t.UTC().Format(time.RFC3339) },
 	"idParts":   idParts,
 	"tone":      tone,
+	"size":      Size,
 	"problems":  func(c Counts) int { return c.Failed + c.Offline + c.Invalid + c.NeedsReboot },
 	"fingerprint": func(key string) string {
 		if key == "" {
@@ -37,6 +38,19 @@ var page = template.Must(template.New("index.html").Funcs(template.FuncMap{
 	"ago":   func(time.Time) string { return "" },
 	"until": func(time.Time) string { return "" },
 }).Parse(pageSource))
+
+// Size is a byte count in the unit that shows it best.
+func Size(n int64) string {
+	switch {
+	case n < 1<<10:
+		return fmt.Sprintf("%d bytes", n)
+	case n < 1<<20:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	case n < 1<<30:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	}
+	return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
+}
 
 // RefreshSeconds is how often the page reloads itself.
 const RefreshSeconds = 60
