@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/klauspost/compress/zstd"
 	"github.com/nix-community/go-nix/pkg/nixbase32"
 
 	"github.com/nix-ota/nix-ota/bucket"
@@ -149,4 +150,58 @@ func getObj(t *testing.T, s bucket.Store, key string) []byte {
 		t.Fatalf("get %s: %v", key, err)
 	}
 	return o.Data
+}
+
+// TestPushDeltaBaseUnverified: a base whose narinfo this cache key did
+// not sign, or whose NAR in the bucket was replaced, gets no delta made
+// against it, and the push says why.
+func TestPushDeltaBaseUnverified(t *testing.T) {
+	for name, spoil := range map[string]func(t *testing.T, s bucket.Store, base string){
+		"foreign narinfo": func(t *testing.T, s bucket.Store, base string) {
+			other := &fakeNix{}
+			other.add("app-1.0", binaryish(1<<20))
+			if _, err := (&cache.Pusher{Store: s, Key: newKey(t), Nix: other}).Push(context.Background(), nil); err != nil {
+				t.Fatal(err)
+			}
+		},
+		"replaced NAR": func(t *testing.T, s bucket.Store, base string) {
+			ni, err := cache.ReadNarinfo(context.Background(), s, base)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var z bytes.Buffer
+			enc, _ := zstd.NewWriter(&z)
+			enc.Write(binaryish(1 << 20))
+			enc.Close()
+			if _, err := bucket.PutBytes(context.Background(), s, "cache/"+ni.URL, z.Bytes(), bucket.PutOptions{}); err != nil {
+				t.Fatal(err)
+			}
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			s, _ := fileStore(t)
+			key := newKey(t)
+			old, fresh := &fakeNix{}, &fakeNix{}
+			app := binaryish(1 << 20)
+			base := old.add("app-1.0", app)
+			if _, err := (&cache.Pusher{Store: s, Key: key, Nix: old}).Push(context.Background(), nil); err != nil {
+				t.Fatal(err)
+			}
+			spoil(t, s, base)
+			app2 := bytes.Clone(app)
+			app2[1000] ^= 1
+			fresh.add("app-1.1", app2)
+			var warned []string
+			p := &cache.Pusher{Store: s, Key: key, Nix: fresh, Bases: []delta.Candidate{{Path: base, NarSize: 1 << 20}},
+				Warn: func(sp string, err error) { warned = append(warned, err.Error()) }}
+			res, err := p.Push(context.Background(), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := map[string]string{"foreign narinfo": "not signed by this cache key", "replaced NAR": "does not match its narinfo"}[name]
+			if res.Deltas != 0 || len(warned) != 1 || !strings.Contains(warned[0], want) {
+				t.Fatalf("deltas %d, warnings %q; want none, and one saying %q", res.Deltas, warned, want)
+			}
+		})
+	}
 }
