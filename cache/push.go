@@ -28,6 +28,7 @@ type Progress struct {
 	Deltas            int    // uploaded paths that also got a delta
 	DeltaBytes        int64  // bytes of those deltas
 	DeltaFullBytes    int64  // compressed NAR bytes of the same paths
+	PathDelta         int64  // bytes of the delta written for Path (0: none)
 }
 
 // Result sums up a push.
@@ -326,7 +327,7 @@ func (r *pushRun) done(storePath string, nar *pushedNAR, dr *deltaResult) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.res.Done++
-	r.res.Path = storePath
+	r.res.Path, r.res.PathDelta = storePath, 0
 	if nar == nil {
 		r.res.Skipped++
 	} else {
@@ -338,6 +339,7 @@ func (r *pushRun) done(storePath string, nar *pushedNAR, dr *deltaResult) {
 		r.res.Deltas++
 		r.res.DeltaBytes += dr.size
 		r.res.DeltaFullBytes += dr.full
+		r.res.PathDelta = dr.size
 	}
 	if r.p.Progress != nil {
 		r.p.Progress(r.res)

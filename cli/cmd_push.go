@@ -160,8 +160,12 @@ func pushWith(ctx context.Context, env *Env, out io.Writer, s bucket.Store, keyF
 		fmt.Fprintf(env.Stderr, "push: %s: no delta: %v\n", filepath.Base(sp), err)
 	}, Progress: func(pr cache.Progress) {
 		meter.clear()
-		fmt.Fprintf(env.Stderr, "push: %d/%d paths, %d uploaded (%s), %d already in the cache: %s\n",
-			pr.Done, pr.Total, pr.Uploaded, mib(pr.Bytes), pr.Skipped, filepath.Base(pr.Path))
+		delta := ""
+		if pr.PathDelta > 0 {
+			delta = " (and a delta of " + dashboard.Size(pr.PathDelta) + ")"
+		}
+		fmt.Fprintf(env.Stderr, "push: %d/%d paths, %d uploaded (%s), %d already in the cache: %s%s\n",
+			pr.Done, pr.Total, pr.Uploaded, mib(pr.Bytes), pr.Skipped, filepath.Base(pr.Path), delta)
 	}}
 	res, err := p.Push(ctx, paths)
 	meter.clear()
