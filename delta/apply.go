@@ -15,13 +15,18 @@ import (
 // soon as an op reads outside the base or the output would pass maxOut
 // bytes; the caller still checks the output's size and hash.
 func Apply(w io.Writer, base io.ReaderAt, baseSize int64, d io.Reader, maxOut int64) (int64, error) {
+	if maxOut < 0 || baseSize < 0 {
+		return 0, fmt.Errorf("delta: negative sizes (output %d, base %d)", maxOut, baseSize)
+	}
 	var magic [len(Magic)]byte
 	if _, err := io.ReadFull(d, magic[:]); err != nil || string(magic[:]) != Magic {
 		return 0, fmt.Errorf("%w: not a nix-ota delta (no %q header)", ErrCorrupt, Magic[:len(Magic)-1])
 	}
-	zr, err := zstd.NewReader(d, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true), zstd.WithDecoderMaxWindow(MaxWindow))
+	// Only the io.Reader: given a reader with Bytes and Len, zstd decodes
+	// a small input whole, trusting the content size its frame declares.
+	zr, err := zstd.NewReader(struct{ io.Reader }{d}, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true), zstd.WithDecoderMaxWindow(MaxWindow))
 	if err != nil {
-		return 0, err
+		return 0, corrupt("%v", err)
 	}
 	defer zr.Close()
 	a := applier{r: bufio.NewReaderSize(zr, 64<<10), w: w, base: base, baseSize: baseSize, max: maxOut, buf: make([]byte, 64<<10)}
@@ -73,16 +78,14 @@ func (a *applier) op() (done bool, err error) {
 		return false, corrupt("unknown op 0x%02x", code)
 	}
 	n, err := binary.ReadUvarint(a.r)
-	if err != nil || n == 0 || n > uint64(a.max-a.out) {
+	if err != nil {
+		return false, corrupt("op %q: unreadable length: %v", code, err)
+	}
+	if n == 0 || n > uint64(a.max-a.out) {
 		return false, corrupt("op %q of bad length (%d bytes, %d left of %d)", code, n, a.max-a.out, a.max)
 	}
 	if code == opLiteral {
-		k, err := io.CopyN(a.w, a.r, int64(n))
-		a.out += k
-		if err == io.EOF {
-			return false, corrupt("literal cut short")
-		}
-		return false, err
+		return false, a.literal(int64(n))
 	}
 	d, err := binary.ReadVarint(a.r)
 	if err != nil {
@@ -96,11 +99,29 @@ func (a *applier) op() (done bool, err error) {
 	return false, a.fromBase(code == opAdd, off, int64(n))
 }
 
+// literal copies the next n delta bytes to the output.
+func (a *applier) literal(n int64) error {
+	for n > 0 {
+		b := a.buf[:min(n, int64(len(a.buf)))]
+		if _, err := io.ReadFull(a.r, b); err != nil {
+			return corrupt("literal cut short: %v", err)
+		}
+		k, err := a.w.Write(b)
+		a.out += int64(k)
+		if err != nil {
+			return err
+		}
+		n -= int64(len(b))
+	}
+	return nil
+}
+
 // fromBase writes n base bytes at off, plus the next n delta bytes if add.
 func (a *applier) fromBase(add bool, off, n int64) error {
 	for n > 0 {
 		b := a.buf[:min(n, int64(len(a.buf)))]
-		if _, err := a.base.ReadAt(b, off); err != nil {
+		// io.ReaderAt may return io.EOF with a full read at the end.
+		if k, err := a.base.ReadAt(b, off); k < len(b) {
 			return fmt.Errorf("read base at %d: %w", off, err)
 		}
 		if add {

@@ -1,7 +1,6 @@
 package delta
 
 import (
-	"path"
 	"strings"
 )
 
@@ -44,13 +43,14 @@ func PickBase(target string, candidates []Candidate) (base Candidate, ok bool) {
 	return base, best > 0
 }
 
-// storeName is the name part of /nix/store/<hash>-<name>.
+// storeName is the name part of /nix/store/<hash>-<name>, "" if p is
+// not a store path.
 func storeName(p string) string {
-	b := path.Base(p)
-	if len(b) < 34 || b[32] != '-' {
+	_, name, ok := splitStorePath(p)
+	if !ok {
 		return ""
 	}
-	return b[33:]
+	return name
 }
 
 // pairKey is a store name's package name without its version, plus its
