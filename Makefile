@@ -38,11 +38,13 @@ nix-parse:
 bench: test-deps
 	@command -v aws >/dev/null || { echo "bench: installing awscli (the baseline)"; $(SUDO) apt-get install -y -qq awscli >/dev/null; }
 	@[ -x /usr/bin/time ] || { echo "bench: installing GNU time (peak RSS)"; $(SUDO) apt-get install -y -qq time >/dev/null; }
+	@command -v patchelf >/dev/null || { echo "bench: installing patchelf (bench/deltaupdate's rebuild cascade)"; $(SUDO) apt-get install -y -qq patchelf >/dev/null; }
 	rm -f bench/results.json
 	$(GO) run ./bench/agentpoll -runs 20
 	$(GO) run ./bench/cost
 	$(GO) run ./bench/compare -runs 20
 	$(GO) run ./bench/push -mib 64 -closure-scale 8
+	$(GO) run ./bench/deltaupdate -runs 3
 	$(GO) run ./bench/dashboard -devices 10000,100000 -publish-at 10,10000,100000 -runs 3
 	$(GO) run ./bench/fleetsim -n 100,1000,10000 -interval 60s
 
