@@ -55,8 +55,9 @@ func storeName(p string) string {
 
 // pairKey is a store name's package name without its version, plus its
 // output suffix. The version starts at the first dash followed by a digit,
-// as Nix's parseDrvName has it; a last dash-separated word of letters
-// after it (dev, man, lib) is the output.
+// as Nix's parseDrvName has it; a last dash-separated word after it that
+// names a usual output (dev, man, lib) is the output, other words (dirty,
+// beta) belong to the version.
 func pairKey(name string) string {
 	pname, version := name, ""
 	for i := 0; i+1 < len(name); i++ {
@@ -65,17 +66,13 @@ func pairKey(name string) string {
 			break
 		}
 	}
-	if j := strings.LastIndexByte(version, '-'); j >= 0 && isWord(version[j+1:]) {
+	if j := strings.LastIndexByte(version, '-'); j >= 0 && outputs[version[j+1:]] {
 		return pname + "-" + version[j+1:]
 	}
 	return pname
 }
 
-func isWord(s string) bool {
-	for _, c := range s {
-		if (c < 'a' || c > 'z') && (c < 'A' || c > 'Z') {
-			return false
-		}
-	}
-	return s != ""
-}
+// outputs are the output names nixpkgs uses most; a store name ends in
+// one when the output is not out.
+var outputs = map[string]bool{"bin": true, "dev": true, "lib": true, "man": true, "doc": true, "info": true, "devdoc": true,
+	"debug": true, "static": true, "out": true, "modules": true, "examples": true, "tools": true, "python": true, "terminfo": true}

@@ -25,6 +25,8 @@ func TestPickBase(t *testing.T) {
 			[]Candidate{{sp(10, "openssl-3.0.1-dev"), 300}, {sp(9, "openssl-3.0.1"), 200}}, sp(9, "openssl-3.0.1")},
 		{"only other outputs", sp(8, "openssl-3.0.2-dev"),
 			[]Candidate{{sp(9, "openssl-3.0.1"), 9000}, {sp(11, "openssl-3.0.1-man"), 500}}, ""},
+		{"a word in the version that is no output (dirty, beta)", sp(30, "nix-ota-1.2.0-3-gab12cd3-dirty"),
+			[]Candidate{{sp(31, "nix-ota-1.2.0"), 100}}, sp(31, "nix-ota-1.2.0")},
 		{"name without a version, largest wins", sp(13, "etc"),
 			[]Candidate{{sp(14, "etc"), 100}, {sp(15, "etc"), 700}, {sp(16, "etc-fragment"), 9000}, {sp(17, "source"), 9000}}, sp(15, "etc")},
 		{"source pairs with source", sp(18, "source"),

@@ -13,7 +13,7 @@ import (
 // Tuning of the matcher. Every one was measured with bench/delta (see
 // docs/delta-formats.md); Apply does not depend on any of them.
 const (
-	seedLen  = 32 // bytes a match must share exactly before it is extended
+	seedLen  = 16 // bytes a match must share exactly before it is extended
 	baseStep = 8  // one base position in baseStep is indexed
 	slack    = 64 // mismatches beyond the best point before an extension stops
 	minCopy  = 24 // exact runs shorter than this stay inside an add
@@ -36,7 +36,7 @@ func Encode(w io.Writer, base, target []byte) (Stats, error) {
 	if _, err := io.WriteString(w, Magic); err != nil {
 		return Stats{}, err
 	}
-	zw, err := zstd.NewWriter(w, zstd.WithEncoderLevel(zstd.SpeedDefault), zstd.WithWindowSize(MaxWindow), zstd.WithEncoderConcurrency(1))
+	zw, err := zstd.NewWriter(w, zstd.WithEncoderLevel(zstd.SpeedBestCompression), zstd.WithWindowSize(MaxWindow), zstd.WithEncoderConcurrency(1))
 	if err != nil {
 		return Stats{}, err
 	}
