@@ -137,22 +137,31 @@ func gcRoots(ctx context.Context, s bucket.Store, keep int) ([]string, error) {
 			return nil, fmt.Errorf("gc: %w (nothing deleted)", err)
 		}
 		add(cur)
-		revs, err := channel.Revisions(ctx, s, ch)
-		if err != nil {
-			return nil, err
-		}
-		for i := len(revs) - 1; i >= 0 && i >= len(revs)-keep; i-- {
-			p, err := peekRevision(ctx, s, ch, revs[i])
-			if err != nil {
-				return nil, fmt.Errorf("gc: %w (nothing deleted)", err)
-			}
-			add(p)
+		if err := recentRevisions(ctx, s, ch, keep, add); err != nil {
+			return nil, fmt.Errorf("gc: %w (nothing deleted)", err)
 		}
 	}
 	if len(names) == 0 {
 		return nil, errors.New("gc: no channel in the bucket; refusing to treat the whole cache as garbage")
 	}
 	return roots, nil
+}
+
+// recentRevisions calls fn with the payload of each of the newest keep
+// revisions of channel ch, newest first, read without verifying them.
+func recentRevisions(ctx context.Context, s bucket.Store, ch string, keep int, fn func(*manifest.Payload)) error {
+	revs, err := channel.Revisions(ctx, s, ch)
+	if err != nil {
+		return err
+	}
+	for i := len(revs) - 1; i >= 0 && i >= len(revs)-keep; i-- {
+		p, err := peekRevision(ctx, s, ch, revs[i])
+		if err != nil {
+			return err
+		}
+		fn(p)
+	}
+	return nil
 }
 
 // peekPointer reads a channel's current payload without verifying it. Only

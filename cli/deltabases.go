@@ -13,6 +13,7 @@ import (
 	"github.com/nix-ota/nix-ota/cache"
 	"github.com/nix-ota/nix-ota/channel"
 	"github.com/nix-ota/nix-ota/delta"
+	"github.com/nix-ota/nix-ota/manifest"
 )
 
 // deltaRevisions is how many of a channel's newest revisions a push makes
@@ -35,16 +36,9 @@ func deltaBases(ctx context.Context, s bucket.Store, chans []string, revs int) (
 	}
 	var roots []string
 	for _, ch := range chans {
-		nums, err := channel.Revisions(ctx, s, ch)
+		err := recentRevisions(ctx, s, ch, revs, func(p *manifest.Payload) { roots = append(roots, p.StorePaths()...) })
 		if err != nil {
 			return nil, err
-		}
-		for i := len(nums) - 1; i >= 0 && i >= len(nums)-revs; i-- {
-			p, err := peekRevision(ctx, s, ch, nums[i])
-			if err != nil {
-				return nil, err
-			}
-			roots = append(roots, p.StorePaths()...)
 		}
 	}
 	return walkNarinfos(ctx, s, roots)

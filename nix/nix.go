@@ -21,6 +21,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -312,14 +313,28 @@ func lastLine(s string) string {
 
 // output runs a command like run and returns its combined output.
 func (l *Local) output(ctx context.Context, timeout time.Duration, name string, args ...string) (string, error) {
+	return l.exec(ctx, timeout, nil, name, args...)
+}
+
+// exec runs a command with a timeout, its stdout going to stdout, or, when
+// that is nil, with stderr into the output it returns. A failure is one
+// line that names the command and ends with the tail of what it printed.
+func (l *Local) exec(ctx context.Context, timeout time.Duration, stdout io.Writer, name string, args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.Env = append(os.Environ(), l.Env...)
 	cmd.WaitDelay = 5 * time.Second
 	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	l.logf("run: %s %s", name, strings.Join(args, " "))
+	cmd.Stdout, cmd.Stderr = stdout, &out
+	if stdout == nil {
+		cmd.Stdout = &out
+	}
+	shown := args
+	if len(shown) > 8 {
+		shown = append(slices.Clip(shown[:8]), fmt.Sprintf("… (%d more)", len(args)-8))
+	}
+	l.logf("run: %s %s", name, strings.Join(shown, " "))
 	err := cmd.Run()
 	if err == nil {
 		return out.String(), nil

@@ -3,11 +3,7 @@ package nix
 import (
 	"bytes"
 	"context"
-	"fmt"
 	"io"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"time"
 )
@@ -20,7 +16,7 @@ func (l *Local) Invalid(ctx context.Context, paths []string) (map[string]bool, e
 		paths = paths[len(batch):]
 		var out bytes.Buffer
 		args := append([]string{"--check-validity", "--print-invalid"}, batch...)
-		if err := l.stream(ctx, orDefault(l.CommandTimeout, 2*time.Minute), &out, l.bin("nix-store"), args...); err != nil {
+		if _, err := l.exec(ctx, orDefault(l.CommandTimeout, 2*time.Minute), &out, l.bin("nix-store"), args...); err != nil {
 			return nil, err
 		}
 		for _, p := range strings.Fields(out.String()) {
@@ -34,7 +30,7 @@ func (l *Local) Invalid(ctx context.Context, paths []string) (map[string]bool, e
 // (sha256:<nixbase32>, as in a narinfo).
 func (l *Local) NarHash(ctx context.Context, storePath string) (string, error) {
 	var out bytes.Buffer
-	if err := l.stream(ctx, orDefault(l.CommandTimeout, 2*time.Minute), &out, l.bin("nix-store"), "--query", "--hash", storePath); err != nil {
+	if _, err := l.exec(ctx, orDefault(l.CommandTimeout, 2*time.Minute), &out, l.bin("nix-store"), "--query", "--hash", storePath); err != nil {
 		return "", err
 	}
 	return strings.TrimSpace(out.String()), nil
@@ -42,25 +38,6 @@ func (l *Local) NarHash(ctx context.Context, storePath string) (string, error) {
 
 // Dump writes the NAR serialisation of a valid store path to w.
 func (l *Local) Dump(ctx context.Context, storePath string, w io.Writer) error {
-	return l.stream(ctx, orDefault(l.RealiseTimeout, time.Hour), w, l.bin("nix-store"), "--dump", storePath)
-}
-
-// stream runs a command with its stdout going to w; a failure carries the
-// tail of its stderr.
-func (l *Local) stream(ctx context.Context, timeout time.Duration, w io.Writer, name string, args ...string) error {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, name, args...)
-	cmd.Env = append(os.Environ(), l.Env...)
-	cmd.WaitDelay = 5 * time.Second
-	var stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = w, &stderr
-	err := cmd.Run()
-	switch {
-	case err == nil:
-		return nil
-	case ctx.Err() == context.DeadlineExceeded:
-		return fmt.Errorf("%w: %s: timed out after %s: %s", ErrCommand, filepath.Base(name), timeout, tail(stderr.Bytes()))
-	}
-	return fmt.Errorf("%w: %s %s: %v: %s", ErrCommand, filepath.Base(name), args[0], err, tail(stderr.Bytes()))
+	_, err := l.exec(ctx, orDefault(l.RealiseTimeout, time.Hour), w, l.bin("nix-store"), "--dump", storePath)
+	return err
 }

@@ -3,13 +3,12 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"time"
+
+	"github.com/nix-ota/nix-ota/internal/benchutil"
 )
 
 // Toolchain versions of the go-toolchain case: two consecutive patch
@@ -21,31 +20,16 @@ const (
 
 // toolchainTrees returns the extracted module trees of both toolchains.
 func toolchainTrees() (string, string, string, error) {
-	a, err := modDir("golang.org/toolchain@" + toolchainBase)
+	a, err := benchutil.ModDir(context.Background(), "golang.org/toolchain@"+toolchainBase)
 	if err != nil {
 		return "", "", "", err
 	}
-	b, err := modDir("golang.org/toolchain@" + toolchainTarget)
+	b, err := benchutil.ModDir(context.Background(), "golang.org/toolchain@"+toolchainTarget)
 	if err != nil {
 		return "", "", "", err
 	}
 	desc := "Go toolchain " + toolchainBase + " -> " + toolchainTarget + " (module zip trees: no exec bits)"
 	return a, b, desc, nil
-}
-
-// modDir downloads one module version and returns its extracted tree.
-func modDir(mod string) (string, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, "go", "mod", "download", "-json", mod).Output()
-	if err != nil {
-		return "", fmt.Errorf("go mod download %s: %w (check GOPROXY and network)", mod, err)
-	}
-	var m struct{ Dir, Error string }
-	if err := json.Unmarshal(out, &m); err != nil || m.Dir == "" {
-		return "", fmt.Errorf("go mod download %s: no Dir in output (%s)", mod, m.Error)
-	}
-	return m.Dir, nil
 }
 
 // cascadeTrees builds a synthetic closure in which one dependency changes

@@ -31,6 +31,7 @@ func main() {
 	out := flag.String("out", "", "child mode: rebuilt NAR")
 	runs := flag.Int("runs", 3, "runs per measurement")
 	cases := flag.String("cases", "go-toolchain,rebuild-cascade", "cases to run")
+	flag.Var(&treePairs, "pair", "an extra case NAME=BASE_TREE,TARGET_TREE: two directories, serialised as NARs (repeatable)")
 	only := flag.String("formats", "", "formats to measure besides full-zstd3 (comma-separated; empty: all)")
 	flag.Parse()
 	onlyFormats = *only
@@ -41,7 +42,11 @@ func main() {
 		}
 		return
 	}
-	if err := run(*runs, strings.Split(*cases, ",")); err != nil {
+	names := strings.Split(*cases, ",")
+	for name := range treePairs {
+		names = append(names, name)
+	}
+	if err := run(*runs, names); err != nil {
 		fmt.Fprintf(os.Stderr, "bench/delta: %v\n", err)
 		os.Exit(1)
 	}
@@ -84,14 +89,33 @@ func run(runs int, names []string) error {
 	return benchutil.SaveResult("delta_formats", map[string]any{"runs": runs, "cases": results})
 }
 
+// treePairs are the -pair cases: name to base and target tree.
+var treePairs = pairFlag{}
+
+type pairFlag map[string][2]string
+
+func (p pairFlag) String() string { return fmt.Sprint(map[string][2]string(p)) }
+
+func (p pairFlag) Set(v string) error {
+	name, trees, ok := strings.Cut(v, "=")
+	base, target, ok2 := strings.Cut(trees, ",")
+	if !ok || !ok2 || name == "" {
+		return fmt.Errorf("want NAME=BASE_TREE,TARGET_TREE, got %q", v)
+	}
+	p[name] = [2]string{base, target}
+	return nil
+}
+
 // buildCase writes base.nar and target.nar for one case into dir.
 func buildCase(name, dir string) (string, string, string, error) {
 	var baseTree, targetTree, desc string
 	var err error
-	switch name {
-	case "go-toolchain":
+	switch pair, ok := treePairs[name]; {
+	case ok:
+		baseTree, targetTree, desc = pair[0], pair[1], "trees "+pair[0]+" -> "+pair[1]
+	case name == "go-toolchain":
 		baseTree, targetTree, desc, err = toolchainTrees()
-	case "rebuild-cascade":
+	case name == "rebuild-cascade":
 		baseTree, targetTree, desc, err = cascadeTrees(dir)
 	default:
 		return "", "", "", fmt.Errorf("unknown case (want go-toolchain or rebuild-cascade)")

@@ -2,15 +2,14 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"io/fs"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"time"
+
+	"github.com/nix-ota/nix-ota/internal/benchutil"
 )
 
 // Toolchain versions of the go-toolchain case: two consecutive patch
@@ -25,7 +24,7 @@ const (
 func toolchainCase(ctx context.Context, s *store, work string) (caseSpec, error) {
 	var paths [2]string
 	for i, v := range []string{toolchainBase, toolchainTarget} {
-		src, err := modDir(ctx, "golang.org/toolchain@"+v)
+		src, err := benchutil.ModDir(ctx, "golang.org/toolchain@"+v)
 		if err != nil {
 			return caseSpec{}, err
 		}
@@ -45,22 +44,6 @@ func toolchainCase(ctx context.Context, s *store, work string) (caseSpec, error)
 		old:         []string{paths[0]},
 		new:         []string{paths[1]},
 	}, nil
-}
-
-// modDir downloads one module version (a no-op when the module cache has
-// it) and returns its extracted tree.
-func modDir(ctx context.Context, mod string) (string, error) {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, "go", "mod", "download", "-json", mod).Output()
-	if err != nil {
-		return "", fmt.Errorf("go mod download %s: %w (check GOPROXY and the network)", mod, err)
-	}
-	var m struct{ Dir, Error string }
-	if err := json.Unmarshal(out, &m); err != nil || m.Dir == "" {
-		return "", fmt.Errorf("go mod download %s: no Dir in its output (%s)", mod, m.Error)
-	}
-	return m.Dir, nil
 }
 
 // copyToolchain copies a module-cache toolchain (read-only files, no exec

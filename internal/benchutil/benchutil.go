@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/minio/minio-go/v7"
+
 	"github.com/nix-ota/nix-ota/bucket"
 	"github.com/nix-ota/nix-ota/bucket/s3store"
 	"github.com/nix-ota/nix-ota/channel"
@@ -254,4 +255,21 @@ func ProxiedBucket(ctx context.Context, m *testenv.MinIO) (*Proxy, string, bucke
 		return nil, "", nil, err
 	}
 	return px, url, store, nil
+}
+
+// ModDir downloads one module version through the module proxy, as
+// GOTOOLCHAIN does (a no-op when the module cache has it), and returns
+// its extracted tree.
+func ModDir(ctx context.Context, mod string) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "go", "mod", "download", "-json", mod).Output()
+	if err != nil {
+		return "", fmt.Errorf("go mod download %s: %w (check GOPROXY and the network)", mod, err)
+	}
+	var m struct{ Dir, Error string }
+	if err := json.Unmarshal(out, &m); err != nil || m.Dir == "" {
+		return "", fmt.Errorf("go mod download %s: no Dir in its output (%s)", mod, m.Error)
+	}
+	return m.Dir, nil
 }
