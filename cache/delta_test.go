@@ -74,7 +74,7 @@ func TestPushDeltas(t *testing.T) {
 				t.Fatal(err)
 			}
 			if res.Deltas != 1 || res.DeltaBytes*20 > res.DeltaFullBytes {
-				t.Fatalf("push result %+v: want one delta, under a twentieth of its NAR", res)
+				t.Fatalf("push result %+v: want one delta, under a twentieth of its NAR (warnings %q)", res, warned)
 			}
 			if len(warned) != 1 || !strings.Contains(warned[0], "noise-1.1: delta not at most half the compressed NAR") {
 				t.Fatalf("warnings: %q", warned)

@@ -60,6 +60,7 @@ type pushedNAR struct {
 	digest     []byte // sha256 of the NAR, as checked while it streamed
 	narSize    int64
 	compressed int64 // bytes uploaded
+	shared     bool  // uploaded for another path of this push: counted there
 }
 
 // narURL names a NAR by its own hash, which Nix reports before the dump:
@@ -106,7 +107,7 @@ func (g *narGroup) upload(ctx context.Context, p *Pusher, info PathInfo) (*pushe
 		if c.err != nil {
 			return nil, c.err
 		}
-		return &pushedNAR{url: c.nar.url, digest: c.nar.digest, narSize: c.nar.narSize}, nil // uploaded once, counted once
+		return &pushedNAR{url: c.nar.url, digest: c.nar.digest, narSize: c.nar.narSize, compressed: c.nar.compressed, shared: true}, nil
 	}
 	c := &narCall{done: make(chan struct{})}
 	g.pending[url] = c

@@ -332,7 +332,9 @@ func (r *pushRun) done(storePath string, nar *pushedNAR, dr *deltaResult) {
 		r.res.Skipped++
 	} else {
 		r.res.Uploaded++
-		r.res.Bytes += nar.compressed
+		if !nar.shared {
+			r.res.Bytes += nar.compressed
+		}
 		r.res.NarBytes += nar.narSize
 	}
 	if dr != nil {
