@@ -150,8 +150,9 @@ func pushWith(ctx context.Context, env *Env, out io.Writer, s bucket.Store, keyF
 	}
 	var bases []deltapkg.Candidate
 	if delta != nil {
-		if bases, err = deltaBases(ctx, s, delta, deltaRevisions); err != nil {
-			return cache.Result{}, "", fmt.Errorf("push (nothing uploaded): %w", err)
+		// Deltas only save devices bytes: without bases, push full NARs.
+		if bases, err = deltaBases(ctx, s, k.ToPublicKey(), delta, deltaRevisions); err != nil {
+			fmt.Fprintf(env.Stderr, "push: no deltas this time: %v\n", err)
 		}
 	}
 	meter := newByteMeter(env.Stderr)

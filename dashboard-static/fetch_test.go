@@ -30,7 +30,7 @@ func TestFetchReported(t *testing.T) {
 		t.Fatalf("fleet fetch totals %+v, want %+v", f.Fetch, want)
 	}
 	rows := byID(f)
-	if rows["kiosk-22"].State != dashboard.Invalid || !strings.Contains(rows["kiosk-22"].LastError, "negative fetch counts") {
+	if rows["kiosk-22"].State != dashboard.Invalid || !strings.Contains(rows["kiosk-22"].LastError, "fetch counts out of range") {
 		t.Fatalf("negative counts: %+v", rows["kiosk-22"])
 	}
 	if got := rows["kiosk-20"].Fetched; got == nil || *got != withDelta {

@@ -35,6 +35,12 @@ const MaxIndex = 4 << 10
 // for paths at least this large.
 const MinNarSize = 64 << 10
 
+// MaxDeltaSize is the largest delta worth fetching for a NAR of narSize
+// bytes: push writes one only when it is at most half the compressed NAR,
+// and a compressed NAR is at most a little over the NAR. A device never
+// downloads more for a delta, whatever an index claims.
+func MaxDeltaSize(narSize uint64) uint64 { return narSize/2 + 4<<10 }
+
 // ErrIndex wraps every reason an index object is refused.
 var ErrIndex = errors.New("bad delta index")
 
@@ -93,7 +99,7 @@ func (ix *Index) check(storePath string) error {
 		return errors.New("NAR hashes must be sha256:<52 nixbase32 characters>")
 	case ix.NarSize < MinNarSize || ix.BaseNarSize == 0:
 		return fmt.Errorf("NAR sizes %d and %d are out of range", ix.NarSize, ix.BaseNarSize)
-	case ix.DeltaSize <= 0 || ix.FullSize <= 0 || uint64(ix.DeltaSize) > ix.NarSize+1<<20:
+	case ix.DeltaSize <= 0 || ix.FullSize <= 0 || uint64(ix.DeltaSize) > MaxDeltaSize(ix.NarSize):
 		return fmt.Errorf("delta size %d (full %d) is out of range", ix.DeltaSize, ix.FullSize)
 	}
 	if _, ok := ObjectHash(ix.Delta); !ok {

@@ -62,6 +62,7 @@ func TestParseIndexRefuses(t *testing.T) {
 		{"zero base size", indexJSON(t, set("baseNarSize", 0)), "out of range"},
 		{"negative delta size", indexJSON(t, set("deltaSize", -1)), "out of range"},
 		{"delta over the NAR", indexJSON(t, set("deltaSize", 3<<20)), "out of range"},
+		{"delta over half the NAR", indexJSON(t, set("deltaSize", 1<<19+4<<10+1)), "out of range"},
 		{"zero full size", indexJSON(t, set("fullSize", 0)), "out of range"},
 		{"delta key escaping", indexJSON(t, set("delta", "../nar/x.nar.zst")), "is not delta/<sha256>.ndelta"},
 		{"delta key short", indexJSON(t, set("delta", "delta/abc.ndelta")), "is not delta/<sha256>.ndelta"},
@@ -104,7 +105,7 @@ func FuzzParseIndex(f *testing.F) {
 			}
 			return
 		}
-		if ix.StorePath != ixTarget || ix.Base == ixTarget || ix.DeltaSize <= 0 || uint64(ix.DeltaSize) > ix.NarSize+1<<20 {
+		if ix.StorePath != ixTarget || ix.Base == ixTarget || ix.DeltaSize <= 0 || uint64(ix.DeltaSize) > ix.NarSize/2+4<<10 {
 			t.Fatalf("accepted %+v", ix)
 		}
 		if _, ok := delta.ObjectHash(ix.Delta); !ok {

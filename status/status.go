@@ -77,6 +77,19 @@ type Fetch struct {
 	Fallback   string `json:"fallback,omitempty"` // why the first of them could not
 }
 
+// maxFetch bounds each count of a Fetch: a pebibyte, or as many paths,
+// is past any update; it keeps a fleet's sums far from overflowing.
+const maxFetch = 1 << 50
+
+func (f Fetch) plausible() bool {
+	for _, v := range []int64{int64(f.Paths), f.Bytes, int64(f.DeltaPaths), f.DeltaBytes, f.FullBytes, int64(f.Fallbacks)} {
+		if v < 0 || v > maxFetch {
+			return false
+		}
+	}
+	return true
+}
+
 // ErrInvalid: a blob that cannot be shown as a device's status.
 var ErrInvalid = errors.New("invalid status blob")
 
@@ -103,8 +116,8 @@ func Parse(deviceID string, b []byte) (*Status, error) {
 	if !known {
 		return nil, fmt.Errorf("%w: unknown state %q", ErrInvalid, Clean(s.State, 32))
 	}
-	if f := s.Fetch; f.Paths < 0 || f.Bytes < 0 || f.DeltaPaths < 0 || f.DeltaBytes < 0 || f.FullBytes < 0 || f.Fallbacks < 0 {
-		return nil, fmt.Errorf("%w: negative fetch counts", ErrInvalid)
+	if !s.Fetch.plausible() {
+		return nil, fmt.Errorf("%w: fetch counts out of range (negative, or over %d)", ErrInvalid, int64(maxFetch))
 	}
 	cleanStrings(&s)
 	s.Fetch.Fallback = Clean(s.Fetch.Fallback, maxField)
