@@ -43,9 +43,14 @@ const maxDelta = 64 << 20
 // the agent has in flight while planning a fetch.
 const fetchConcurrency = 8
 
+// maxPlan bounds the paths a fetch plan walks: a NixOS closure has a few
+// thousand; references made up by a bucket writer stop here.
+const maxPlan = 100_000
+
 // plan lists the paths of storePath's closure that the device lacks and
-// the fleet cache has, dependencies first, with their deltas.
-func (a *Agent) plan(ctx context.Context, storePath string) ([]*missing, error) {
+// the fleet cache has under a narinfo signed by one of keys, dependencies
+// first, with their deltas. Nothing unsigned is followed.
+func (a *Agent) plan(ctx context.Context, storePath string, keys []signature.PublicKey) ([]*missing, error) {
 	seen := map[string]bool{storePath: true}
 	level := []string{storePath}
 	byPath := map[string]*missing{}
@@ -60,7 +65,7 @@ func (a *Agent) plan(ctx context.Context, storePath string) ([]*missing, error) 
 				todo = append(todo, p)
 			}
 		}
-		found, err := a.readMissing(ctx, todo)
+		found, err := a.readMissing(ctx, todo, keys)
 		if err != nil {
 			return nil, err
 		}
@@ -72,6 +77,9 @@ func (a *Agent) plan(ctx context.Context, storePath string) ([]*missing, error) 
 					seen[rp] = true
 					level = append(level, rp)
 				}
+			}
+			if len(seen) > maxPlan {
+				return nil, fmt.Errorf("the closure has over %d paths", maxPlan)
 			}
 		}
 	}
@@ -111,7 +119,7 @@ func dependenciesFirst(byPath map[string]*missing) []*missing {
 // readMissing reads the narinfo, delta index and NAR size of each path,
 // fetchConcurrency at a time. Paths without a narinfo are left out (Nix
 // fetches them from another cache, or fails as it would have).
-func (a *Agent) readMissing(ctx context.Context, paths []string) ([]*missing, error) {
+func (a *Agent) readMissing(ctx context.Context, paths []string, keys []signature.PublicKey) ([]*missing, error) {
 	var (
 		mu    sync.Mutex
 		out   []*missing
@@ -124,7 +132,7 @@ func (a *Agent) readMissing(ctx context.Context, paths []string) ([]*missing, er
 		slots <- struct{}{}
 		go func() {
 			defer func() { <-slots; wg.Done() }()
-			m, err := a.readOne(ctx, p)
+			m, err := a.readOne(ctx, p, keys)
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil && first == nil {
@@ -139,24 +147,29 @@ func (a *Agent) readMissing(ctx context.Context, paths []string) ([]*missing, er
 	return out, first
 }
 
-func (a *Agent) readOne(ctx context.Context, p string) (*missing, error) {
+// readOne reads what the fetch of p involves. A narinfo the bucket does
+// not give (a path from another cache: S3 answers 403 without list
+// rights), or does not parse, or no trusted key signed, leaves p out.
+func (a *Agent) readOne(ctx context.Context, p string, keys []signature.PublicKey) (*missing, error) {
 	ni, err := cache.ReadNarinfo(ctx, a.Store, p)
-	if errors.Is(err, bucket.ErrNotFound) {
+	switch {
+	case errors.Is(err, bucket.ErrNotFound), errors.Is(err, bucket.ErrAccessDenied):
 		return nil, nil
-	}
-	if err != nil {
+	case errors.Is(err, bucket.ErrUnreachable):
 		return nil, fmt.Errorf("narinfo of %s: %w", p, err)
+	case err != nil || !signature.VerifyFirst(ni.Fingerprint(), ni.Signatures, keys):
+		return nil, nil
 	}
 	m := &missing{path: p, ni: ni}
 	if ni.NarSize >= delta.MinNarSize {
 		m.ix, m.why = a.readIndex(ctx, ni)
 	}
 	if m.ix != nil {
-		m.full = m.ix.FullSize
+		m.full = min(m.ix.FullSize, delta.MaxCompressed(ni.NarSize))
 		return m, nil
 	}
 	if info, err := a.Store.Stat(ctx, cache.Prefix+ni.URL); err == nil {
-		m.full = info.Size
+		m.full = min(info.Size, delta.MaxCompressed(ni.NarSize))
 	}
 	return m, nil
 }
@@ -169,8 +182,8 @@ func (a *Agent) readIndex(ctx context.Context, ni *narinfo.NarInfo) (*delta.Inde
 		return nil, ""
 	}
 	o, err := a.Store.Get(ctx, cache.Prefix+key, bucket.GetOptions{MaxSize: delta.MaxIndex})
-	if errors.Is(err, bucket.ErrNotFound) {
-		return nil, ""
+	if errors.Is(err, bucket.ErrNotFound) || errors.Is(err, bucket.ErrAccessDenied) {
+		return nil, "" // no delta (S3 answers 403 for a missing key without list rights)
 	}
 	if err != nil {
 		return nil, fmt.Sprintf("delta index of %s: %v", ni.StorePath, err)
@@ -183,28 +196,35 @@ func (a *Agent) readIndex(ctx context.Context, ni *narinfo.NarInfo) (*delta.Inde
 		return nil, fmt.Sprintf("delta index of %s names another NAR than its narinfo", ni.StorePath)
 	case ix.DeltaSize > maxDelta:
 		return nil, fmt.Sprintf("delta of %s is %d bytes, over the %d the agent holds", ni.StorePath, ix.DeltaSize, maxDelta)
+	case ix.BaseNarSize > delta.MaxBaseSize(ni.NarSize):
+		return nil, fmt.Sprintf("delta of %s is against a base of %d bytes, too large for a NAR of %d", ni.StorePath, ix.BaseNarSize, ni.NarSize)
 	}
 	return ix, ""
 }
 
-// trustedSigned reports whether a narinfo carries a signature of one of
-// the agent's configured cache keys. With none configured, the keys are
-// only in the device's nix.conf: Nix checks them, and the agent lets it.
-func (a *Agent) trustedSigned(ni *narinfo.NarInfo) bool {
+// trustedKeys are the keys a narinfo must be signed by for the agent to
+// act on it: its own trustedCacheKeys and those its Nix trusts.
+func (a *Agent) trustedKeys(ctx context.Context) []signature.PublicKey {
+	names := slices.Clone(a.Config.TrustedCacheKeys)
+	if sys, err := a.System.TrustedKeys(ctx); err == nil {
+		names = append(names, sys...)
+	} else {
+		a.logf("delta: cannot read the keys Nix trusts (%v); using trustedCacheKeys only", err)
+	}
 	var keys []signature.PublicKey
-	for _, k := range a.Config.TrustedCacheKeys {
+	for _, k := range names {
 		if pk, err := signature.ParsePublicKey(k); err == nil {
 			keys = append(keys, pk)
 		}
 	}
-	return len(keys) == 0 || signature.VerifyFirst(ni.Fingerprint(), ni.Signatures, keys)
+	return keys
 }
 
 // tally is what the plan will download, before any delta is tried.
 func tally(rev uint64, plan []*missing) status.Fetch {
 	f := status.Fetch{Revision: rev, Paths: len(plan)}
 	for _, m := range plan {
-		f.FullBytes += m.full
+		f.FullBytes = min(f.FullBytes+m.full, status.MaxFetch)
 	}
 	f.Bytes = f.FullBytes
 	return f

@@ -25,11 +25,20 @@ import (
 // for Nix: one NAR and one base NAR at a time.
 const deltaCacheDir = "delta-cache"
 
+// maxFailures is how many deltas may fail in one fetch before the rest
+// are not tried: each failure has cost a download and a base dump.
+const maxFailures = 3
+
 // fetchDeltas makes valid, from deltas, every path of storePath's closure
 // that has one against a path the device holds, and returns what the
 // update downloads (Bytes is final once Nix has fetched the rest).
 func (a *Agent) fetchDeltas(ctx context.Context, rev uint64, storePath string, subs, keys []string) status.Fetch {
-	plan, err := a.plan(ctx, storePath)
+	trusted := a.trustedKeys(ctx)
+	if len(trusted) == 0 {
+		a.logf("delta: no trusted cache key known; Nix fetches full NARs")
+		return status.Fetch{Revision: rev}
+	}
+	plan, err := a.plan(ctx, storePath, trusted)
 	if err != nil {
 		a.logf("delta: cannot plan the fetch (%v); Nix fetches full NARs", err)
 		return status.Fetch{Revision: rev}
@@ -42,16 +51,19 @@ func (a *Agent) fetchDeltas(ctx context.Context, rev uint64, storePath string, s
 	r := &deltaRun{a: a, dir: filepath.Join(root, strconv.FormatInt(a.now().UnixNano(), 36)), subs: subs, keys: keys}
 	var replaced int64 // compressed NAR bytes the deltas stood in for
 	for _, m := range plan {
+		if m.ix != nil && f.Fallbacks >= maxFailures {
+			m.ix, m.why = nil, fmt.Sprintf("%d deltas failed in this fetch; the rest are not tried", maxFailures)
+		}
 		if m.ix != nil {
-			if err := r.apply(ctx, m); err != nil {
-				m.ix, m.why = nil, err.Error()
-			} else {
+			n, err := r.apply(ctx, m)
+			if err == nil {
 				f.DeltaPaths++
-				f.DeltaBytes += m.ix.DeltaSize
-				f.Bytes += m.ix.DeltaSize - m.full
+				f.DeltaBytes += n
+				f.Bytes += n - m.full
 				replaced += m.full
 				continue
 			}
+			m.ix, m.why = nil, err.Error()
 		}
 		if m.why != "" {
 			f.Fallbacks++
@@ -68,7 +80,7 @@ func (a *Agent) fetchDeltas(ctx context.Context, rev uint64, storePath string, s
 }
 
 // checkBases drops the deltas whose base the device does not hold as the
-// publisher did, or whose narinfo no configured key signed.
+// publisher did.
 func (a *Agent) checkBases(ctx context.Context, plan []*missing) {
 	var bases []string
 	for _, m := range plan {
@@ -96,8 +108,6 @@ func (a *Agent) checkBases(ctx context.Context, plan []*missing) {
 			m.why = fmt.Sprintf("its delta is against %s, which this device does not hold", b)
 		case hashes[b] != m.ix.BaseNarHash:
 			m.why = fmt.Sprintf("its delta is against %s as the publisher has it, and this device's copy differs", b)
-		case !a.trustedSigned(m.ni):
-			m.why = "its narinfo is not signed by a trusted cache key"
 		default:
 			continue
 		}
@@ -114,11 +124,25 @@ type deltaRun struct {
 	subs, keys []string
 }
 
-func (r *deltaRun) apply(ctx context.Context, m *missing) error {
+// spare is free space a rebuild leaves on the state directory's file
+// system at the least.
+const spare = 64 << 20
+
+// apply makes m valid from its delta and returns the delta's size.
+func (r *deltaRun) apply(ctx context.Context, m *missing) (int64, error) {
+	need := m.ni.NarSize + m.ix.BaseNarSize + spare
+	if free, err := nix.FreeSpace(r.a.Config.StateDir); err == nil && free < need {
+		return 0, fmt.Errorf("%s has %d bytes free, the rebuild needs %d", r.a.Config.StateDir, free, need)
+	}
 	d, err := r.download(ctx, m.ix)
 	if err != nil {
-		return err
+		return 0, err
 	}
+	return int64(len(d)), r.install(ctx, m, d)
+}
+
+// install rebuilds m's NAR from d and has Nix take it.
+func (r *deltaRun) install(ctx context.Context, m *missing, d []byte) error {
 	if err := os.MkdirAll(filepath.Join(r.dir, "nar"), 0o700); err != nil {
 		return err
 	}
@@ -183,7 +207,7 @@ func (r *deltaRun) rebuild(ctx context.Context, m *missing, d []byte) (string, e
 	}
 	h := sha256.New()
 	w := bufio.NewWriterSize(io.MultiWriter(out, h), 256<<10)
-	n, err := delta.Apply(w, base, size, bytes.NewReader(d), int64(m.ni.NarSize))
+	n, err := delta.Apply(ctxWriter{ctx, w}, base, size, bytes.NewReader(d), int64(m.ni.NarSize))
 	if err == nil {
 		err = w.Flush()
 	}
@@ -197,6 +221,20 @@ func (r *deltaRun) rebuild(ctx context.Context, m *missing, d []byte) (string, e
 		return narFile, fmt.Errorf("the NAR rebuilt from %s does not match the narinfo's NarHash", m.ix.Delta)
 	}
 	return narFile, nil
+}
+
+// ctxWriter stops a rebuild once ctx is done: Apply itself takes no
+// context, and a hostile delta can be slow.
+type ctxWriter struct {
+	ctx context.Context
+	w   io.Writer
+}
+
+func (c ctxWriter) Write(b []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.w.Write(b)
 }
 
 // dumpFile writes a store path's NAR to file and returns its size.

@@ -41,6 +41,7 @@ func (f *fakeSystem) Cleanup(context.Context, string, int, uint64) (string, erro
 func (f *fakeSystem) Invalid(context.Context, []string) (map[string]bool, error)   { return nil, nil }
 func (f *fakeSystem) NarHash(context.Context, string) (string, error)              { return "", nil }
 func (f *fakeSystem) Dump(context.Context, string, io.Writer) error                { return nil }
+func (f *fakeSystem) TrustedKeys(context.Context) ([]string, error)                { return nil, nil }
 func (f *fakeSystem) Reboot(ctx context.Context) error                             { f.reboots++; return nil }
 
 func TestRebootWiring(t *testing.T) {

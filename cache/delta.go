@@ -20,10 +20,6 @@ import (
 	"github.com/nix-ota/nix-ota/delta"
 )
 
-// maxBaseNAR bounds the compressed base NAR a push downloads to make a
-// delta (held in memory while it is decompressed to a temporary file).
-const maxBaseNAR = 2 << 30
-
 // deltaResult is what writeDelta wrote for one path.
 type deltaResult struct {
 	size, full int64 // bytes of the delta and of the compressed NAR it stands for
@@ -44,7 +40,7 @@ func (p *Pusher) writeDelta(ctx context.Context, info PathInfo, nar *pushedNAR) 
 		return nil, nil
 	}
 	base, ok := delta.PickBase(info.Path, p.Bases)
-	if !ok {
+	if !ok || base.NarSize > delta.MaxBaseSize(uint64(nar.narSize)) {
 		return nil, nil
 	}
 	select {
@@ -127,17 +123,20 @@ func (p *Pusher) baseNAR(ctx context.Context, base, file string) (baseInfo, erro
 	if err != nil {
 		return baseInfo{}, err
 	}
-	o, err := p.Store.Get(ctx, Prefix+ni.URL, bucket.GetOptions{MaxSize: maxBaseNAR})
+	// The narinfo's URL is not signed: whatever it names is read only up
+	// to what a NAR of the signed size can take compressed, and
+	// decompressed only up to that size.
+	o, err := p.Store.Get(ctx, Prefix+ni.URL, bucket.GetOptions{MaxSize: delta.MaxCompressed(ni.NarSize)})
 	if err != nil {
 		return baseInfo{}, err
 	}
-	zr, err := zstd.NewReader(bytes.NewReader(o.Data), zstd.WithDecoderConcurrency(1))
+	zr, err := zstd.NewReader(bytes.NewReader(o.Data), zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(64<<20))
 	if err != nil {
 		return baseInfo{}, err
 	}
 	defer zr.Close()
 	h := sha256.New()
-	n, err := writeFile(file, io.TeeReader(zr, h))
+	n, err := writeFile(file, io.TeeReader(io.LimitReader(zr, int64(ni.NarSize)+1), h))
 	if err != nil {
 		return baseInfo{}, err
 	}

@@ -153,8 +153,10 @@ func getObj(t *testing.T, s bucket.Store, key string) []byte {
 }
 
 // TestPushDeltaBaseUnverified: a base whose narinfo this cache key did
-// not sign, or whose NAR in the bucket was replaced, gets no delta made
-// against it, and the push says why.
+// not sign, or whose NAR in the bucket was replaced (by other bytes, or
+// by a small object that decompresses to 256 MiB), gets no delta made
+// against it, and the push says why; the bomb is read no further than
+// the signed NAR size.
 func TestPushDeltaBaseUnverified(t *testing.T) {
 	for name, spoil := range map[string]func(t *testing.T, s bucket.Store, base string){
 		"foreign narinfo": func(t *testing.T, s bucket.Store, base string) {
@@ -172,6 +174,22 @@ func TestPushDeltaBaseUnverified(t *testing.T) {
 			var z bytes.Buffer
 			enc, _ := zstd.NewWriter(&z)
 			enc.Write(binaryish(1 << 20))
+			enc.Close()
+			if _, err := bucket.PutBytes(context.Background(), s, "cache/"+ni.URL, z.Bytes(), bucket.PutOptions{}); err != nil {
+				t.Fatal(err)
+			}
+		},
+		"decompression bomb": func(t *testing.T, s bucket.Store, base string) {
+			ni, err := cache.ReadNarinfo(context.Background(), s, base)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var z bytes.Buffer
+			enc, _ := zstd.NewWriter(&z)
+			zeros := make([]byte, 1<<20)
+			for range 256 { // 256 MiB of zeros, a few KiB compressed
+				enc.Write(zeros)
+			}
 			enc.Close()
 			if _, err := bucket.PutBytes(context.Background(), s, "cache/"+ni.URL, z.Bytes(), bucket.PutOptions{}); err != nil {
 				t.Fatal(err)
@@ -198,7 +216,8 @@ func TestPushDeltaBaseUnverified(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			want := map[string]string{"foreign narinfo": "not signed by this cache key", "replaced NAR": "does not match its narinfo"}[name]
+			want := map[string]string{"foreign narinfo": "not signed by this cache key", "replaced NAR": "does not match its narinfo",
+				"decompression bomb": "does not match its narinfo"}[name]
 			if res.Deltas != 0 || len(warned) != 1 || !strings.Contains(warned[0], want) {
 				t.Fatalf("deltas %d, warnings %q; want none, and one saying %q", res.Deltas, warned, want)
 			}

@@ -29,7 +29,8 @@ func Apply(w io.Writer, base io.ReaderAt, baseSize int64, d io.Reader, maxOut in
 		return 0, corrupt("%v", err)
 	}
 	defer zr.Close()
-	a := applier{r: bufio.NewReaderSize(zr, 64<<10), w: w, base: base, baseSize: baseSize, max: maxOut, buf: make([]byte, 64<<10)}
+	a := applier{r: bufio.NewReaderSize(zr, 64<<10), w: w, base: base, baseSize: baseSize, max: maxOut,
+		buf: make([]byte, 64<<10), window: make([]byte, 0, 64<<10)}
 	for {
 		done, err := a.op()
 		if err != nil {
@@ -56,6 +57,10 @@ type applier struct {
 	cursor   int64
 	out, max int64
 	buf      []byte
+	// window is the base from windowAt on, kept so that many short ops
+	// (a hostile delta's one-byte copies) are not one read each.
+	window   []byte
+	windowAt int64
 }
 
 func corrupt(format string, args ...any) error {
@@ -120,9 +125,8 @@ func (a *applier) literal(n int64) error {
 func (a *applier) fromBase(add bool, off, n int64) error {
 	for n > 0 {
 		b := a.buf[:min(n, int64(len(a.buf)))]
-		// io.ReaderAt may return io.EOF with a full read at the end.
-		if k, err := a.base.ReadAt(b, off); k < len(b) {
-			return fmt.Errorf("read base at %d: %w", off, err)
+		if err := a.readBase(b, off); err != nil {
+			return err
 		}
 		if add {
 			if err := a.addFrom(b); err != nil {
@@ -136,6 +140,32 @@ func (a *applier) fromBase(add bool, off, n int64) error {
 		}
 		off += int64(len(b))
 		n -= int64(len(b))
+	}
+	return nil
+}
+
+// readBase fills b from the base at off: short reads through the window.
+func (a *applier) readBase(b []byte, off int64) error {
+	if len(b) >= 4<<10 {
+		return a.readAt(b, off)
+	}
+	if off < a.windowAt || off+int64(len(b)) > a.windowAt+int64(len(a.window)) {
+		a.window = a.window[:min(int64(cap(a.window)), a.baseSize-off)]
+		if err := a.readAt(a.window, off); err != nil {
+			a.window = a.window[:0]
+			return err
+		}
+		a.windowAt = off
+	}
+	copy(b, a.window[off-a.windowAt:])
+	return nil
+}
+
+// readAt is ReadAt that accepts io.EOF with a full read at the end, as
+// io.ReaderAt allows.
+func (a *applier) readAt(b []byte, off int64) error {
+	if k, err := a.base.ReadAt(b, off); k < len(b) {
+		return fmt.Errorf("read base at %d: %w", off, err)
 	}
 	return nil
 }

@@ -41,6 +41,16 @@ const MinNarSize = 64 << 10
 // downloads more for a delta, whatever an index claims.
 func MaxDeltaSize(narSize uint64) uint64 { return narSize/2 + 4<<10 }
 
+// MaxBaseSize is the largest base worth dumping to rebuild a NAR of
+// narSize bytes: a same-name path is rarely 4 times another's size.
+// Push makes no delta against a larger one, and devices refuse one.
+func MaxBaseSize(narSize uint64) uint64 { return 4*narSize + 1<<20 }
+
+// MaxCompressed is the most a NAR of narSize bytes takes compressed with
+// zstd (its worst-case bound, rounded up): sizes a bucket claims or
+// serves are cut to it.
+func MaxCompressed(narSize uint64) int64 { return int64(narSize + narSize/128 + 64<<10) }
+
 // ErrIndex wraps every reason an index object is refused.
 var ErrIndex = errors.New("bad delta index")
 

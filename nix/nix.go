@@ -60,6 +60,8 @@ type System interface {
 	NarHash(ctx context.Context, storePath string) (string, error)
 	// Dump writes a valid path's NAR (nix-store --dump) to w.
 	Dump(ctx context.Context, storePath string, w io.Writer) error
+	// TrustedKeys are the cache keys the device's Nix trusts.
+	TrustedKeys(ctx context.Context) ([]string, error)
 }
 
 // ErrCommand wraps a failed external command; the message carries the tail

@@ -41,3 +41,19 @@ func (l *Local) Dump(ctx context.Context, storePath string, w io.Writer) error {
 	_, err := l.exec(ctx, orDefault(l.RealiseTimeout, time.Hour), w, l.bin("nix-store"), "--dump", storePath)
 	return err
 }
+
+// TrustedKeys are the binary cache keys the device's Nix trusts
+// (trusted-public-keys of its configuration), which the agent's own
+// trustedCacheKeys add to.
+func (l *Local) TrustedKeys(ctx context.Context) ([]string, error) {
+	var out bytes.Buffer
+	if _, err := l.exec(ctx, orDefault(l.CommandTimeout, 2*time.Minute), &out, l.bin("nix"), "--extra-experimental-features", "nix-command", "show-config"); err != nil {
+		return nil, err
+	}
+	for _, line := range strings.Split(out.String(), "\n") {
+		if v, ok := strings.CutPrefix(line, "trusted-public-keys = "); ok {
+			return strings.Fields(v), nil
+		}
+	}
+	return nil, nil
+}

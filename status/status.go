@@ -77,13 +77,13 @@ type Fetch struct {
 	Fallback   string `json:"fallback,omitempty"` // why the first of them could not
 }
 
-// maxFetch bounds each count of a Fetch: a pebibyte, or as many paths,
+// MaxFetch bounds each count of a Fetch: a pebibyte, or as many paths,
 // is past any update; it keeps a fleet's sums far from overflowing.
-const maxFetch = 1 << 50
+const MaxFetch = 1 << 50
 
 func (f Fetch) plausible() bool {
 	for _, v := range []int64{int64(f.Paths), f.Bytes, int64(f.DeltaPaths), f.DeltaBytes, f.FullBytes, int64(f.Fallbacks)} {
-		if v < 0 || v > maxFetch {
+		if v < 0 || v > MaxFetch {
 			return false
 		}
 	}
@@ -117,7 +117,7 @@ func Parse(deviceID string, b []byte) (*Status, error) {
 		return nil, fmt.Errorf("%w: unknown state %q", ErrInvalid, Clean(s.State, 32))
 	}
 	if !s.Fetch.plausible() {
-		return nil, fmt.Errorf("%w: fetch counts out of range (negative, or over %d)", ErrInvalid, int64(maxFetch))
+		return nil, fmt.Errorf("%w: fetch counts out of range (negative, or over %d)", ErrInvalid, int64(MaxFetch))
 	}
 	cleanStrings(&s)
 	s.Fetch.Fallback = Clean(s.Fetch.Fallback, maxField)

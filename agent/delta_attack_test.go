@@ -1,0 +1,208 @@
+package agent
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"path"
+	"slices"
+	"sync"
+	"testing"
+
+	"github.com/nix-community/go-nix/pkg/narinfo"
+	"github.com/nix-community/go-nix/pkg/narinfo/signature"
+	"github.com/nix-community/go-nix/pkg/nixbase32"
+	"github.com/nix-community/go-nix/pkg/nixhash"
+
+	"github.com/nix-ota/nix-ota/bucket"
+	"github.com/nix-ota/nix-ota/cache"
+	"github.com/nix-ota/nix-ota/delta"
+	"github.com/nix-ota/nix-ota/status"
+)
+
+// These tests put a hostile bucket (a real file:// one) in front of the
+// device's fetch planning, with a System that holds a given set of paths;
+// the delta path with real Nix and the real agent is TestDeltaUpdate.
+
+// holdingSystem holds the paths in held (NAR bytes by path).
+type holdingSystem struct {
+	fakeSystem
+	held  map[string][]byte
+	keys  []string
+	mu    sync.Mutex
+	dumps int
+}
+
+func (h *holdingSystem) Invalid(_ context.Context, paths []string) (map[string]bool, error) {
+	out := map[string]bool{}
+	for _, p := range paths {
+		out[p] = h.held[p] == nil
+	}
+	return out, nil
+}
+
+func (h *holdingSystem) NarHash(_ context.Context, p string) (string, error) {
+	d := sha256.Sum256(h.held[p])
+	return "sha256:" + nixbase32.EncodeToString(d[:]), nil
+}
+
+func (h *holdingSystem) Dump(_ context.Context, p string, w io.Writer) error {
+	h.mu.Lock()
+	h.dumps++
+	h.mu.Unlock()
+	_, err := w.Write(h.held[p])
+	return err
+}
+
+func (h *holdingSystem) TrustedKeys(context.Context) ([]string, error) { return h.keys, nil }
+
+func storePathOf(name string) string {
+	d := sha256.Sum256([]byte(name))
+	return "/nix/store/" + nixbase32.EncodeToString(d[:20]) + "-" + name
+}
+
+// hostile is a file bucket with a cache a test writes narinfos into.
+type hostile struct {
+	t     *testing.T
+	s     bucket.Store
+	key   signature.SecretKey
+	pub   string
+	agent *Agent
+	sys   *holdingSystem
+}
+
+func newHostile(t *testing.T) *hostile {
+	s, err := bucket.Open("file://"+t.TempDir(), bucket.Options{Create: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, pk, _ := signature.GenerateKeypair("cache-1", nil)
+	h := &hostile{t: t, s: s, key: k, pub: pk.String(), sys: &holdingSystem{held: map[string][]byte{}}}
+	h.agent = &Agent{Config: Config{StateDir: t.TempDir(), TrustedCacheKeys: []string{h.pub}}, Store: s, System: h.sys, Logf: t.Logf}
+	return h
+}
+
+// narinfo writes a narinfo for p; signer nil leaves it unsigned.
+func (h *hostile) narinfo(p string, narSize uint64, signer *signature.SecretKey, refs ...string) *narinfo.NarInfo {
+	ni := &narinfo.NarInfo{StorePath: p, URL: "nar/x.nar.zst", Compression: "zstd", NarSize: narSize,
+		NarHash: nixhash.MustNewHashWithEncoding(nixhash.SHA256, make([]byte, 32), nixhash.NixBase32, true)}
+	for _, r := range refs {
+		ni.References = append(ni.References, path.Base(r))
+	}
+	if signer != nil {
+		sig, _ := signer.Sign(nil, ni.Fingerprint())
+		ni.Signatures = append(ni.Signatures, sig)
+	}
+	key, _ := cache.NarinfoKey(p)
+	h.put(key, []byte(ni.String()))
+	return ni
+}
+
+func (h *hostile) put(key string, b []byte) {
+	if _, err := bucket.PutBytes(context.Background(), h.s, key, b, bucket.PutOptions{}); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+// index writes an index for ni against base (held by the device).
+func (h *hostile) index(ni *narinfo.NarInfo, base string, fullSize int64, d []byte) {
+	sum := sha256.Sum256(d)
+	bh, _ := h.sys.NarHash(context.Background(), base)
+	ix := delta.Index{StorePath: ni.StorePath, NarHash: ni.NarHash.String(), NarSize: ni.NarSize, Base: base, BaseNarHash: bh,
+		BaseNarSize: uint64(len(h.sys.held[base])), Delta: delta.ObjectKey(nixbase32.EncodeToString(sum[:])), DeltaSize: int64(len(d)), FullSize: fullSize}
+	b, _ := json.Marshal(ix)
+	k, _ := delta.IndexKey(ni.StorePath)
+	h.put("cache/"+k, b)
+	h.put("cache/"+ix.Delta, d)
+}
+
+func paths(plan []*missing) []string {
+	var out []string
+	for _, m := range plan {
+		out = append(out, path.Base(m.path))
+	}
+	slices.Sort(out)
+	return out
+}
+
+// TestDeltaPlanFollowsOnlySigned: a narinfo no trusted key signed (here
+// one claiming a 1 TiB NAR and naming more paths) is not followed, gets
+// no delta, and costs the device nothing but its read.
+func TestDeltaPlanFollowsOnlySigned(t *testing.T) {
+	h := newHostile(t)
+	sys, lib, forged, behind := storePathOf("nixos-system-b"), storePathOf("lib-2"), storePathOf("app-1.1"), storePathOf("more-1")
+	h.narinfo(sys, 4096, &h.key, lib, forged)
+	h.narinfo(lib, 4096, &h.key)
+	h.narinfo(forged, 1<<40, nil, behind)
+	h.narinfo(behind, 4096, &h.key)
+	plan, err := h.agent.plan(context.Background(), sys, h.agent.trustedKeys(context.Background()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := paths(plan), []string{path.Base(lib), path.Base(sys)}; !slices.Equal(got, want) {
+		t.Fatalf("plan %q, want %q", got, want)
+	}
+	h.agent.Config.TrustedCacheKeys = nil // and Nix trusts no key either
+	if f := h.agent.fetchDeltas(context.Background(), 2, sys, nil, nil); f != (status.Fetch{Revision: 2}) {
+		t.Fatalf("with no trusted key: fetch %+v, want nothing planned", f)
+	}
+}
+
+// denyMissing answers a missing key the way S3 does without list rights.
+type denyMissing struct{ bucket.Store }
+
+func (d denyMissing) Get(ctx context.Context, key string, o bucket.GetOptions) (*bucket.Object, error) {
+	obj, err := d.Store.Get(ctx, key, o)
+	if errors.Is(err, bucket.ErrNotFound) {
+		return nil, fmt.Errorf("get %s: %w", key, bucket.ErrAccessDenied)
+	}
+	return obj, err
+}
+
+// TestDeltaAccessDeniedIsAbsent: with a GetObject-only credential S3
+// answers 403 for an index (or a narinfo) that does not exist: that is no
+// delta, not a failure, and the plan goes on.
+func TestDeltaAccessDeniedIsAbsent(t *testing.T) {
+	h := newHostile(t)
+	h.agent.Store = denyMissing{h.s}
+	sys, big, elsewhere := storePathOf("nixos-system-b"), storePathOf("big-1.1"), storePathOf("from-cache-nixos-org")
+	h.narinfo(sys, 4096, &h.key, big, elsewhere)
+	h.narinfo(big, 1<<20, &h.key)
+	f := h.agent.fetchDeltas(context.Background(), 2, sys, nil, nil)
+	if f.Paths != 2 || f.Fallbacks != 0 || f.Fallback != "" {
+		t.Fatalf("fetch %+v: want 2 paths, no fallback", f)
+	}
+}
+
+// TestDeltaFiguresBounded: an index claiming an absurd compressed size
+// cannot push the device's fetch figures past what its signed check-in
+// may carry; at most three deltas fail before the rest are not tried.
+func TestDeltaFiguresBounded(t *testing.T) {
+	h := newHostile(t)
+	base := storePathOf("app-1.0")
+	h.sys.held[base] = make([]byte, 1<<20)
+	sys := storePathOf("nixos-system-b")
+	var apps []string
+	for i := range 5 {
+		apps = append(apps, storePathOf("app-1."+string(rune('1'+i))))
+	}
+	h.narinfo(sys, 4096, &h.key, apps...)
+	for _, p := range apps {
+		ni := h.narinfo(p, 1<<20, &h.key)
+		h.index(ni, base, 1<<62, []byte(delta.Magic+"not zstd"))
+	}
+	f := h.agent.fetchDeltas(context.Background(), 2, sys, nil, nil)
+	if f.FullBytes > 5*delta.MaxCompressed(1<<20)+delta.MaxCompressed(4096) || f.Fallbacks != 5 || f.DeltaPaths != 0 {
+		t.Fatalf("fetch %+v", f)
+	}
+	if h.sys.dumps != 3 {
+		t.Fatalf("%d bases dumped, want 3 (then no more tries)", h.sys.dumps)
+	}
+	b, _ := json.Marshal(status.Status{DeviceID: "d", Channel: "prod", State: status.UpToDate, Fetch: f})
+	if _, err := status.Parse("d", b); err != nil {
+		t.Fatalf("the device's own status would be refused: %v", err)
+	}
+}
