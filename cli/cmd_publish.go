@@ -25,6 +25,7 @@ type publishOptions struct {
 	salt, message, sw, pub string
 	retry                  bool
 	noDashboard, push      bool
+	noDelta                bool
 	skipClosureCheck, json bool
 	cacheKey               string
 	gate                   gateFlags
@@ -47,6 +48,9 @@ comes from verified revisions only.
 
 The closure must already be in a binary cache the devices can reach
 (--substituter); devices check it against their trusted cache keys.
+--push uploads it first, with binary deltas against the paths of this
+channel's two newest revisions (see nix-ota push; --no-delta: full NARs
+only), so devices one or two revisions behind download a fraction.
 For mixed fleets give --store-path CLASS=PATH once per device class.
 
 --json prints one object on stdout: {"channel", "revision",
@@ -60,6 +64,14 @@ push and --wait progress go to stderr.`,
 		flags: o.flags,
 		run:   o.run,
 	}
+}
+
+// deltaChannels: --push makes deltas against this channel's revisions.
+func (o *publishOptions) deltaChannels() deltaChannels {
+	if o.noDelta {
+		return deltaNone
+	}
+	return deltaChannels{o.channel}
 }
 
 func (o *publishOptions) flags(fs *pflag.FlagSet) {
@@ -78,6 +90,7 @@ func (o *publishOptions) flags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.pub, "publisher", "", "who published (default user@host)")
 	fs.BoolVar(&o.noDashboard, "no-dashboard", false, "do not regenerate the dashboard in the bucket")
 	fs.BoolVar(&o.push, "push", false, "first upload the closures into the bucket's cache/ (see nix-ota push)")
+	fs.BoolVar(&o.noDelta, "no-delta", false, "with --push: upload full NARs only, no deltas against earlier revisions")
 	fs.BoolVar(&o.json, "json", false, "print the result as one JSON object on stdout (messages go to stderr)")
 	fs.BoolVar(&o.skipClosureCheck, "skip-closure-check", false, "do not check that a cache the devices use has every store path (for caches this machine cannot read)")
 	fs.StringVar(&o.cacheKey, "cache-key", "", "binary cache secret key file for --push (or $NIX_OTA_CACHE_KEY)")
@@ -111,7 +124,7 @@ func (o *publishOptions) run(ctx context.Context, env *Env, args []string) error
 		warnNewChannel(ctx, env, c.s, o.channel)
 	}
 	if o.push {
-		if _, _, err := push(ctx, env, humanOut(env, o.json), c.s, o.cacheKey, p.StorePaths(), deltaChannels{o.channel}); err != nil {
+		if _, _, err := push(ctx, env, humanOut(env, o.json), c.s, o.cacheKey, p.StorePaths(), o.deltaChannels()); err != nil {
 			return fmt.Errorf("push (nothing published): %w", err)
 		}
 	}

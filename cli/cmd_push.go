@@ -45,13 +45,27 @@ what is missing. Devices substitute from <bucket>/cache (over https, or
 file:// for air-gapped fleets) and check every path against the cache's
 public key. Needs Nix on this machine.
 
+Deltas: each uploaded path of at least 64 KiB also gets a binary delta
+against the most similar path (same package name, version aside) of the
+newest 2 revisions of every channel, when the delta is at most half its
+compressed NAR. A device holding that older path downloads the delta,
+rebuilds the NAR and checks it against the signed narinfo; anything else
+falls back to the full NAR. Making a delta downloads the older path's NAR
+from the cache and writes both NARs uncompressed under $TMPDIR (one path
+at a time). A path that gets no delta says why; a delta never fails a
+push. Paths already in the cache are not revisited. --no-delta turns
+deltas off. gc keeps a path's delta while it keeps the path; keep at least
+2 revisions (gc --keep-revisions) for devices to hold their bases.
+
 Progress goes to stderr: a line per path, and for a path that takes longer
 than a second its bytes as they are compressed and uploaded (redrawn in
 place on a terminal; in a pipe a line at most every second and 5%).
 --json prints one object on stdout at the end: {"bucket", "paths" (in the
 closures), "uploaded", "skipped" (already in the cache), "bytes"
 (compressed bytes uploaded), "narBytes" (NAR bytes of the uploaded paths),
-"publicKey" (the cache key devices trust)}.`,
+"publicKey" (the cache key devices trust), "deltas" (paths that got a
+delta), "deltaBytes" (their size), "deltaFullBytes" (the compressed NARs
+they stand for)}.`,
 		examples: `  nix-ota push --bucket s3://fleet?endpoint=minio.lan:9000 --store-path ./result --cache-key cache.key
   nix-ota publish --push --cache-key cache.key --channel prod --store-path ./result …`,
 		flags: o.flags,

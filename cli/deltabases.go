@@ -22,6 +22,9 @@ import (
 // deltas against: devices are most often one or two revisions behind.
 const deltaRevisions = 2
 
+// maxChannels bounds the channels whose revisions give delta bases.
+const maxChannels = 1000
+
 // maxBases bounds the walk for delta bases: a NixOS system's closure has
 // a few thousand paths; a bucket writer's made-up references stop here.
 const maxBases = 100_000
@@ -41,13 +44,18 @@ func deltaBases(ctx context.Context, s bucket.Store, key signature.PublicKey, ch
 		chans = names
 	}
 	var roots []string
-	for _, ch := range chans {
+	var skipped error // a channel whose history cannot be read only gives no bases
+	for _, ch := range chans[:min(len(chans), maxChannels)] {
 		err := recentRevisions(ctx, s, ch, revs, func(p *manifest.Payload) { roots = append(roots, p.StorePaths()...) })
-		if err != nil {
-			return nil, err
+		if err != nil && skipped == nil {
+			skipped = fmt.Errorf("channel %q: %w", ch, err)
 		}
 	}
-	return walkNarinfos(ctx, s, key, roots)
+	bases, err := walkNarinfos(ctx, s, key, roots)
+	if err == nil && len(bases) == 0 {
+		err = skipped
+	}
+	return bases, err
 }
 
 // walkNarinfos reads the narinfos of the closures of roots, 16 at a time,

@@ -502,10 +502,14 @@ func (f *Fleet) count(d Device) {
 	if x := d.Fetched; x != nil {
 		t := &f.Fetch
 		t.Devices++
-		t.Bytes, t.FullBytes, t.DeltaBytes = t.Bytes+x.Bytes, t.FullBytes+x.FullBytes, t.DeltaBytes+x.DeltaBytes
+		// Each count is at most status.MaxFetch (2^50): 8,000 devices at the
+		// bound could still overflow a sum, so sums stop at 2^62.
+		t.Bytes, t.FullBytes, t.DeltaBytes = capped(t.Bytes+x.Bytes), capped(t.FullBytes+x.FullBytes), capped(t.DeltaBytes+x.DeltaBytes)
 		t.DeltaPaths, t.Fallbacks = t.DeltaPaths+x.DeltaPaths, t.Fallbacks+x.Fallbacks
 	}
 }
+
+func capped(n int64) int64 { return min(n, 1<<62) }
 
 // countByRevision is the unverified progress: a device that reports a
 // failed or rolled-back update failed, one on the current revision or
