@@ -98,7 +98,7 @@ comp nix-ota help rollb`
 	for _, want := range []string{
 		"complete -F _nix_ota nix-ota\n",
 		"nix-ota pu: pubkey push publish\n",
-		"nix-ota publish --no: --no-dashboard\n",
+		"nix-ota publish --no: --no-dashboard --no-delta\n",
 		"nix-ota publish --switch b: boot\n",
 		"nix-ota completion z: zsh\n",
 		"nix-ota rollout --max: --max-failed\n",
