@@ -100,7 +100,7 @@ func printFleet(w io.Writer, f *dashboard.Fleet) {
 	c := f.Counts
 	fmt.Fprintf(w, "%s as of %s: %d devices: %d up-to-date, %d behind, %d updating, %d failed, %d offline, %d need reboot, %d invalid\n",
 		f.Bucket, dashboard.At(f.GeneratedAt), c.Devices, c.UpToDate, c.Behind, c.Updating, c.Failed, c.Offline, c.NeedsReboot, c.Invalid)
-	if t := f.Fetch; t.Devices > 0 {
+	if t := f.Fetch; t.FullBytes > 0 {
 		fmt.Fprintf(w, "last updates of %d devices downloaded %s (full NARs alone: %s); %d store paths came as deltas, %d deltas fell back to the full NAR\n",
 			t.Devices, dashboard.Size(t.Bytes), dashboard.Size(t.FullBytes), t.DeltaPaths, t.Fallbacks)
 	}

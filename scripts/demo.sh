@@ -28,15 +28,27 @@ pub=$(cat "$demo/keys/sign.pub")
 step "1. The bucket: a directory here; S3, MinIO or R2 in production"
 show "$ota" init --bucket "$bucket"
 
-step "2. Build two systems and put their closures in the bucket's binary cache"
-sysA=$(nix-build --no-out-link nix/tests/test-system.nix --argstr name demo-a --argstr nonce "$(date +%s%N)")
-sysB=$(nix-build --no-out-link nix/tests/test-system.nix --argstr name demo-b --argstr nonce "$(date +%s%N)")
+step "2. Build two systems and put A's closure in the bucket's binary cache"
+# Both systems carry an application (a copy of a real 7 MB binary); B's
+# is a patched copy, so B's push can carry a delta for it (step 5).
+for v in 1.0 1.1; do
+  mkdir -p "$demo/src/demo-app-$v/bin"
+  cp "$agent" "$demo/src/demo-app-$v/bin/demo-app"
+done
+printf 'demo-app 1.1: a small fix' | dd of="$demo/src/demo-app-1.1/bin/demo-app" bs=1 seek=3000000 conv=notrunc status=none
+app1=$(nix-store --add "$demo/src/demo-app-1.0")
+app2=$(nix-store --add "$demo/src/demo-app-1.1")
+sysA=$(nix-build --no-out-link nix/tests/test-system.nix --argstr name demo-a --argstr nonce "$(date +%s%N)" --arg deps "[ \"$app1\" ]")
+sysB=$(nix-build --no-out-link nix/tests/test-system.nix --argstr name demo-b --argstr nonce "$(date +%s%N)" --arg deps "[ \"$app2\" ]")
 sys0=$(nix-build --no-out-link nix/tests/test-system.nix --argstr name demo-initial --argstr nonce "$(date +%s%N)")
-echo "system A: $sysA"
-echo "system B: $sysB"
+echo "system A: $sysA (with $app1)"
+echo "system B: $sysB (with $app2)"
 nix-store --generate-binary-cache-key demo-cache-1 "$demo/keys/cache.sk" "$demo/keys/cache.pk"
-show "$ota" push --bucket "$bucket" --store-path "$sysA" --store-path "$sysB" --cache-key "$demo/keys/cache.sk"
-nix-store --delete "$sysA" "$sysB" >/dev/null 2>&1 || true   # the device must fetch them from the cache
+show "$ota" push --bucket "$bucket" --store-path "$sysA" --cache-key "$demo/keys/cache.sk"
+# The device must fetch them from the cache (the derivations that took
+# them as inputs go too, or Nix would keep them).
+forget() { nix-store --delete $(nix-store --query --referrers-closure "$@") >/dev/null 2>&1 || true; }
+forget "$sysA" "$app1"
 
 step "3. The device: booted into an initial system, agent configured with the keys"
 nix-env --profile "$demo/device/profiles/system" --set "$sys0" 2>/dev/null || { mkdir -p "$demo/device/profiles"; nix-env --profile "$demo/device/profiles/system" --set "$sys0"; }
@@ -67,9 +79,11 @@ sleep 2
 show "$agent" once --config "$demo/device/agent.json"
 wait "$publisher"
 
-step "5. Publish system B; the device moves to it"
+step "5. Publish system B with --push: its application goes up with a delta against A's; the device moves to B"
 show "$ota" publish --bucket "$bucket" --key "$demo/keys/sign.key" --channel prod \
-  --store-path "$sysB" --substituter "file://$demo/bucket/cache" --message "second release"
+  --store-path "$sysB" --substituter "file://$demo/bucket/cache" --message "second release" \
+  --push --cache-key "$demo/keys/cache.sk"
+forget "$sysB" "$app2"
 show "$agent" once --config "$demo/device/agent.json"
 
 step "6. Nothing new: an idle poll is one conditional read and changes nothing"
