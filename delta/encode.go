@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"math/bits"
+	"sync"
 
 	"github.com/klauspost/compress/zstd"
 )
@@ -36,10 +37,11 @@ func Encode(w io.Writer, base, target []byte) (Stats, error) {
 	if _, err := io.WriteString(w, Magic); err != nil {
 		return Stats{}, err
 	}
-	zw, err := zstd.NewWriter(w, zstd.WithEncoderLevel(zstd.SpeedBestCompression), zstd.WithWindowSize(MaxWindow), zstd.WithEncoderConcurrency(1))
+	zw, err := getEncoder(w)
 	if err != nil {
 		return Stats{}, err
 	}
+	defer encoders.Put(zw)
 	e := &encoder{b: base, t: target, out: bufio.NewWriterSize(zw, 64<<10)}
 	e.index()
 	e.scan()
@@ -49,6 +51,18 @@ func Encode(w io.Writer, base, target []byte) (Stats, error) {
 		return e.st, err
 	}
 	return e.st, zw.Close()
+}
+
+// encoders are reused: a zstd encoder at this level costs megabytes and
+// milliseconds to make, more than encoding a small delta.
+var encoders sync.Pool
+
+func getEncoder(w io.Writer) (*zstd.Encoder, error) {
+	if zw, ok := encoders.Get().(*zstd.Encoder); ok {
+		zw.Reset(w)
+		return zw, nil
+	}
+	return zstd.NewWriter(w, zstd.WithEncoderLevel(zstd.SpeedBestCompression), zstd.WithWindowSize(MaxWindow), zstd.WithEncoderConcurrency(1))
 }
 
 type encoder struct {
