@@ -50,6 +50,11 @@ type Config struct {
 	// IdentityKey is the device's ed25519 check-in key (PKCS#8 PEM); the
 	// agent creates it on first start if the file does not exist.
 	IdentityKey string `json:"identityKey,omitempty"`
+	// NoDeltas: fetch every path as a whole NAR, even where the cache has
+	// a delta against a path this device holds (docs/agent.md, Delta
+	// updates): for devices on unmetered links that would rather spare the
+	// rebuild's CPU and disk writes.
+	NoDeltas bool `json:"noDeltas,omitempty"`
 }
 
 // Duration is a time.Duration written as "60s" in JSON.

@@ -206,3 +206,22 @@ func TestDeltaFiguresBounded(t *testing.T) {
 		t.Fatalf("the device's own status would be refused: %v", err)
 	}
 }
+
+// TestNoDeltas: a device configured with noDeltas (module: deltas =
+// false) reads nothing for deltas and leaves every path to Nix whole.
+func TestNoDeltas(t *testing.T) {
+	h := newHostile(t)
+	base := storePathOf("app-1.0")
+	h.sys.held[base] = make([]byte, 1<<20)
+	sys, app := storePathOf("nixos-system-b"), storePathOf("app-1.1")
+	h.narinfo(sys, 4096, &h.key, app)
+	ni := h.narinfo(app, 1<<20, &h.key)
+	h.index(ni, base, 500000, []byte(delta.Magic+"not zstd"))
+	if f := h.agent.fetchDeltas(context.Background(), 2, sys, nil, nil); f.Paths != 2 || f.Fallbacks != 1 {
+		t.Fatalf("control: with deltas on, fetch %+v; want 2 paths and the broken delta tried", f)
+	}
+	h.agent.Config.NoDeltas = true
+	if f := h.agent.fetchDeltas(context.Background(), 2, sys, nil, nil); f != (status.Fetch{Revision: 2}) || h.sys.dumps != 1 {
+		t.Fatalf("noDeltas: fetch %+v after %d base dumps; want nothing planned, no dump", f, h.sys.dumps)
+	}
+}

@@ -128,6 +128,7 @@ func flagSet(c *Config, configFile *string) *pflag.FlagSet {
 	fs.IntVar(&c.KeepGenerations, "keep-generations", c.KeepGenerations, "system generations to keep after an update (default 10)")
 	fs.StringVar(&c.MinFreeSpace, "min-free-space", c.MinFreeSpace, "collect Nix store garbage when less than this is free, e.g. 2G (default: never)")
 	fs.StringVar(&c.IdentityKey, "identity-key", c.IdentityKey, "the device's ed25519 key, PKCS#8 PEM, made if missing (default <state-dir>/identity.key)")
+	fs.BoolVar(&c.NoDeltas, "no-deltas", c.NoDeltas, "fetch whole NARs only, never deltas against paths this device holds")
 	return fs
 }
 

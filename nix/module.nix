@@ -77,6 +77,7 @@ let
     keepGenerations = cfg.keepGenerations;
     minFreeSpace = cfg.minFreeSpace;
     identityKey = cfg.identityKeyFile;
+    noDeltas = !cfg.deltas;
   };
   # agent-config-end
 
@@ -295,6 +296,18 @@ in
         `aws_secret_access_key`) for `s3://` buckets, with a policy that lets this
         device write only `devices/????????????/<deviceId>.json` (examples/policies/device-policy.json).
         A path as a string, outside the Nix store, which every user can read.
+      '';
+    };
+
+    deltas = mkOption {
+      type = types.bool;
+      default = true;
+      description = ''
+        Fetch a changed store path as a binary delta against a path this device
+        already holds, when the fleet cache has one (`nix-ota push` writes them): the
+        agent rebuilds the NAR, checks it against the signed narinfo and hands it to
+        Nix, falling back to the full NAR on any failure. false: always fetch whole
+        NARs, sparing the rebuild's CPU and disk writes on unmetered links.
       '';
     };
 
