@@ -56,6 +56,7 @@ let
       keepGenerations = 5;
       minFreeSpace = "2G";
       prometheusFile = "/var/lib/prometheus-node-exporter-text-files/nix-ota.prom";
+      deltas = false;
     });
     # The fewest options, resident daemon, and an interval longer than the
     # default heartbeat (which then follows the interval).
@@ -98,6 +99,8 @@ pkgs.runCommand "nix-ota-module-eval"
       grep -qx 'RestrictNamespaces=true' <<<"$u" || { echo "nix-ota-agent.service lost RestrictNamespaces"; exit 1; }
     done
     if grep -q '"deviceId"' "$runtimeIdConfig"; then echo "deviceId = null still wrote a deviceId"; exit 1; fi
+    grep -q '"noDeltas": *true' "$fullConfig" || { echo "deltas = false did not write noDeltas: true"; exit 1; }
+    grep -q '"noDeltas": *false' "$daemonConfig" || { echo "deltas left at its default did not write noDeltas: false"; exit 1; }
     mkdir -p $out
     cp "$fullConfig" $out/full.json
     cp "$daemonConfig" $out/daemon.json
