@@ -63,8 +63,8 @@ func checkConfig(ctx context.Context, args []string, stdout io.Writer, logger *l
 	for i, k := range trust.Keys {
 		names[i] = k.Name
 	}
-	fmt.Fprintf(stdout, "ok: %s: device %s follows channel %s on %s, trusting %s (threshold %d), polling every %s\n",
-		path, c.DeviceID, c.Channel, c.Bucket, strings.Join(names, ","), c.Threshold, c.Interval.Duration)
+	fmt.Fprintf(stdout, "ok: %s: device %s follows channel %s on %s, trusting %s (threshold %d), polling every %s, checking in at least every %s\n",
+		path, c.DeviceID, c.Channel, c.Bucket, strings.Join(names, ","), c.Threshold, c.Interval.Duration, c.Heartbeat.Duration)
 	if !online {
 		return ExitOK
 	}
