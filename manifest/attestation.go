@@ -1,8 +1,6 @@
 package manifest
 
 import (
-	"bytes"
-	"encoding/json"
 	"fmt"
 	"reflect"
 	"slices"
@@ -57,26 +55,8 @@ func (a *Attestation) Validate() error {
 // CheckAttestation verifies an attestation envelope against t for channel:
 // a threshold of trusted keys signed exactly these bytes, strictly decoded.
 func CheckAttestation(t Trust, channel string, body []byte) (*Attestation, error) {
-	if err := t.Check(); err != nil {
-		return nil, err
-	}
-	env, payload, err := decodeEnvelopeOf(body, AttestationType, MaxBodySize)
-	if err != nil {
-		return nil, err
-	}
-	if _, err := verifySignatures(t, env); err != nil {
-		return nil, err
-	}
-	if err := checkStrict(payload, attestationShape); err != nil {
-		return nil, fmt.Errorf("%w: attestation: %v", ErrMalformed, err)
-	}
-	dec := json.NewDecoder(bytes.NewReader(payload))
-	dec.DisallowUnknownFields()
 	var a Attestation
-	if err := dec.Decode(&a); err != nil {
-		return nil, fmt.Errorf("%w: attestation: %v", ErrMalformed, err)
-	}
-	if err := a.Validate(); err != nil {
+	if _, _, err := openDocument(t, body, AttestationType, MaxBodySize, attestationShape, "attestation", &a); err != nil {
 		return nil, err
 	}
 	if a.Channel != channel {

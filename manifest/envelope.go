@@ -1,6 +1,7 @@
 package manifest
 
 import (
+	"bytes"
 	"context"
 	"crypto"
 	"crypto/sha256"
@@ -209,6 +210,37 @@ func decodeEnvelopeOf(body []byte, want string, limit int) (*ssldsse.Envelope, [
 	// the bytes checked above.
 	env.Payload = base64.StdEncoding.EncodeToString(payload)
 	return &env, payload, nil
+}
+
+// document is a signed JSON document other than a manifest (attestation,
+// device registry): it knows its own rules.
+type document interface{ Validate() error }
+
+// openDocument verifies a document envelope of payloadType against t (a
+// threshold of its keys over exactly these bytes), then decodes the
+// payload strictly (shape, no unknown fields) into v and validates it.
+// It returns the signing key ids and the payload.
+func openDocument(t Trust, body []byte, payloadType string, limit int, sh *shape, what string, v document) ([]string, []byte, error) {
+	if err := t.Check(); err != nil {
+		return nil, nil, err
+	}
+	env, payload, err := decodeEnvelopeOf(body, payloadType, limit)
+	if err != nil {
+		return nil, nil, err
+	}
+	ids, err := verifySignatures(t, env)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := checkStrict(payload, sh); err != nil {
+		return nil, nil, fmt.Errorf("%w: %s: %v", ErrMalformed, what, err)
+	}
+	dec := json.NewDecoder(bytes.NewReader(payload))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return nil, nil, fmt.Errorf("%w: %s: %v", ErrMalformed, what, err)
+	}
+	return ids, payload, v.Validate()
 }
 
 func verifySignatures(t Trust, env *ssldsse.Envelope) ([]string, error) {

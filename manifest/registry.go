@@ -1,10 +1,8 @@
 package manifest
 
 import (
-	"bytes"
 	"crypto/ed25519"
 	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"reflect"
@@ -126,27 +124,9 @@ func (e DeviceEntry) validate() error {
 // than (or, at the same version, different from) what the reader accepted
 // before (seen). It does no I/O.
 func CheckRegistry(t Trust, body []byte, seen RegistryState) (*VerifiedRegistry, error) {
-	if err := t.Check(); err != nil {
-		return nil, err
-	}
-	env, payload, err := decodeEnvelopeOf(body, RegistryType, MaxRegistrySize)
-	if err != nil {
-		return nil, err
-	}
-	ids, err := verifySignatures(t, env)
-	if err != nil {
-		return nil, err
-	}
-	if err := checkStrict(payload, registryShape); err != nil {
-		return nil, fmt.Errorf("%w: registry: %v", ErrMalformed, err)
-	}
-	dec := json.NewDecoder(bytes.NewReader(payload))
-	dec.DisallowUnknownFields()
 	var r Registry
-	if err := dec.Decode(&r); err != nil {
-		return nil, fmt.Errorf("%w: registry: %v", ErrMalformed, err)
-	}
-	if err := r.Validate(); err != nil {
+	ids, payload, err := openDocument(t, body, RegistryType, MaxRegistrySize, registryShape, "registry", &r)
+	if err != nil {
 		return nil, err
 	}
 	st := RegistryState{Version: r.Version, Digest: Digest(payload)}

@@ -75,32 +75,27 @@ func SignRaw(ctx context.Context, payload []byte, keys ...Key) ([]byte, error) {
 
 // SignAttestation validates a and signs it as an attestation envelope.
 func SignAttestation(ctx context.Context, a *manifest.Attestation, keys ...Key) ([]byte, error) {
-	if len(keys) == 0 {
-		return nil, errors.New("sign: no signing key")
-	}
-	if err := a.Validate(); err != nil {
-		return nil, err
-	}
-	body, err := json.Marshal(a)
-	if err != nil {
-		return nil, err
-	}
-	return signEnvelope(ctx, manifest.AttestationType, body, keys)
+	return signDocument(ctx, manifest.AttestationType, a, keys)
 }
 
 // SignRegistry validates r and signs it as the device registry.
 func SignRegistry(ctx context.Context, r *manifest.Registry, keys ...Key) ([]byte, error) {
+	return signDocument(ctx, manifest.RegistryType, r, keys)
+}
+
+// signDocument validates v, then signs its JSON as payloadType.
+func signDocument(ctx context.Context, payloadType string, v interface{ Validate() error }, keys []Key) ([]byte, error) {
 	if len(keys) == 0 {
 		return nil, errors.New("sign: no signing key")
 	}
-	if err := r.Validate(); err != nil {
+	if err := v.Validate(); err != nil {
 		return nil, err
 	}
-	body, err := json.Marshal(r)
+	body, err := json.Marshal(v)
 	if err != nil {
 		return nil, err
 	}
-	return signEnvelope(ctx, manifest.RegistryType, body, keys)
+	return signEnvelope(ctx, payloadType, body, keys)
 }
 
 func signEnvelope(ctx context.Context, payloadType string, payload []byte, keys []Key) ([]byte, error) {
