@@ -15,11 +15,10 @@ import (
 	"github.com/nix-community/go-nix/pkg/narinfo"
 	"github.com/nix-community/go-nix/pkg/narinfo/signature"
 	"github.com/nix-community/go-nix/pkg/nixbase32"
-	"github.com/nix-community/go-nix/pkg/nixhash"
 
 	"github.com/nix-ota/nix-ota/bucket"
-	"github.com/nix-ota/nix-ota/cache"
 	"github.com/nix-ota/nix-ota/delta"
+	"github.com/nix-ota/nix-ota/internal/testenv"
 	"github.com/nix-ota/nix-ota/status"
 )
 
@@ -59,11 +58,6 @@ func (h *holdingSystem) Dump(_ context.Context, p string, w io.Writer) error {
 
 func (h *holdingSystem) TrustedKeys(context.Context) ([]string, error) { return h.keys, nil }
 
-func storePathOf(name string) string {
-	d := sha256.Sum256([]byte(name))
-	return "/nix/store/" + nixbase32.EncodeToString(d[:20]) + "-" + name
-}
-
 // hostile is a file bucket with a cache a test writes narinfos into.
 type hostile struct {
 	t     *testing.T
@@ -83,22 +77,6 @@ func newHostile(t *testing.T) *hostile {
 	h := &hostile{t: t, s: s, key: k, pub: pk.String(), sys: &holdingSystem{held: map[string][]byte{}}}
 	h.agent = &Agent{Config: Config{StateDir: t.TempDir(), TrustedCacheKeys: []string{h.pub}}, Store: s, System: h.sys, Logf: t.Logf}
 	return h
-}
-
-// narinfo writes a narinfo for p; signer nil leaves it unsigned.
-func (h *hostile) narinfo(p string, narSize uint64, signer *signature.SecretKey, refs ...string) *narinfo.NarInfo {
-	ni := &narinfo.NarInfo{StorePath: p, URL: "nar/x.nar.zst", Compression: "zstd", NarSize: narSize,
-		NarHash: nixhash.MustNewHashWithEncoding(nixhash.SHA256, make([]byte, 32), nixhash.NixBase32, true)}
-	for _, r := range refs {
-		ni.References = append(ni.References, path.Base(r))
-	}
-	if signer != nil {
-		sig, _ := signer.Sign(nil, ni.Fingerprint())
-		ni.Signatures = append(ni.Signatures, sig)
-	}
-	key, _ := cache.NarinfoKey(p)
-	h.put(key, []byte(ni.String()))
-	return ni
 }
 
 func (h *hostile) put(key string, b []byte) {
@@ -133,11 +111,11 @@ func paths(plan []*missing) []string {
 // no delta, and costs the device nothing but its read.
 func TestDeltaPlanFollowsOnlySigned(t *testing.T) {
 	h := newHostile(t)
-	sys, lib, forged, behind := storePathOf("nixos-system-b"), storePathOf("lib-2"), storePathOf("app-1.1"), storePathOf("more-1")
-	h.narinfo(sys, 4096, &h.key, lib, forged)
-	h.narinfo(lib, 4096, &h.key)
-	h.narinfo(forged, 1<<40, nil, behind)
-	h.narinfo(behind, 4096, &h.key)
+	sys, lib, forged, behind := testenv.StorePath("nixos-system-b"), testenv.StorePath("lib-2"), testenv.StorePath("app-1.1"), testenv.StorePath("more-1")
+	testenv.PutNarinfo(t, h.s, &h.key, sys, 4096, lib, forged)
+	testenv.PutNarinfo(t, h.s, &h.key, lib, 4096)
+	testenv.PutNarinfo(t, h.s, nil, forged, 1<<40, behind)
+	testenv.PutNarinfo(t, h.s, &h.key, behind, 4096)
 	plan, err := h.agent.plan(context.Background(), sys, h.agent.trustedKeys(context.Background()))
 	if err != nil {
 		t.Fatal(err)
@@ -168,9 +146,9 @@ func (d denyMissing) Get(ctx context.Context, key string, o bucket.GetOptions) (
 func TestDeltaAccessDeniedIsAbsent(t *testing.T) {
 	h := newHostile(t)
 	h.agent.Store = denyMissing{h.s}
-	sys, big, elsewhere := storePathOf("nixos-system-b"), storePathOf("big-1.1"), storePathOf("from-cache-nixos-org")
-	h.narinfo(sys, 4096, &h.key, big, elsewhere)
-	h.narinfo(big, 1<<20, &h.key)
+	sys, big, elsewhere := testenv.StorePath("nixos-system-b"), testenv.StorePath("big-1.1"), testenv.StorePath("from-cache-nixos-org")
+	testenv.PutNarinfo(t, h.s, &h.key, sys, 4096, big, elsewhere)
+	testenv.PutNarinfo(t, h.s, &h.key, big, 1<<20)
 	f := h.agent.fetchDeltas(context.Background(), 2, sys, nil, nil)
 	if f.Paths != 2 || f.Fallbacks != 0 || f.Fallback != "" {
 		t.Fatalf("fetch %+v: want 2 paths, no fallback", f)
@@ -182,16 +160,16 @@ func TestDeltaAccessDeniedIsAbsent(t *testing.T) {
 // may carry; at most three deltas fail before the rest are not tried.
 func TestDeltaFiguresBounded(t *testing.T) {
 	h := newHostile(t)
-	base := storePathOf("app-1.0")
+	base := testenv.StorePath("app-1.0")
 	h.sys.held[base] = make([]byte, 1<<20)
-	sys := storePathOf("nixos-system-b")
+	sys := testenv.StorePath("nixos-system-b")
 	var apps []string
 	for i := range 5 {
-		apps = append(apps, storePathOf("app-1."+string(rune('1'+i))))
+		apps = append(apps, testenv.StorePath("app-1."+string(rune('1'+i))))
 	}
-	h.narinfo(sys, 4096, &h.key, apps...)
+	testenv.PutNarinfo(t, h.s, &h.key, sys, 4096, apps...)
 	for _, p := range apps {
-		ni := h.narinfo(p, 1<<20, &h.key)
+		ni := testenv.PutNarinfo(t, h.s, &h.key, p, 1<<20)
 		h.index(ni, base, 1<<62, []byte(delta.Magic+"not zstd"))
 	}
 	f := h.agent.fetchDeltas(context.Background(), 2, sys, nil, nil)
@@ -211,11 +189,11 @@ func TestDeltaFiguresBounded(t *testing.T) {
 // false) reads nothing for deltas and leaves every path to Nix whole.
 func TestNoDeltas(t *testing.T) {
 	h := newHostile(t)
-	base := storePathOf("app-1.0")
+	base := testenv.StorePath("app-1.0")
 	h.sys.held[base] = make([]byte, 1<<20)
-	sys, app := storePathOf("nixos-system-b"), storePathOf("app-1.1")
-	h.narinfo(sys, 4096, &h.key, app)
-	ni := h.narinfo(app, 1<<20, &h.key)
+	sys, app := testenv.StorePath("nixos-system-b"), testenv.StorePath("app-1.1")
+	testenv.PutNarinfo(t, h.s, &h.key, sys, 4096, app)
+	ni := testenv.PutNarinfo(t, h.s, &h.key, app, 1<<20)
 	h.index(ni, base, 500000, []byte(delta.Magic+"not zstd"))
 	if f := h.agent.fetchDeltas(context.Background(), 2, sys, nil, nil); f.Paths != 2 || f.Fallbacks != 1 {
 		t.Fatalf("control: with deltas on, fetch %+v; want 2 paths and the broken delta tried", f)

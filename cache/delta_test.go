@@ -17,6 +17,7 @@ import (
 	"github.com/nix-ota/nix-ota/bucket"
 	"github.com/nix-ota/nix-ota/cache"
 	"github.com/nix-ota/nix-ota/delta"
+	"github.com/nix-ota/nix-ota/internal/testenv"
 )
 
 // orderStore records the keys of finished Puts, in order.
@@ -98,7 +99,7 @@ func TestPushDeltas(t *testing.T) {
 				t.Fatalf("delta does not rebuild app-1.1: %v", err)
 			}
 			for _, name := range []string{"small-1.1", "noise-1.1", "other-2.0"} {
-				k, _ := delta.IndexKey(fakePath(name))
+				k, _ := delta.IndexKey(testenv.StorePath(name))
 				if _, err := s.Stat(context.Background(), "cache/"+k); err == nil {
 					t.Errorf("%s got a delta", name)
 				}
@@ -119,7 +120,7 @@ func checkDeltaGC(t *testing.T, s bucket.Store, target string, keys ...string) {
 			t.Errorf("gc with %s as root would delete %s", target, k)
 		}
 	}
-	plan, err = cache.PlanGC(ctx, s, []string{fakePath("other-2.0")}, 0, time.Now().Add(time.Hour))
+	plan, err = cache.PlanGC(ctx, s, []string{testenv.StorePath("other-2.0")}, 0, time.Now().Add(time.Hour))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -36,14 +36,9 @@ type fakeNix struct {
 	dump  func(path string, nar []byte, w io.Writer) error
 }
 
-func fakePath(name string) string {
-	d := sha256.Sum256([]byte(name))
-	return "/nix/store/" + nixbase32.EncodeToString(d[:20]) + "-" + name
-}
-
 // add makes a path with the given NAR bytes and references.
 func (n *fakeNix) add(name string, nar []byte, refs ...string) string {
-	p := fakePath(name)
+	p := testenv.StorePath(name)
 	h := sha256.Sum256(nar)
 	n.infos = append(n.infos, cache.PathInfo{Path: p, NarHash: "sha256:" + nixbase32.EncodeToString(h[:]), NarSize: uint64(len(nar)), References: refs})
 	if n.nars == nil {
@@ -172,7 +167,7 @@ func dag() *fakeNix {
 	m3 := n.add("mid-3", randomBytes(1<<10), leaves[4], leaves[5], m1)
 	top1 := n.add("top-1", randomBytes(2<<10), m1, m2, m3)
 	n.add("top-2", randomBytes(2<<10), m2, m3, leaves[1])
-	self := fakePath("top-3")
+	self := testenv.StorePath("top-3")
 	n.add("top-3", randomBytes(2<<10), top1, self)
 	return n
 }
@@ -226,7 +221,7 @@ func TestPushOrder(t *testing.T) {
 				checkLargestFirst(t, s, n)
 			}
 			// the two paths with the same NAR upload it once, for either
-			same1, same2 := fakePath("leaf-same-1"), fakePath("leaf-same-2")
+			same1, same2 := testenv.StorePath("leaf-same-1"), testenv.StorePath("leaf-same-2")
 			uploaded[same1] = max(uploaded[same1], uploaded[same2])
 			uploaded[same2] = uploaded[same1]
 			for _, info := range n.infos {
