@@ -14,6 +14,7 @@ import (
 	"github.com/nix-ota/nix-ota/bucket"
 	"github.com/nix-ota/nix-ota/cache"
 	"github.com/nix-ota/nix-ota/delta"
+	"github.com/nix-ota/nix-ota/internal/parallel"
 	"github.com/nix-ota/nix-ota/status"
 )
 
@@ -124,26 +125,18 @@ func (a *Agent) readMissing(ctx context.Context, paths []string, keys []signatur
 		mu    sync.Mutex
 		out   []*missing
 		first error
-		wg    sync.WaitGroup
-		slots = make(chan struct{}, fetchConcurrency)
 	)
-	for _, p := range paths {
-		wg.Add(1)
-		slots <- struct{}{}
-		go func() {
-			defer func() { <-slots; wg.Done() }()
-			m, err := a.readOne(ctx, p, keys)
-			mu.Lock()
-			defer mu.Unlock()
-			if err != nil && first == nil {
-				first = err
-			}
-			if m != nil {
-				out = append(out, m)
-			}
-		}()
-	}
-	wg.Wait()
+	parallel.Each(fetchConcurrency, paths, func(p string) {
+		m, err := a.readOne(ctx, p, keys)
+		mu.Lock()
+		defer mu.Unlock()
+		if err != nil && first == nil {
+			first = err
+		}
+		if m != nil {
+			out = append(out, m)
+		}
+	})
 	return out, first
 }
 

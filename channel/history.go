@@ -11,6 +11,7 @@ import (
 	"sync"
 
 	"github.com/nix-ota/nix-ota/bucket"
+	"github.com/nix-ota/nix-ota/internal/parallel"
 	"github.com/nix-ota/nix-ota/manifest"
 	"github.com/nix-ota/nix-ota/status"
 )
@@ -136,24 +137,16 @@ func ListHistory(ctx context.Context, s bucket.Store, name string) ([]uint64, []
 
 func (h *History) readEntries(ctx context.Context, s bucket.Store, revs []uint64) {
 	var mu sync.Mutex
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, loadConcurrency)
-	for _, rev := range revs {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer func() { <-sem; wg.Done() }()
-			e, skip := h.readEntry(ctx, s, rev)
-			mu.Lock()
-			defer mu.Unlock()
-			if skip != nil {
-				h.Skipped = append(h.Skipped, *skip)
-			} else {
-				h.Entries = append(h.Entries, e)
-			}
-		}()
-	}
-	wg.Wait()
+	parallel.Each(loadConcurrency, revs, func(rev uint64) {
+		e, skip := h.readEntry(ctx, s, rev)
+		mu.Lock()
+		defer mu.Unlock()
+		if skip != nil {
+			h.Skipped = append(h.Skipped, *skip)
+		} else {
+			h.Entries = append(h.Entries, e)
+		}
+	})
 	sort.Slice(h.Entries, func(i, j int) bool { return h.Entries[i].Revision() < h.Entries[j].Revision() })
 	sort.Slice(h.Skipped, func(i, j int) bool { return h.Skipped[i].Key < h.Skipped[j].Key })
 }

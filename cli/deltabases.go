@@ -15,6 +15,7 @@ import (
 	"github.com/nix-ota/nix-ota/cache"
 	"github.com/nix-ota/nix-ota/channel"
 	"github.com/nix-ota/nix-ota/delta"
+	"github.com/nix-ota/nix-ota/internal/parallel"
 	"github.com/nix-ota/nix-ota/manifest"
 )
 
@@ -94,30 +95,22 @@ func readLevel(ctx context.Context, s bucket.Store, key signature.PublicKey, pat
 		found []delta.Candidate
 		next  []string
 		first error
-		wg    sync.WaitGroup
-		slots = make(chan struct{}, 16)
 	)
-	for _, sp := range paths {
-		wg.Add(1)
-		slots <- struct{}{}
-		go func() {
-			defer func() { <-slots; wg.Done() }()
-			ni, err := cache.ReadNarinfo(ctx, s, sp)
-			unreachable := errors.Is(err, bucket.ErrUnreachable) || errors.Is(err, bucket.ErrAccessDenied)
-			signed := err == nil && signature.VerifyFirst(ni.Fingerprint(), ni.Signatures, []signature.PublicKey{key})
-			mu.Lock()
-			defer mu.Unlock()
-			switch {
-			case unreachable && first == nil:
-				first = fmt.Errorf("delta bases: %w", err)
-			case signed:
-				found = append(found, delta.Candidate{Path: sp, NarSize: ni.NarSize})
-				for _, r := range ni.References {
-					next = append(next, path.Join("/nix/store", r))
-				}
+	parallel.Each(16, paths, func(sp string) {
+		ni, err := cache.ReadNarinfo(ctx, s, sp)
+		unreachable := errors.Is(err, bucket.ErrUnreachable) || errors.Is(err, bucket.ErrAccessDenied)
+		signed := err == nil && signature.VerifyFirst(ni.Fingerprint(), ni.Signatures, []signature.PublicKey{key})
+		mu.Lock()
+		defer mu.Unlock()
+		switch {
+		case unreachable && first == nil:
+			first = fmt.Errorf("delta bases: %w", err)
+		case signed:
+			found = append(found, delta.Candidate{Path: sp, NarSize: ni.NarSize})
+			for _, r := range ni.References {
+				next = append(next, path.Join("/nix/store", r))
 			}
-		}()
-	}
-	wg.Wait()
+		}
+	})
 	return found, next, first
 }
