@@ -21,7 +21,7 @@ const (
 	Down           // the connection is dropped: a bucket that is gone
 	Error500       // S3 answers 500 InternalError
 	Slow           // every response is delayed by Delay
-	Hang           // the request blocks until Release (or the client gives up)
+	Hang           // the request blocks until the next Set (or the client gives up), then fails with 503: it never reaches the server
 )
 
 // FaultProxy is an HTTP proxy on loopback in front of a real server (MinIO)
@@ -88,6 +88,11 @@ func StartFaultProxy(t testing.TB, target string) *FaultProxy {
 				case <-time.After(2 * time.Minute):
 				}
 				p.Hanging.Add(-1)
+				// Never forwarded: its client has usually been killed, and
+				// the proxy may not have seen the connection close yet. A
+				// late PUT would change the bucket behind the test's back.
+				http.Error(w, "held by the fault proxy, then dropped", http.StatusServiceUnavailable)
+				return
 			}
 		}
 		rp.ServeHTTP(w, r)
